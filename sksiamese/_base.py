@@ -1,0 +1,371 @@
+"""The training core shared by every sksiamese estimator."""
+
+import contextlib
+import copy
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+from skorch.callbacks import Callback, EarlyStopping
+from skorch.dataset import Dataset
+from skorch.helper import predefined_split
+from torch import nn
+
+from ._compat import HasMethods, Interval, StrOptions, validate_data
+from ._net import BalancedBatchIterator, SiameseNet
+from ._networks import DISTANCES, CNNEncoder, MLPEncoder, SiameseModule
+from ._preprocessing import BlankAwareScaler
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Raised when the training loss becomes NaN or infinite."""
+
+
+class _DivergenceGuard(Callback):
+    """Stop with a clear message as soon as a training loss is not finite."""
+
+    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
+        if training and loss is not None and not torch.isfinite(loss):
+            epoch = len(net.history)
+            raise TrainingDivergedError(
+                f"Training diverged: the loss became {loss.item()} in epoch {epoch}. "
+                "Try a lower `lr`, scale the inputs (values of very different "
+                "magnitudes), or a smaller `margin`."
+            )
+
+
+class _Reshape(nn.Module):
+    """Give a user's encoder its inputs back in their original (image) shape."""
+
+    def __init__(self, shape, module):
+        super().__init__()
+        self.shape = tuple(shape)
+        self.module = module
+
+    def forward(self, x):
+        return self.module(x.reshape(len(x), *self.shape))
+
+
+@contextlib.contextmanager
+def _restore_on_failure(estimator):
+    """Leave ``estimator`` exactly as it was if the block raises."""
+    state = estimator.__dict__.copy()
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(state)
+        raise
+
+
+def resolve_device(device):
+    """Turn the ``device`` parameter into a torch device string."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}."
+        ) from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available on this "
+            "machine; use device='auto' or device='cpu'."
+        )
+    return str(parsed)
+
+
+class _BaseSiamese(BaseEstimator):
+    """Parameters, input handling and the training loop shared by the estimators.
+
+    Subclasses define the criterion and what ``y`` means; this class builds the
+    encoder, the skorch net, the balanced batches and the held-out split.
+    """
+
+    _parameter_constraints = {
+        "encoder": [
+            StrOptions({"mlp", "cnn"}),
+            nn.Module,
+            HasMethods(["forward"]),
+        ],
+        "hidden_layer_sizes": ["array-like"],
+        "embedding_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "image_shape": ["array-like", None],
+        "encoder_params": [dict, None],
+        "distance": [StrOptions(set(DISTANCES))],
+        "margin": [Interval(numbers.Real, 0, None, closed="neither")],
+        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 4, None, closed="left")],
+        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "callbacks": [list, None],
+        "scaling": [StrOptions({"auto", "standard", "global"}), None],
+        "device": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    # -- input -----------------------------------------------------------------
+
+    def _image_input(self):
+        return self.encoder == "cnn" or not isinstance(self.encoder, str)
+
+    def _validate_X(self, X, y="no_validation", reset=True):
+        """Validate ``X`` (and ``y``), flattening image arrays to rows.
+
+        Returns a float 2-D array (NaN allowed), or ``(X, y)`` when ``y`` is
+        given (None included, which is refused with scikit-learn's message).
+        """
+        shape = None
+        if self._image_input() and getattr(X, "ndim", 2) in (3, 4):
+            X = np.asarray(X)
+            shape = (1, *X.shape[1:]) if X.ndim == 3 else X.shape[1:]
+            if not reset and getattr(self, "image_shape_", None) not in (None, shape):
+                raise ValueError(
+                    f"X has images of shape {shape}, but {type(self).__name__} was "
+                    f"fitted on images of shape {self.image_shape_}."
+                )
+            X = X.reshape(len(X), -1)
+        kwargs = dict(
+            reset=reset,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite="allow-nan",
+            ensure_min_samples=2 if reset else 1,
+        )
+        out = validate_data(self, X, y, **kwargs)
+        if reset:
+            X = out[0] if isinstance(out, tuple) else out
+            self.image_shape_ = self._resolve_image_shape(shape, X.shape[1])
+        return out
+
+    def _resolve_image_shape(self, shape, n_features):
+        if shape is None and self.image_shape is not None:
+            shape = tuple(int(s) for s in self.image_shape)
+            if len(shape) == 2:
+                shape = (1, *shape)
+            if len(shape) != 3 or int(np.prod(shape)) != n_features:
+                raise ValueError(
+                    f"image_shape={self.image_shape!r} does not match X with "
+                    f"{n_features} features per row; give (height, width) or "
+                    "(channels, height, width) whose product is n_features."
+                )
+        if shape is None and self.encoder == "cnn":
+            side = int(round(np.sqrt(n_features)))
+            if side * side != n_features:
+                raise ValueError(
+                    "encoder='cnn' needs the image shape: pass X as (n, H, W) or "
+                    "(n, C, H, W), or set image_shape; X has "
+                    f"{n_features} features per row, which is not a square image."
+                )
+            shape = (1, side, side)
+        return tuple(int(s) for s in shape) if shape is not None else None
+
+    def _make_scaler(self):
+        scaling = self.scaling
+        if scaling == "auto":
+            scaling = "global" if self.image_shape_ is not None else "standard"
+        return BlankAwareScaler(scaling)
+
+    def _encode(self, X):
+        """Validated, scaled float32 rows for a fitted estimator."""
+        X = self._validate_X(X, reset=False)
+        return self._scaler.transform(X)
+
+    # -- network ---------------------------------------------------------------
+
+    def _build_module(self, n_inputs, head, probe, device):
+        """The twin module on ``device``, checked on two rows of ``probe``."""
+        encoder = self.encoder
+        if encoder == "mlp":
+            encoder = MLPEncoder(
+                n_inputs,
+                tuple(self.hidden_layer_sizes),
+                self.embedding_dim,
+                self.dropout,
+            )
+        elif encoder == "cnn":
+            if n_inputs != int(np.prod(self.image_shape_)):
+                raise ValueError(
+                    "encoder='cnn' does not accept blanks (NaN) in images."
+                )
+            encoder = CNNEncoder(self.image_shape_, self.embedding_dim)
+        elif isinstance(encoder, nn.Module):
+            encoder = copy.deepcopy(encoder)
+        elif isinstance(encoder, type) and issubclass(encoder, nn.Module):
+            encoder = encoder(**(self.encoder_params or {}))
+        else:
+            raise TypeError(
+                "encoder must be 'mlp', 'cnn', a torch.nn.Module instance or a "
+                f"torch.nn.Module subclass; got {encoder!r}."
+            )
+        if not isinstance(self.encoder, str) and self.image_shape_ is not None:
+            encoder = _Reshape(self.image_shape_, encoder)
+        encoder = encoder.to(device)
+        x = torch.as_tensor(probe[:2], device=device)
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            with torch.no_grad():
+                out = encoder(x)
+        except Exception as exc:
+            raise ValueError(
+                f"The encoder failed on a batch of shape {tuple(x.shape)}: {exc}"
+            ) from exc
+        encoder.train(was_training)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or len(out) != len(x):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out)
+            raise ValueError(
+                "The encoder must return a 2-D tensor of shape (n_samples, "
+                f"embedding_dim); for an input of shape {tuple(x.shape)} it "
+                f"returned {got}."
+            )
+        return SiameseModule(
+            encoder, distance=self.distance, head=head, embedding_dim=out.shape[1]
+        ).to(device)
+
+    def _make_net(self, module, criterion, valid, rng, device, samples_per_class):
+        callbacks = [("divergence_guard", _DivergenceGuard())]
+        if valid is not None and self.early_stopping:
+            callbacks.append(
+                (
+                    "early_stopping",
+                    EarlyStopping(
+                        monitor="valid_loss",
+                        patience=self.n_iter_no_change,
+                        threshold=self.tol,
+                        threshold_mode="rel",
+                        load_best=True,
+                    ),
+                )
+            )
+        callbacks += copy.deepcopy(self.callbacks or [])
+        return SiameseNet(
+            module=module,
+            criterion=criterion,
+            optimizer=torch.optim.AdamW,
+            lr=self.lr,
+            optimizer__weight_decay=self.weight_decay,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            iterator_train=BalancedBatchIterator,
+            iterator_train__samples_per_class=samples_per_class,
+            iterator_train__random_state=rng.randint(np.iinfo(np.int32).max),
+            iterator_train__pin_memory=device.startswith("cuda"),
+            iterator_valid=BalancedBatchIterator,
+            iterator_valid__samples_per_class=samples_per_class,
+            iterator_valid__random_state=rng.randint(np.iinfo(np.int32).max),
+            iterator_valid__resample=False,
+            train_split=None if valid is None else predefined_split(Dataset(*valid)),
+            callbacks=callbacks,
+            verbose=self.verbose,
+            device=device,
+        )
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _seeded(seed, device):
+        """Seed torch's global RNG for the block, then restore its state."""
+        devices = (
+            list(range(torch.cuda.device_count())) if device.startswith("cuda") else []
+        )
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
+    # -- common public methods -------------------------------------------------
+
+    def transform(self, X):
+        """Embed samples with the trained encoder.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples; blanks (NaN) allowed. Images may also be given as
+            ``(n_samples, H, W)`` or ``(n_samples, C, H, W)``.
+
+        Returns
+        -------
+        X_embedded : ndarray of shape (n_samples, embedding_dim)
+        """
+        check_is_fitted(self)
+        return self.net_.embed(self._encode(X)).astype(np.float64)
+
+    def pair_distance(self, X1, X2):
+        """Dissimilarity of row ``i`` of ``X1`` and row ``i`` of ``X2``.
+
+        A distance in embedding space (lower = more alike); with ``loss="bce"``,
+        minus the logit of the learned pair head.
+
+        Parameters
+        ----------
+        X1, X2 : array-like of shape (n_pairs, n_features)
+
+        Returns
+        -------
+        distance : ndarray of shape (n_pairs,)
+        """
+        check_is_fitted(self)
+        A, B = self.transform(X1), self.transform(X2)
+        if len(A) != len(B):
+            raise ValueError(
+                f"X1 and X2 must have the same number of rows; got {len(A)} "
+                f"and {len(B)}."
+            )
+        return self.net_.rowwise(A.astype(np.float32), B.astype(np.float32)).astype(
+            np.float64
+        )
+
+    def pair_score(self, X1, X2):
+        """Probability that row ``i`` of ``X1`` and row ``i`` of ``X2`` are alike.
+
+        A logistic function of :meth:`pair_distance`, calibrated on pairs held
+        out from training.
+
+        Parameters
+        ----------
+        X1, X2 : array-like of shape (n_pairs, n_features)
+
+        Returns
+        -------
+        score : ndarray of shape (n_pairs,)
+        """
+        d = self.pair_distance(X1, X2)
+        slope, intercept = self.pair_calibration_
+        return 1.0 / (1.0 + np.exp(-(intercept + slope * d)))
+
+    @property
+    def history_(self):
+        """Per-epoch training log of the skorch net (``net_.history``)."""
+        check_is_fitted(self, "net_")
+        return self.net_.history
+
+    def _seed_pair(self):
+        rng = check_random_state(self.random_state)
+        return rng, int(rng.randint(np.iinfo(np.int32).max))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.three_d_array = self.encoder == "cnn"
+        return tags
+
+
+def fit_logistic_1d(d, same):
+    """Slope and intercept of ``P(same) = sigmoid(intercept + slope * d)``."""
+    from sklearn.linear_model import LogisticRegression
+
+    d = np.asarray(d, dtype=np.float64).reshape(-1, 1)
+    same = np.asarray(same)
+    if len(np.unique(same)) < 2:
+        return -1.0, 0.0
+    lr = LogisticRegression(C=1e4).fit(d, same)
+    return float(lr.coef_[0, 0]), float(lr.intercept_[0])

@@ -1,0 +1,585 @@
+"""SiameseClassifier: a twin network that learns from labelled samples."""
+
+import numbers
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp, softmax
+from sklearn.base import ClassifierMixin, TransformerMixin
+from sklearn.cluster import KMeans
+from sklearn.model_selection import StratifiedShuffleSplit
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from ._base import _BaseSiamese, _restore_on_failure, fit_logistic_1d, resolve_device
+from ._compat import Interval, StrOptions, _fit_context
+from ._losses import LOSSES, InBatchLoss
+
+
+class SiameseClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
+    """Siamese (twin) network classifier.
+
+    A shared encoder is trained so that samples of one class lie close together
+    and samples of different classes lie apart. Training batches are
+    class-balanced (``P`` classes x ``K`` samples each, drawn afresh every epoch)
+    and pairs, triplets or prototypes are formed inside each batch, so memory
+    grows with the number of samples, never with the number of pairs.
+
+    To predict, every reference sample is embedded once; a query is embedded
+    once and compared with all references at the same time. The class scores are
+    the mean dissimilarity to the ``n_neighbors`` closest references of each
+    class, turned into probabilities by a temperature fitted on held-out data.
+
+    Read more in the :ref:`User Guide <user_guide>`.
+
+    Parameters
+    ----------
+    encoder : {"mlp", "cnn"}, torch.nn.Module instance or class, default="mlp"
+        The shared network. ``"mlp"`` for feature vectors; ``"cnn"`` for images
+        (given as ``(n, H, W)`` / ``(n, C, H, W)`` arrays, or as flat rows with
+        ``image_shape``). A module instance is copied at ``fit``; a module class
+        is instantiated with ``encoder_params``. A user's module receives float32
+        rows of ``n_features_in_`` plus one "was blank" column per feature that
+        had blanks during ``fit`` (images: the image shape) and must return
+        ``(batch, embedding_dim)``.
+
+    hidden_layer_sizes : tuple of int, default=(128, 64)
+        Widths of the hidden layers of the ``"mlp"`` encoder.
+
+    embedding_dim : int, default=32
+        Width of the embedding (``"mlp"`` and ``"cnn"`` encoders).
+
+    dropout : float, default=0.0
+        Dropout after each hidden layer of the ``"mlp"`` encoder.
+
+    image_shape : tuple of int, default=None
+        ``(height, width)`` or ``(channels, height, width)`` of images given as
+        flat rows. With ``encoder="cnn"`` and flat rows of a square number of
+        features, a square grey-scale image is assumed.
+
+    encoder_params : dict, default=None
+        Keyword arguments for ``encoder`` when it is a module class.
+
+    loss : {"contrastive", "bce", "triplet", "prototype"}, default="contrastive"
+        Training objective over the samples of a batch. ``"contrastive"``: all
+        in-batch pairs, same pairs pulled together and different pairs pushed
+        ``margin`` apart. ``"bce"``: a learned sigmoid head on ``|a - b|`` (Koch
+        et al.); ``distance`` is then not used. ``"triplet"``: batch semi-hard
+        triplets. ``"prototype"``: softmax over distances to the in-batch class
+        means (prototypical networks).
+
+    distance : {"euclidean", "manhattan", "cosine"}, default="euclidean"
+        Distance between embeddings.
+
+    margin : float, default=1.0
+        Margin of the contrastive and triplet losses.
+
+    references : {"all", "prototypes"} or int, default=100
+        Which embedded training samples are kept to compare queries with.
+        ``"all"``: every training sample. ``"prototypes"``: the mean embedding
+        of each class. An int ``k``: for each class, its samples if it has at
+        most ``k``, else ``k`` k-means centres of its embeddings (a compact
+        "gold standard" set that keeps prediction fast on large data).
+
+    n_neighbors : int, default=5
+        Number of closest references of each class averaged into its score.
+
+    max_epochs : int, default=100
+        Maximum number of passes over the training data.
+
+    batch_size : int, default=128
+        Samples per training batch.
+
+    samples_per_class : int, default=None
+        Samples of each class in a batch (``K``); by default
+        ``batch_size // n_classes``, at least 2.
+
+    lr : float, default=1e-3
+        Learning rate of the AdamW optimizer.
+
+    weight_decay : float, default=1e-4
+        Decoupled weight decay of AdamW.
+
+    early_stopping : bool, default=True
+        Stop when the loss on the held-out split has not improved for
+        ``n_iter_no_change`` epochs, and keep the best weights.
+
+    validation_fraction : float, default=0.1
+        Fraction of the training data held out (stratified) for early stopping
+        and for calibrating ``predict_proba``. With 0, or too few samples to
+        split, the calibration uses a two-fold split of the training data.
+
+    n_iter_no_change : int, default=10
+        Patience of early stopping, in epochs.
+
+    tol : float, default=1e-4
+        Relative improvement of the held-out loss that counts as progress.
+
+    callbacks : list of skorch callbacks or (name, callback) tuples, default=None
+        Extra skorch callbacks (learning-rate schedules, checkpoints, progress
+        bars, ...). They are copied at ``fit``.
+
+    scaling : {"auto", "standard", "global"} or None, default="auto"
+        Input scaling fitted on the training data: per feature (``"standard"``),
+        one mean and scale for all features (``"global"``, for images), or none.
+        ``"auto"`` is ``"global"`` for images and ``"standard"`` otherwise.
+        Blanks (NaN) are then set to 0 and flagged in an extra column.
+
+    device : str, default="auto"
+        Torch device. ``"auto"`` uses CUDA when available, else the CPU.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weight initialisation, the batches and the held-out split.
+        An int makes CPU runs repeatable.
+
+    verbose : int, default=0
+        Print a per-epoch log (skorch's ``PrintLog``) when positive.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels; after :meth:`fit_references`, those of the new references.
+
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during ``fit``, when ``X`` has string column
+        names.
+
+    image_shape_ : tuple of int or None
+        ``(channels, height, width)`` of image input, else None.
+
+    net_ : skorch.NeuralNet
+        The trained skorch net; ``net_.module_`` is the twin module.
+
+    history_ : skorch.History
+        Per-epoch log of training (``net_.history``): losses, durations.
+
+    n_epochs_ : int
+        Number of epochs trained.
+
+    references_ : ndarray of shape (n_references, embedding_dim)
+        Embedded reference samples.
+
+    reference_labels_ : ndarray of shape (n_references,)
+        Label of each reference.
+
+    temperature_ : float
+        Scale that turns class dissimilarities into calibrated probabilities.
+
+    pair_calibration_ : tuple of float
+        ``(slope, intercept)`` of the logistic map used by :meth:`pair_score`.
+
+    See Also
+    --------
+    sklearn.neighbors.NeighborhoodComponentsAnalysis : Linear metric learning.
+    sklearn.neighbors.KNeighborsClassifier : Nearest neighbours in input space.
+
+    References
+    ----------
+    .. [1] R. Hadsell, S. Chopra and Y. LeCun, "Dimensionality Reduction by
+       Learning an Invariant Mapping", CVPR 2006.
+    .. [2] G. Koch, R. Zemel and R. Salakhutdinov, "Siamese Neural Networks for
+       One-shot Image Recognition", ICML Deep Learning Workshop 2015.
+    .. [3] F. Schroff, D. Kalenichenko and J. Philbin, "FaceNet: A Unified
+       Embedding for Face Recognition and Clustering", CVPR 2015.
+    .. [4] J. Snell, K. Swersky and R. Zemel, "Prototypical Networks for
+       Few-shot Learning", NeurIPS 2017.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sksiamese import SiameseClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = SiameseClassifier(max_epochs=20, random_state=0).fit(X, y)
+    >>> clf.predict(X[:3])
+    array([0, 0, 0])
+    >>> clf.transform(X[:3]).shape
+    (3, 32)
+    """
+
+    _parameter_constraints = {
+        **_BaseSiamese._parameter_constraints,
+        "loss": [StrOptions(set(LOSSES))],
+        "references": [
+            StrOptions({"all", "prototypes"}),
+            Interval(numbers.Integral, 1, None, closed="left"),
+        ],
+        "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
+        "samples_per_class": [Interval(numbers.Integral, 2, None, closed="left"), None],
+    }
+
+    def __init__(
+        self,
+        encoder="mlp",
+        *,
+        hidden_layer_sizes=(128, 64),
+        embedding_dim=32,
+        dropout=0.0,
+        image_shape=None,
+        encoder_params=None,
+        loss="contrastive",
+        distance="euclidean",
+        margin=1.0,
+        references=100,
+        n_neighbors=5,
+        max_epochs=100,
+        batch_size=128,
+        samples_per_class=None,
+        lr=1e-3,
+        weight_decay=1e-4,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        callbacks=None,
+        scaling="auto",
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.encoder = encoder
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.embedding_dim = embedding_dim
+        self.dropout = dropout
+        self.image_shape = image_shape
+        self.encoder_params = encoder_params
+        self.loss = loss
+        self.distance = distance
+        self.margin = margin
+        self.references = references
+        self.n_neighbors = n_neighbors
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.samples_per_class = samples_per_class
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.callbacks = callbacks
+        self.scaling = scaling
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- fit -------------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train the encoder on labelled samples and keep embedded references.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training samples; blanks (NaN) allowed. Images may be given as
+            ``(n_samples, H, W)`` or ``(n_samples, C, H, W)``.
+        y : array-like of shape (n_samples,)
+            Class labels, at least two samples of each class.
+
+        Returns
+        -------
+        self : SiameseClassifier
+            The fitted estimator.
+        """
+        with _restore_on_failure(self):
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
+        X, y = self._validate_X(X, y, reset=True)
+        classes, codes = self._encode_labels(y, "fit")
+        counts = np.bincount(codes)
+        if counts.min() < 2:
+            rare = classes[np.flatnonzero(counts < 2)].tolist()
+            raise ValueError(
+                "Every class needs at least 2 samples in fit to form same-class "
+                f"pairs; these classes have only 1: {rare}. Remove them, or add "
+                "them after training with fit_references."
+            )
+        device = resolve_device(self.device)
+        rng, seed = self._seed_pair()
+        train, held = self._holdout_split(codes, rng)
+
+        scaler = self._make_scaler().fit(X[train])
+        Z = scaler.transform(X)
+        with self._seeded(seed, device):
+            module = self._build_module(
+                scaler.n_outputs,
+                head=self.loss == "bce",
+                probe=Z[train],
+                device=device,
+            )
+            net = self._make_net(
+                module,
+                InBatchLoss(self.loss, self.margin),
+                None if held is None else (Z[held], codes[held]),
+                rng,
+                device,
+                self.samples_per_class,
+            )
+            net.fit(Z[train], codes[train])
+
+        E = net.embed(Z)
+        if held is None:
+            S, y_cal, d_pairs, same = self._crossfit_scores(net, E, codes, rng)
+        else:
+            R, r_codes = self._select_references(E[train], codes[train], rng)
+            S = net.class_dissimilarity(
+                E[held], R, r_codes, len(classes), self.n_neighbors
+            )
+            y_cal = codes[held]
+            d_pairs, same = self._calibration_pairs(
+                net, E[held], codes[held], E[train], codes[train], rng
+            )
+        R, r_codes = self._select_references(E, codes, rng)
+
+        self.classes_ = classes
+        self.net_ = net
+        self._scaler = scaler
+        self._n_features_out = R.shape[1]
+        self.n_epochs_ = len(net.history)
+        self.references_ = R
+        self._reference_codes = r_codes
+        self.reference_labels_ = classes[r_codes]
+        self.temperature_ = _fit_temperature(S, y_cal, len(classes))
+        self.pair_calibration_ = fit_logistic_1d(d_pairs, same)
+        return self
+
+    def _encode_labels(self, y, method):
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        classes, codes = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                f"{type(self).__name__}.{method} needs samples of at least 2 "
+                f"classes to form different pairs; got 1 class: {classes.tolist()}."
+            )
+        return classes, codes
+
+    def _holdout_split(self, codes, rng):
+        """Stratified (train, held-out) indices, or (all, None) when too small."""
+        n, n_classes = len(codes), codes.max() + 1
+        everything = np.arange(n)
+        n_held = int(np.ceil(self.validation_fraction * n))
+        if (
+            self.validation_fraction == 0
+            or n_held < n_classes
+            or n - n_held < 2 * n_classes
+        ):
+            return everything, None
+        split = StratifiedShuffleSplit(
+            n_splits=1, test_size=n_held, random_state=rng.randint(2**31 - 1)
+        )
+        train, held = next(split.split(np.zeros(n), codes))
+        if np.bincount(codes[train], minlength=n_classes).min() < 2:
+            return everything, None
+        return np.sort(train), np.sort(held)
+
+    def _select_references(self, E, codes, rng):
+        """The reference embeddings kept for prediction, and their class codes."""
+        n_classes = codes.max() + 1
+        if self.references == "all":
+            return E, codes
+        groups = [E[codes == c] for c in range(n_classes)]
+        if self.references == "prototypes":
+            R = [g.mean(0, keepdims=True) for g in groups]
+        else:
+            R = [self._class_centres(g, self.references, rng) for g in groups]
+        r_codes = np.concatenate([np.full(len(r), c) for c, r in enumerate(R)])
+        return np.concatenate(R).astype(np.float32), r_codes
+
+    @staticmethod
+    def _class_centres(E, k, rng):
+        if len(E) <= k:
+            return E
+        # k-means on a subsample is as good as on everything for k centres and
+        # keeps this step cheap on hundreds of thousands of samples.
+        if len(E) > 50 * k:
+            E = E[rng.choice(len(E), 50 * k, replace=False)]
+        km = KMeans(
+            n_clusters=k, n_init=1, max_iter=100, random_state=rng.randint(2**31 - 1)
+        )
+        return km.fit(E.astype(np.float64)).cluster_centers_.astype(np.float32)
+
+    def _crossfit_scores(self, net, E, codes, rng):
+        """Calibration data without a held-out split: two stratified halves,
+        each scored against the references of the other."""
+        n_classes = codes.max() + 1
+        half = np.zeros(len(codes), dtype=bool)
+        for c in range(n_classes):
+            idx = rng.permutation(np.flatnonzero(codes == c))
+            half[idx[: len(idx) // 2]] = True
+        S = np.empty((len(codes), n_classes))
+        d_all, same_all = [], []
+        for q in (half, ~half):
+            r = ~q
+            R, r_codes = self._select_references(E[r], codes[r], rng)
+            S[q] = net.class_dissimilarity(
+                E[q], R, r_codes, n_classes, self.n_neighbors
+            )
+            d, same = self._calibration_pairs(net, E[q], codes[q], E[r], codes[r], rng)
+            d_all.append(d)
+            same_all.append(same)
+        return S, codes, np.concatenate(d_all), np.concatenate(same_all)
+
+    @staticmethod
+    def _calibration_pairs(net, Q, q_codes, R, r_codes, rng, max_queries=10_000):
+        """Dissimilarities of one same-class and one other-class pair per query."""
+        if len(Q) > max_queries:
+            keep = rng.choice(len(Q), max_queries, replace=False)
+            Q, q_codes = Q[keep], q_codes[keep]
+        order = np.argsort(r_codes, kind="stable")
+        sorted_codes = r_codes[order]
+        lo = np.searchsorted(sorted_codes, q_codes, side="left")
+        hi = np.searchsorted(sorted_codes, q_codes, side="right")
+        same_pick = order[lo + (rng.random_sample(len(Q)) * (hi - lo)).astype(int)]
+        # A reference drawn uniformly outside the query's class.
+        n_other = len(r_codes) - (hi - lo)
+        j = (rng.random_sample(len(Q)) * n_other).astype(int)
+        other_pick = order[np.where(j < lo, j, j + (hi - lo))]
+        d_same = net.rowwise(Q, R[same_pick])
+        d_other = net.rowwise(Q, R[other_pick])
+        d = np.concatenate([d_same, d_other])
+        same = np.r_[np.ones(len(Q)), np.zeros(len(Q))]
+        return d, same
+
+    # -- references ------------------------------------------------------------
+
+    def fit_references(self, X, y):
+        """Replace the reference samples (and ``classes_``) without retraining.
+
+        The trained encoder embeds ``X`` once; later predictions compare queries
+        with these references only. Use it to recognise classes never seen in
+        training, from as little as one sample each.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_references, n_features)
+            Reference samples.
+        y : array-like of shape (n_references,)
+            Their labels; at least two classes, one sample each is enough.
+
+        Returns
+        -------
+        self : SiameseClassifier
+        """
+        check_is_fitted(self)
+        Z = self._encode(X)
+        classes, codes = self._encode_labels(y, "fit_references")
+        if len(codes) != len(Z):
+            raise ValueError(
+                f"X and y have different numbers of samples: {len(Z)} and {len(codes)}."
+            )
+        E = self.net_.embed(Z)
+        R, r_codes = self._select_references(E, codes, check_random_state(0))
+        self.classes_ = classes
+        self.references_ = R
+        self._reference_codes = r_codes
+        self.reference_labels_ = classes[r_codes]
+        return self
+
+    # -- prediction ------------------------------------------------------------
+
+    def _class_dissimilarity(self, X):
+        check_is_fitted(self)
+        E = self.net_.embed(self._encode(X))
+        return self.net_.class_dissimilarity(
+            E,
+            self.references_,
+            self._reference_codes,
+            len(self.classes_),
+            self.n_neighbors,
+        )
+
+    def decision_function(self, X):
+        """Class scores: minus the class dissimilarities over the temperature.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            For two classes, the log-odds of ``classes_[1]``; otherwise one
+            column per class (log-probabilities up to a constant per row).
+        """
+        logits = -self._class_dissimilarity(X) / self.temperature_
+        if len(self.classes_) == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
+
+    def predict_proba(self, X):
+        """Calibrated class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``.
+        """
+        return softmax(-self._class_dissimilarity(X) / self.temperature_, axis=1)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """Label of the closest class.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+        """
+        S = self._class_dissimilarity(X)
+        return self.classes_[np.argmin(S, axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64"]
+        return tags
+
+
+def _fit_temperature(S, codes, n_classes):
+    """Temperature minimising the class-balanced log loss of softmax(-S / T).
+
+    The targets are Platt's (1999) smoothed ones, ``(n_c + 1) / (n_c + 2)`` for
+    the true class: a perfectly separated calibration set would otherwise drive
+    the temperature to zero and the probabilities to 0 and 1.
+    """
+    counts = np.bincount(codes, minlength=n_classes)
+    weights = 1.0 / counts[codes]
+    on = (counts[codes] + 1.0) / (counts[codes] + 2.0)
+    targets = np.repeat(((1.0 - on) / max(n_classes - 1, 1))[:, None], n_classes, 1)
+    targets[np.arange(len(codes)), codes] = on
+    spread = np.std(S) if np.std(S) > 0 else 1.0
+
+    def loss(log_t):
+        z = -S / np.exp(log_t)
+        logp = z - logsumexp(z, axis=1, keepdims=True)
+        return -(weights * (targets * logp).sum(1)).sum() / weights.sum()
+
+    centre = np.log(spread)
+    res = minimize_scalar(loss, bounds=(centre - 10, centre + 10), method="bounded")
+    return float(np.exp(res.x))

@@ -1,0 +1,140 @@
+"""Pair, triplet and prototype losses (torch only).
+
+Every loss takes a matrix (or a vector) of *dissimilarities* produced by
+:meth:`SiameseModule.pairwise` (or ``rowwise``): a distance for the metric losses,
+minus the logit of "same" for the learned pair head. Lower always means more alike.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOSSES = ("contrastive", "bce", "triplet", "prototype")
+
+
+def _balanced_mean(values, positive):
+    """Mean over positive pairs and mean over negative pairs, averaged.
+
+    Keeps the loss from being dominated by negative pairs, which are far more
+    numerous in a batch with many classes.
+    """
+    terms = [values[m].mean() for m in (positive, ~positive) if m.any()]
+    return torch.stack(terms).mean()
+
+
+def contrastive_loss(d, same, margin=1.0):
+    """Hadsell, Chopra and LeCun (2006): pull same pairs together, push different
+    pairs at least ``margin`` apart."""
+    values = torch.where(same, d.pow(2), F.relu(margin - d).pow(2))
+    return _balanced_mean(values, same)
+
+
+def bce_pair_loss(d, same):
+    """Binary cross-entropy on the logit ``-d`` of "same" (Koch et al. 2015)."""
+    values = F.binary_cross_entropy_with_logits(-d, same.to(d.dtype), reduction="none")
+    return _balanced_mean(values, same)
+
+
+def triplet_loss(D, y, margin=1.0):
+    """Batch semi-hard triplet loss (Schroff et al. 2015).
+
+    For each anchor-positive pair, the negative is the closest one that is still
+    farther than the positive; when there is none, the farthest negative within the
+    batch is used instead (so easy batches still give a gradient of zero, not NaN).
+    """
+    same = y[:, None] == y[None, :]
+    eye = torch.eye(len(y), dtype=torch.bool, device=y.device)
+    pos = same & ~eye
+    if not pos.any() or same.all():
+        return D.sum() * 0.0
+    anchor, positive = pos.nonzero(as_tuple=True)
+    d_ap = D[anchor, positive]
+    d_an = D[anchor]  # (n_triplets, batch)
+    neg = ~same[anchor]
+    inf = torch.finfo(D.dtype).max
+    semi_hard = neg & (d_an > d_ap[:, None])
+    closest_semi_hard = torch.where(semi_hard, d_an, inf).min(dim=1).values
+    hardest = torch.where(neg, d_an, -inf).max(dim=1).values
+    d_neg = torch.where(semi_hard.any(dim=1), closest_semi_hard, hardest)
+    return F.relu(d_ap - d_neg + margin).mean()
+
+
+def prototype_loss(emb, y, module):
+    """Prototypical-network loss (Snell, Swersky and Zemel 2017) inside a batch.
+
+    Each sample is classified by softmax over its dissimilarity to the mean
+    embedding of every class in the batch; its own class mean leaves the sample
+    out, so no sample is compared with itself.
+    """
+    labels, codes = torch.unique(y, return_inverse=True)
+    n_classes = len(labels)
+    onehot = F.one_hot(codes, n_classes).to(emb.dtype)  # (batch, classes)
+    counts = onehot.sum(0)
+    sums = onehot.T @ emb
+    means = sums / counts[:, None]
+    logits = -module.pairwise(emb, means, squared=True)
+    # Leave-one-out mean for the sample's own class.
+    own_count = (counts[codes] - 1).clamp(min=1)[:, None]
+    own_mean = (sums[codes] - emb) / own_count
+    own = -module.rowwise(emb, own_mean, squared=True)
+    logits = torch.where(onehot.bool(), own[:, None], logits)
+    return F.cross_entropy(logits, codes)
+
+
+class InBatchLoss(nn.Module):
+    """Loss over all pairs (or triplets, or prototypes) formed inside a batch of
+    labelled samples.
+
+    Parameters
+    ----------
+    loss : {"contrastive", "bce", "triplet", "prototype"}
+    margin : float
+        Margin of the contrastive and triplet losses.
+    """
+
+    def __init__(self, loss="contrastive", margin=1.0):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}.")
+        self.loss = loss
+        self.margin = margin
+
+    def forward(self, emb, y, module):
+        if self.loss == "prototype":
+            return prototype_loss(emb, y, module)
+        D = module.pairwise(emb, emb)
+        if self.loss == "triplet":
+            return triplet_loss(D, y, self.margin)
+        i, j = torch.triu_indices(len(y), len(y), offset=1, device=emb.device)
+        d, same = D[i, j], y[i] == y[j]
+        if self.loss == "bce":
+            return bce_pair_loss(d, same)
+        return contrastive_loss(d, same, self.margin)
+
+
+class RowPairLoss(nn.Module):
+    """Loss over given pairs: row ``i`` of the first half against row ``i`` of the
+    second, with ``y = 1`` for same.
+
+    Parameters
+    ----------
+    loss : {"contrastive", "bce"}
+    margin : float
+    """
+
+    def __init__(self, loss="contrastive", margin=1.0):
+        super().__init__()
+        if loss not in ("contrastive", "bce"):
+            raise ValueError(
+                f"loss must be 'contrastive' or 'bce' for pairs; got {loss!r}."
+            )
+        self.loss = loss
+        self.margin = margin
+
+    def forward(self, emb, y, module):
+        a, b = emb
+        d = module.rowwise(a, b)
+        same = y.bool()
+        if self.loss == "bce":
+            return bce_pair_loss(d, same)
+        return contrastive_loss(d, same, self.margin)

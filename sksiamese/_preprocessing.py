@@ -1,0 +1,63 @@
+"""Input encoding: scaling, and blanks kept apart from zeros (numpy only)."""
+
+import warnings
+
+import numpy as np
+
+
+class BlankAwareScaler:
+    """Scale features and encode blanks (NaN) as value 0 plus a "was blank" flag.
+
+    After scaling, a blank becomes 0 (the training mean) and an extra 0/1 column
+    records that it was blank, for every feature that had a blank during ``fit``.
+    So a blank and an observed value stay distinguishable, unlike in a notebook
+    that maps both blanks and "no" to the same number.
+
+    Parameters
+    ----------
+    scaling : {"standard", "global", None}
+        ``"standard"``: per-feature mean and standard deviation (blanks ignored).
+        ``"global"``: one mean and standard deviation for all features (images).
+        None: no scaling.
+    """
+
+    def __init__(self, scaling="standard"):
+        self.scaling = scaling
+
+    def fit(self, X):
+        self.n_features_ = X.shape[1]
+        blank = np.isnan(X)
+        self.blank_columns_ = np.flatnonzero(blank.any(axis=0))
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if self.scaling == "standard":
+                mean, std = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
+            elif self.scaling == "global":
+                mean, std = np.nanmean(X), np.nanstd(X)
+            else:
+                mean, std = 0.0, 1.0
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+        self.mean_, self.scale_ = mean, std
+        return self
+
+    @property
+    def n_outputs(self):
+        return self.n_features_ + len(self.blank_columns_)
+
+    def transform(self, X):
+        """Return a float32 array of ``n_features + n_blank_columns`` columns."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            Z = (X - self.mean_) / self.scale_
+        blank = np.isnan(Z)
+        Z[blank] = 0.0
+        if not np.isfinite(Z).all() or np.abs(Z).max(initial=0.0) > 1e30:
+            raise ValueError(
+                "X holds values too large to scale for float32 computation "
+                "(after scaling some exceed 1e30). Rescale or clip the input."
+            )
+        out = Z.astype(np.float32)
+        if len(self.blank_columns_):
+            flags = blank[:, self.blank_columns_].astype(np.float32)
+            out = np.hstack([out, flags])
+        return np.ascontiguousarray(out)

@@ -1,0 +1,137 @@
+"""Class-balanced batch sampling.
+
+Pure numpy: no torch here. A batch holds ``P`` classes times ``K`` samples of each,
+drawn afresh every epoch; pairs (or triplets) are formed inside the batch by the loss,
+so nothing quadratic in the number of samples is ever stored.
+"""
+
+import math
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+
+def batch_layout(n_classes, batch_size, samples_per_class=None):
+    """Return ``(P, K)``: classes per batch and samples per class.
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of classes present in the data (at least 2).
+    batch_size : int
+        Requested number of samples per batch (at least 4).
+    samples_per_class : int or None, default=None
+        ``K``. When None, as many as fit: ``batch_size // n_classes``, at least 2.
+
+    Returns
+    -------
+    n_classes_per_batch : int
+    samples_per_class : int
+
+    Examples
+    --------
+    >>> batch_layout(2, 128)
+    (2, 64)
+    >>> batch_layout(1000, 128)
+    (64, 2)
+    >>> batch_layout(1000, 128, samples_per_class=8)
+    (16, 8)
+    """
+    if samples_per_class is None:
+        samples_per_class = max(2, batch_size // n_classes)
+    n_per_batch = max(2, min(n_classes, batch_size // samples_per_class))
+    return n_per_batch, samples_per_class
+
+
+class BalancedBatchSampler:
+    """Yield batches of indices with an equal number of samples per class.
+
+    Each epoch draws new batches. A class with fewer samples than the others is
+    cycled through more often (each pass over a class is a fresh permutation), so
+    every class contributes equally to each batch whatever its frequency.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Integer class codes.
+    batch_size : int
+        Approximate batch size; the exact size is ``P * K`` from :func:`batch_layout`.
+    samples_per_class : int or None, default=None
+        Samples of each class per batch (``K``).
+    n_batches : int or None, default=None
+        Batches per epoch. Default: enough for one pass over ``n_samples``.
+    random_state : int, RandomState instance or None, default=None
+        Source of randomness; successive epochs continue its stream.
+    resample : bool, default=True
+        If False, the first epoch's batches are repeated on every iteration (used
+        for a validation loss that is comparable between epochs).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = np.array([0] * 8 + [1] * 2)
+    >>> sampler = BalancedBatchSampler(y, batch_size=4, random_state=0)
+    >>> [np.bincount(y[b]).tolist() for b in sampler]
+    [[2, 2], [2, 2], [2, 2]]
+    """
+
+    def __init__(
+        self,
+        y,
+        batch_size,
+        samples_per_class=None,
+        n_batches=None,
+        random_state=None,
+        resample=True,
+    ):
+        y = np.asarray(y)
+        self.classes, y_codes = np.unique(y, return_inverse=True)
+        if len(self.classes) < 2:
+            raise ValueError(
+                "Balanced batches need samples of at least 2 classes; "
+                f"got {len(self.classes)}."
+            )
+        self.pools = [np.flatnonzero(y_codes == c) for c in range(len(self.classes))]
+        self.n_per_batch, self.samples_per_class = batch_layout(
+            len(self.classes), batch_size, samples_per_class
+        )
+        size = self.n_per_batch * self.samples_per_class
+        self.n_batches = (
+            n_batches if n_batches is not None else max(1, math.ceil(len(y) / size))
+        )
+        self.random_state = check_random_state(random_state)
+        self.resample = resample
+        self._fixed = None
+
+    def __len__(self):
+        return self.n_batches
+
+    def __iter__(self):
+        if self.resample or self._fixed is None:
+            batches = self._draw_epoch()
+            if not self.resample:
+                self._fixed = batches
+        else:
+            batches = self._fixed
+        return iter(batches)
+
+    def _draw_epoch(self):
+        rng = self.random_state
+        n_classes = len(self.pools)
+        P, K = self.n_per_batch, self.samples_per_class
+        if P == n_classes:
+            chosen = np.tile(np.arange(n_classes), (self.n_batches, 1))
+        else:
+            chosen = np.argsort(rng.random_sample((self.n_batches, n_classes)), axis=1)
+            chosen = chosen[:, :P]
+        batches = np.empty((self.n_batches, P, K), dtype=np.intp)
+        for c in range(n_classes):
+            where = np.nonzero(chosen == c)
+            demand = len(where[0]) * K
+            if demand == 0:
+                continue
+            pool = self.pools[c]
+            n_passes = math.ceil(demand / len(pool))
+            stream = np.concatenate([rng.permutation(pool) for _ in range(n_passes)])
+            batches[where] = stream[:demand].reshape(-1, K)
+        return list(batches.reshape(self.n_batches, P * K))
