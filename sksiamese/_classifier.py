@@ -1,6 +1,7 @@
 """SiameseClassifier: a twin network that learns from labelled samples."""
 
 import numbers
+from types import SimpleNamespace
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -289,6 +290,22 @@ class SiameseClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
             return self._fit(X, y)
 
     def _fit(self, X, y):
+        plan = self._fit_setup(X, y)
+        with self._seeded(plan.seed, plan.device):
+            plan.net.partial_fit(plan.Z[plan.train], plan.codes[plan.train])
+        return self._fit_finish(plan)
+
+    def _fit_setup(self, X, y):
+        """Validate the data and build everything training needs.
+
+        Returns a namespace with the scaled data ``Z``, class ``codes``, the
+        ``train`` / ``held`` indices, the fitted ``scaler``, the untrained skorch
+        ``net``, and the ``rng``, ``seed`` and ``device`` of this fit. Training
+        is ``net.partial_fit(Z[train], codes[train])`` under ``self._seeded(seed,
+        device)``; engines that train elsewhere (several processes, several
+        machines) load the trained weights into ``net.module_`` instead, then
+        call :meth:`_fit_finish`.
+        """
         X, y = self._validate_X(X, y, reset=True)
         classes, codes = self._encode_labels(y, "fit")
         counts = np.bincount(codes)
@@ -320,8 +337,24 @@ class SiameseClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
                 device,
                 self.samples_per_class,
             )
-            net.fit(Z[train], codes[train])
+            net.initialize()
+        return SimpleNamespace(
+            Z=Z,
+            codes=codes,
+            classes=classes,
+            train=train,
+            held=held,
+            scaler=scaler,
+            net=net,
+            rng=rng,
+            seed=seed,
+            device=device,
+        )
 
+    def _fit_finish(self, plan):
+        """Embed the references and calibrate, from a trained ``plan.net``."""
+        net, Z, codes, rng = plan.net, plan.Z, plan.codes, plan.rng
+        train, held, classes = plan.train, plan.held, plan.classes
         E = net.embed(Z)
         if held is None:
             S, y_cal, d_pairs, same = self._crossfit_scores(net, E, codes, rng)
@@ -338,7 +371,7 @@ class SiameseClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
 
         self.classes_ = classes
         self.net_ = net
-        self._scaler = scaler
+        self._scaler = plan.scaler
         self._n_features_out = R.shape[1]
         self.n_epochs_ = len(net.history)
         self.references_ = R

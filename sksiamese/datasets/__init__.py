@@ -1,0 +1,3 @@
+"""Datasets for examples and benchmarks: generators and loaders of local files."""
+
+__all__ = []
