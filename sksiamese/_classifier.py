@@ -6,7 +6,11 @@ from types import SimpleNamespace
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp, softmax
-from sklearn.base import ClassifierMixin, TransformerMixin
+from sklearn.base import (
+    ClassifierMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+)
 from sklearn.cluster import KMeans
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils import check_random_state
@@ -18,7 +22,9 @@ from ._compat import Interval, StrOptions, _fit_context
 from ._losses import LOSSES, InBatchLoss
 
 
-class SiameseClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
+class SiameseClassifier(
+    ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOutMixin, _BaseSiamese
+):
     """Siamese (twin) network classifier.
 
     A shared encoder is trained so that samples of one class lie close together
@@ -426,6 +432,7 @@ class SiameseClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
 
     @staticmethod
     def _class_centres(E, k, rng):
+        E = np.unique(E, axis=0)  # repeated rows (e.g. oversampled) count once
         if len(E) <= k:
             return E
         # k-means on a subsample is as good as on everything for k centres and

@@ -63,8 +63,10 @@ def prototype_loss(emb, y, module):
     """Prototypical-network loss (Snell, Swersky and Zemel 2017) inside a batch.
 
     Each sample is classified by softmax over its dissimilarity to the mean
-    embedding of every class in the batch; its own class mean leaves the sample
-    out, so no sample is compared with itself.
+    embedding of every class in the batch (squared for the euclidean distance);
+    its own class mean leaves the sample out, so no sample is compared with
+    itself. Cosine distances lie in [0, 2], too narrow a range for a softmax, so
+    they are scaled by 10 first.
     """
     labels, codes = torch.unique(y, return_inverse=True)
     n_classes = len(labels)
@@ -78,6 +80,8 @@ def prototype_loss(emb, y, module):
     own_mean = (sums[codes] - emb) / own_count
     own = -module.rowwise(emb, own_mean, squared=True)
     logits = torch.where(onehot.bool(), own[:, None], logits)
+    if module.head is None and module.distance == "cosine":
+        logits = 10.0 * logits
     return F.cross_entropy(logits, codes)
 
 

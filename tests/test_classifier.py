@@ -1,0 +1,437 @@
+"""Behaviour of SiameseClassifier on real data and inside scikit-learn tools."""
+
+import pickle
+import re
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from imblearn.over_sampling import RandomOverSampler
+from imblearn.pipeline import make_pipeline as make_imb_pipeline
+from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.datasets import load_breast_cancer, load_wine
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
+from sklearn.model_selection import (
+    GridSearchCV,
+    RandomizedSearchCV,
+    StratifiedKFold,
+    TunedThresholdClassifierCV,
+    cross_val_score,
+    cross_validate,
+    train_test_split,
+)
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from skorch.callbacks import Callback
+
+from sksiamese import SiameseClassifier
+
+SMALL = dict(hidden_layer_sizes=(32,), embedding_dim=8, max_epochs=15, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def wine():
+    X, y = load_wine(return_X_y=True)
+    return train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(wine):
+    """One fitted model shared by the tests that only read it."""
+    X_train, _, y_train, _ = wine
+    return SiameseClassifier(**SMALL).fit(X_train, y_train)
+
+
+def test_learns_wine_and_surface_is_consistent(fitted, wine):
+    _, X_test, _, y_test = wine
+    assert fitted.score(X_test, y_test) > 0.9
+    proba = fitted.predict_proba(X_test)
+    assert proba.shape == (len(X_test), 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    np.testing.assert_array_equal(
+        fitted.classes_[proba.argmax(1)], fitted.predict(X_test)
+    )
+    np.testing.assert_allclose(
+        np.exp(fitted.predict_log_proba(X_test)), proba, rtol=1e-10
+    )
+    decision = fitted.decision_function(X_test)
+    np.testing.assert_array_equal(decision.argmax(1), proba.argmax(1))
+    emb = fitted.transform(X_test)
+    assert emb.shape == (len(X_test), 8) and emb.dtype == np.float64
+    names = fitted.get_feature_names_out()
+    assert names.tolist() == [f"siameseclassifier{i}" for i in range(8)]
+
+
+def test_probabilities_are_calibrated_not_overconfident(fitted, wine):
+    _, X_test, _, y_test = wine
+    proba = fitted.predict_proba(X_test)
+    # Confidence tracks accuracy: not all probabilities pinned at 0 or 1.
+    confidence = proba.max(1)
+    assert 0.6 < confidence.mean() < 0.999
+
+
+def test_string_labels_binary_decision(wine):
+    X, _, y, _ = wine
+    labels = np.where(y == 0, "cultivar-a", "other")
+    clf = SiameseClassifier(**SMALL).fit(X, labels)
+    assert clf.classes_.tolist() == ["cultivar-a", "other"]
+    assert set(clf.predict(X)) <= {"cultivar-a", "other"}
+    decision = clf.decision_function(X)
+    assert decision.shape == (len(X),)
+    # Positive decision means classes_[1].
+    np.testing.assert_array_equal(
+        np.where(decision > 0, "other", "cultivar-a"), clf.predict(X)
+    )
+    assert accuracy_score(labels, clf.predict(X)) > 0.9
+
+
+@pytest.mark.parametrize("references", ["all", "prototypes", 5])
+def test_reference_strategies(wine, references):
+    X_train, X_test, y_train, y_test = wine
+    clf = SiameseClassifier(references=references, **SMALL).fit(X_train, y_train)
+    n_refs = {"all": len(X_train), "prototypes": 3, 5: 15}[references]
+    assert clf.references_.shape == (n_refs, 8)
+    assert np.bincount(np.searchsorted(clf.classes_, clf.reference_labels_)).min() >= 1
+    assert clf.score(X_test, y_test) > 0.85
+
+
+def test_references_are_embedded_training_samples(wine):
+    X_train, _, y_train, _ = wine
+    clf = SiameseClassifier(references="all", **SMALL).fit(X_train, y_train)
+    np.testing.assert_allclose(clf.transform(X_train), clf.references_, rtol=1e-5)
+    np.testing.assert_array_equal(clf.reference_labels_, y_train)
+
+
+def test_fit_references_recognises_new_classes(wine):
+    # Train on two cultivars, then add the third from a handful of samples
+    # without retraining: the encoder's features must carry over.
+    X_train, X_test, y_train, y_test = wine
+    seen = y_train != 2
+    clf = SiameseClassifier(**SMALL).fit(X_train[seen], y_train[seen])
+    weights = [p.detach().clone() for p in clf.net_.module_.parameters()]
+    support = np.concatenate([np.flatnonzero(y_train == c)[:3] for c in range(3)])
+    clf.fit_references(X_train[support], np.array(["a", "b", "c"])[y_train[support]])
+    assert clf.classes_.tolist() == ["a", "b", "c"]
+    for before, after in zip(weights, clf.net_.module_.parameters(), strict=True):
+        assert torch.equal(before, after)
+    pred = clf.predict(X_test)
+    assert accuracy_score(np.array(["a", "b", "c"])[y_test], pred) > 0.8
+
+
+def test_pair_distance_and_score(fitted, wine):
+    _, X_test, _, y_test = wine
+    a = X_test[y_test == 0][:8]
+    b_same = X_test[y_test == 0][8:16]
+    b_diff = X_test[y_test == 1][:8]
+    d_same, d_diff = fitted.pair_distance(a, b_same), fitted.pair_distance(a, b_diff)
+    assert d_same.mean() < d_diff.mean()
+    s_same, s_diff = fitted.pair_score(a, b_same), fitted.pair_score(a, b_diff)
+    assert ((0 <= s_same) & (s_same <= 1)).all()
+    assert s_same.mean() > 0.5 > s_diff.mean()
+    with pytest.raises(ValueError, match="same number of rows"):
+        fitted.pair_distance(a, b_same[:3])
+
+
+def test_blanks_are_not_zeros():
+    # A feature that is either blank or 0 decides the class: mapping blanks to 0
+    # would erase the signal; the blank indicator keeps it.
+    rng = np.random.RandomState(0)
+    n = 300
+    y = np.repeat([0, 1], n // 2)
+    X = rng.normal(size=(n, 3))
+    X[:, 0] = np.where(y == 1, np.nan, 0.0)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.5, stratify=y, random_state=0
+    )
+    clf = SiameseClassifier(**SMALL).fit(X_train, y_train)
+    assert clf.score(X_test, y_test) > 0.95
+    Z_train, Z_test = np.nan_to_num(X_train), np.nan_to_num(X_test)
+    zeros = SiameseClassifier(**SMALL).fit(Z_train, y_train)
+    assert zeros.score(Z_test, y_test) < 0.7
+
+
+def test_losses_and_distances_fit(wine):
+    X_train, X_test, y_train, y_test = wine
+    for loss, distance in [
+        ("bce", "euclidean"),
+        ("triplet", "cosine"),
+        ("prototype", "manhattan"),
+    ]:
+        clf = SiameseClassifier(loss=loss, distance=distance, **SMALL)
+        assert clf.fit(X_train, y_train).score(X_test, y_test) > 0.85, loss
+
+
+def test_early_stopping_stops_and_history(wine):
+    X_train, _, y_train, _ = wine
+    clf = SiameseClassifier(
+        hidden_layer_sizes=(32,),
+        embedding_dim=8,
+        max_epochs=300,
+        n_iter_no_change=3,
+        random_state=0,
+    ).fit(X_train, y_train)
+    assert clf.n_epochs_ < 300
+    assert {"train_loss", "valid_loss"} <= set(clf.history_[-1])
+    no_stop = SiameseClassifier(early_stopping=False, **SMALL).fit(X_train, y_train)
+    assert no_stop.n_epochs_ == SMALL["max_epochs"]
+
+
+def test_user_callbacks_and_verbose(wine, capsys):
+    X_train, _, y_train, _ = wine
+
+    class CountEpochs(Callback):
+        def initialize(self):
+            self.count = 0
+            return self
+
+        def on_epoch_end(self, net, **kwargs):
+            self.count += 1
+
+    counter = CountEpochs()
+    clf = SiameseClassifier(callbacks=[counter], verbose=1, **SMALL).fit(
+        X_train, y_train
+    )
+    assert dict(clf.net_.callbacks_)["CountEpochs"].count == clf.n_epochs_
+    # The parameter itself is not touched by fit.
+    assert not hasattr(counter, "count")
+    assert "train_loss" in capsys.readouterr().out
+
+
+def test_user_module_class_and_instance(wine):
+    X_train, X_test, y_train, y_test = wine
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, n_inputs=13, width=16):
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(n_inputs, width),
+                torch.nn.Tanh(),
+                torch.nn.Linear(width, 4),
+            )
+
+        def forward(self, x):
+            return self.net(x)
+
+    instance = Encoder()
+    before = [p.detach().clone() for p in instance.parameters()]
+    clf = SiameseClassifier(encoder=instance, max_epochs=15, random_state=0)
+    assert clf.fit(X_train, y_train).score(X_test, y_test) > 0.85
+    for a, b in zip(before, instance.parameters(), strict=True):
+        assert torch.equal(a, b)  # the user's module is copied, not trained
+    by_class = SiameseClassifier(
+        encoder=Encoder, encoder_params={"width": 8}, max_epochs=15, random_state=0
+    ).fit(X_train, y_train)
+    assert by_class.transform(X_test).shape == (len(X_test), 4)
+
+
+def test_repeatable_with_random_state(wine):
+    X_train, X_test, y_train, _ = wine
+    a = SiameseClassifier(**SMALL).fit(X_train, y_train).predict_proba(X_test)
+    b = SiameseClassifier(**SMALL).fit(X_train, y_train).predict_proba(X_test)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_pickle_round_trip(fitted, wine):
+    _, X_test, _, _ = wine
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(
+        restored.predict_proba(X_test), fitted.predict_proba(X_test)
+    )
+
+
+def test_model_from_a_cuda_device_predicts_on_cpu(fitted, wine, monkeypatch):
+    # A net pickled while on CUDA records device="cuda"; on a machine without a
+    # GPU, skorch maps its tensors to the CPU and predictions go on there.
+    _, X_test, _, _ = wine
+    expected = fitted.predict(X_test)
+    state = fitted.net_.__getstate__()
+    state["device"] = "cuda"
+    net = type(fitted.net_).__new__(type(fitted.net_))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="no CUDA devices"):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Setting self.device = cpu")
+            net.__setstate__(state)
+    clone_ = pickle.loads(pickle.dumps(fitted))
+    clone_.net_ = net
+    assert str(clone_.net_.device) == "cpu"
+    np.testing.assert_array_equal(clone_.predict(X_test), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_on_cuda_predict_on_cpu(wine):
+    X_train, X_test, y_train, _ = wine
+    clf = SiameseClassifier(device="cuda", **SMALL).fit(X_train, y_train)
+    expected = clf.predict(X_test)
+    cpu = pickle.loads(pickle.dumps(clf))
+    cpu.net_.set_params(device="cpu")
+    cpu.net_.module_.to("cpu")
+    np.testing.assert_array_equal(cpu.predict(X_test), expected)
+
+
+def test_device_auto_resolves_to_available_device(fitted):
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert str(fitted.net_.device).startswith(expected)
+
+
+# -- scikit-learn tools -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    X, y = load_breast_cancer(return_X_y=True)
+    rng = np.random.RandomState(0)
+    keep = rng.choice(len(X), 240, replace=False)
+    return X[keep], y[keep]
+
+
+def test_pipeline_equals_bare_estimator(cancer):
+    X, y = cancer
+    bare = SiameseClassifier(**SMALL).fit(X, y)
+    pipe = make_pipeline(SiameseClassifier(**SMALL)).fit(X, y)
+    np.testing.assert_array_equal(pipe.predict_proba(X), bare.predict_proba(X))
+
+
+def test_as_transformer_step_feeding_another_classifier(cancer):
+    X, y = cancer
+    pipe = make_pipeline(
+        StandardScaler(), SiameseClassifier(**SMALL), LogisticRegression()
+    )
+    scores = cross_val_score(pipe, X, y, cv=3)
+    assert scores.mean() > 0.85
+
+
+def test_cross_validation_tools(cancer):
+    X, y = cancer
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    scores = cross_val_score(SiameseClassifier(**SMALL), X, y, cv=cv)
+    assert np.isfinite(scores).all() and scores.mean() > 0.85
+    res = cross_validate(
+        SiameseClassifier(**SMALL),
+        X,
+        y,
+        cv=cv,
+        scoring=["balanced_accuracy", "roc_auc", "neg_log_loss"],
+    )
+    assert res["test_roc_auc"].mean() > 0.9
+    assert np.isfinite(res["test_neg_log_loss"]).all()
+
+
+def test_grid_and_randomized_search(cancer):
+    X, y = cancer
+    grid = GridSearchCV(
+        SiameseClassifier(**SMALL), {"loss": ["contrastive", "prototype"]}, cv=2
+    ).fit(X, y)
+    assert grid.best_params_["loss"] in {"contrastive", "prototype"}
+    assert grid.best_score_ > 0.85
+    search = RandomizedSearchCV(
+        SiameseClassifier(**SMALL),
+        {"lr": [3e-4, 1e-3, 3e-3], "embedding_dim": [4, 8]},
+        n_iter=2,
+        cv=2,
+        random_state=0,
+    ).fit(X, y)
+    assert search.best_estimator_.transform(X).shape[1] in {4, 8}
+
+
+def test_clone_keeps_params_and_drops_fit(fitted):
+    c = clone(fitted)
+    assert c.get_params() == fitted.get_params()
+    assert not hasattr(c, "net_")
+
+
+def test_calibrated_and_tuned_threshold(cancer):
+    X, y = cancer
+    cal = CalibratedClassifierCV(SiameseClassifier(**SMALL), cv=2).fit(X, y)
+    proba = cal.predict_proba(X)
+    assert proba.shape == (len(X), 2) and np.isfinite(proba).all()
+    tuned = TunedThresholdClassifierCV(
+        SiameseClassifier(**SMALL),
+        scoring="balanced_accuracy",
+        cv=2,
+        random_state=0,
+    ).fit(X, y)
+    assert np.isfinite(tuned.best_threshold_)
+    assert tuned.score(X, y) > 0.85
+
+
+def test_imblearn_pipeline_after_sampler(cancer):
+    X, y = cancer
+    keep = np.r_[np.flatnonzero(y == 1), np.flatnonzero(y == 0)[:20]]
+    pipe = make_imb_pipeline(
+        RandomOverSampler(random_state=0), SiameseClassifier(**SMALL)
+    )
+    pipe.fit(X[keep], y[keep])
+    assert set(pipe.predict(X)) == {0, 1}
+
+
+# -- errors -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params, X, y, error, message",
+    [
+        ({}, np.ones((6, 2)), np.zeros(6), ValueError, "at least 2 classes"),
+        ({}, np.eye(5), [0, 0, 1, 1, 2], ValueError, "these classes have only 1: [2]"),
+        ({}, np.array([[1.0, np.inf]] * 4), [0, 0, 1, 1], ValueError, "infinity"),
+        ({}, np.ones((4, 2, 2)), [0, 0, 1, 1], ValueError, "Found array with dim 3"),
+        ({}, np.ones((4, 2)), [0, 1, 0], ValueError, "inconsistent numbers"),
+        (
+            {"loss": "hinge"},
+            np.ones((4, 2)),
+            [0, 0, 1, 1],
+            ValueError,
+            "The 'loss' parameter of SiameseClassifier must be",
+        ),
+        (
+            {"distance": "cheb"},
+            np.ones((4, 2)),
+            [0, 0, 1, 1],
+            ValueError,
+            "The 'distance' parameter",
+        ),
+        (
+            {"encoder": "rnn"},
+            np.ones((4, 2)),
+            [0, 0, 1, 1],
+            ValueError,
+            "The 'encoder' parameter",
+        ),
+        (
+            {"device": "tpu"},
+            np.ones((4, 2)),
+            [0, 0, 1, 1],
+            ValueError,
+            "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'",
+        ),
+        (
+            {"encoder": "cnn"},
+            np.ones((4, 5)),
+            [0, 0, 1, 1],
+            ValueError,
+            "encoder='cnn' needs the image shape",
+        ),
+    ],
+)
+def test_bad_input_is_named(params, X, y, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        SiameseClassifier(max_epochs=1, **params).fit(X, y)
+
+
+def test_feature_count_mismatch_at_predict(fitted):
+    with pytest.raises(ValueError, match="X has 5 features, but SiameseClassifier"):
+        fitted.predict(np.ones((2, 5)))
+
+
+def test_user_module_with_wrong_output_shape(wine):
+    X_train, _, y_train, _ = wine
+
+    class Flat(torch.nn.Module):
+        def forward(self, x):
+            return x.sum(1)
+
+    with pytest.raises(ValueError, match="must return a 2-D tensor"):
+        SiameseClassifier(encoder=Flat(), max_epochs=1).fit(X_train, y_train)

@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from sksiamese._losses import (
+    InBatchLoss,
+    RowPairLoss,
+    contrastive_loss,
+    prototype_loss,
+    triplet_loss,
+)
+from sksiamese._networks import MLPEncoder, SiameseModule
+
+
+def _module(distance="euclidean", head=False):
+    return SiameseModule(torch.nn.Identity(), distance, head=head, embedding_dim=2)
+
+
+def test_contrastive_values():
+    d = torch.tensor([0.5, 0.2, 1.5])
+    same = torch.tensor([True, False, False])
+    # positives: 0.25; negatives: (1 - 0.2)^2 = 0.64 and 0; mean of the two means.
+    expected = (0.25 + 0.32) / 2
+    assert contrastive_loss(d, same, margin=1.0).item() == pytest.approx(expected)
+
+
+def test_triplet_zero_when_classes_are_separated_by_margin():
+    emb = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [5.1, 0.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    D = _module().pairwise(emb, emb)
+    assert triplet_loss(D, y, margin=1.0).item() == pytest.approx(0.0)
+    # Swap one label: now some triplets are violated.
+    assert triplet_loss(D, torch.tensor([0, 1, 0, 1]), margin=1.0).item() > 0.5
+
+
+def test_prototype_loss_prefers_tight_classes():
+    module = _module()
+    y = torch.tensor([0, 0, 1, 1])
+    tight = torch.tensor([[0.0, 0.0], [0.1, 0.0], [3.0, 0.0], [3.1, 0.0]])
+    mixed = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.1, 0.0], [3.1, 0.0]])
+    assert prototype_loss(tight, y, module) < 0.01 < prototype_loss(mixed, y, module)
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype"])
+@pytest.mark.parametrize("distance", ["euclidean", "manhattan", "cosine"])
+def test_in_batch_losses_train_an_encoder(loss, distance):
+    torch.manual_seed(0)
+    y = torch.arange(4).repeat_interleave(8)
+    x = torch.randn(32, 6) + 3 * torch.nn.functional.one_hot(y, 6).float()
+    module = SiameseModule(
+        MLPEncoder(6, (16,), 4), distance, head=loss == "bce", embedding_dim=4
+    )
+    criterion = InBatchLoss(loss, margin=1.0)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    first = criterion(module(x), y, module).item()
+    for _ in range(60):
+        opt.zero_grad()
+        value = criterion(module(x), y, module)
+        value.backward()
+        opt.step()
+    assert torch.isfinite(value)
+    assert value.item() < 0.5 * first
+
+
+def test_row_pair_loss_bce_and_contrastive():
+    module = _module()
+    a = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    b = torch.tensor([[0.0, 0.1], [4.0, 0.0]])
+    y = torch.tensor([1, 0])
+    assert RowPairLoss("contrastive")((a, b), y, module).item() < 0.01
+    with pytest.raises(ValueError, match="'contrastive' or 'bce'"):
+        RowPairLoss("triplet")
+
+
+def test_unknown_loss():
+    with pytest.raises(ValueError, match="loss must be one of"):
+        InBatchLoss("hinge")

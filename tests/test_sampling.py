@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from sksiamese._sampling import BalancedBatchSampler, batch_layout
+
+
+@pytest.mark.parametrize(
+    "n_classes, batch_size, k, expected",
+    [
+        (2, 128, None, (2, 64)),
+        (3, 128, None, (3, 42)),
+        (10, 16, None, (8, 2)),
+        (1000, 128, None, (64, 2)),
+        (5, 40, 4, (5, 4)),
+        (50, 40, 4, (10, 4)),
+    ],
+)
+def test_batch_layout(n_classes, batch_size, k, expected):
+    assert batch_layout(n_classes, batch_size, k) == expected
+
+
+def test_balanced_batches_on_imbalanced_labels():
+    # 95 of class 0, 5 of class 1: every batch still holds 4 of each.
+    y = np.array([0] * 95 + [1] * 5)
+    sampler = BalancedBatchSampler(y, batch_size=8, random_state=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 13  # ceil(100 / 8)
+    for b in batches:
+        assert np.bincount(y[b], minlength=2).tolist() == [4, 4]
+    # The minority class is cycled through: each of its samples is used
+    # 52 / 5 = 10 or 11 times per epoch, not a few of them over and over.
+    used = np.bincount(np.concatenate(batches), minlength=100)[95:]
+    assert used.min() >= 10 and used.max() <= 11
+
+
+def test_majority_class_is_covered_without_repeats_within_a_pass():
+    y = np.array([0] * 10 + [1] * 10)
+    sampler = BalancedBatchSampler(y, batch_size=4, random_state=0)
+    flat = np.concatenate(list(sampler))
+    # 5 batches x 2 samples of each class = one full pass over each class.
+    assert sorted(flat[y[flat] == 0]) == list(range(10))
+    assert sorted(flat[y[flat] == 1]) == list(range(10, 20))
+
+
+def test_epochs_are_redrawn_unless_fixed():
+    y = np.repeat([0, 1, 2], 20)
+    sampler = BalancedBatchSampler(y, batch_size=12, random_state=0)
+    first, second = np.concatenate(list(sampler)), np.concatenate(list(sampler))
+    assert not np.array_equal(first, second)
+    fixed = BalancedBatchSampler(y, batch_size=12, random_state=0, resample=False)
+    assert np.array_equal(np.concatenate(list(fixed)), np.concatenate(list(fixed)))
+
+
+def test_subset_of_classes_per_batch():
+    y = np.repeat(np.arange(30), 4)
+    sampler = BalancedBatchSampler(
+        y, batch_size=20, samples_per_class=4, random_state=1
+    )
+    for b in sampler:
+        counts = np.bincount(y[b], minlength=30)
+        assert (counts > 0).sum() == 5
+        assert set(counts[counts > 0]) == {4}
+
+
+def test_same_seed_same_batches():
+    y = np.repeat([0, 1], [30, 7])
+    a = list(BalancedBatchSampler(y, 8, random_state=3))
+    b = list(BalancedBatchSampler(y, 8, random_state=3))
+    assert all(np.array_equal(x, z) for x, z in zip(a, b, strict=True))
+
+
+def test_single_class_is_refused():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        BalancedBatchSampler(np.zeros(5), batch_size=4)
