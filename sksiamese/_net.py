@@ -140,14 +140,17 @@ class SiameseNet(NeuralNet):
             )
             for c in range(n_classes):
                 lo, hi = bounds[c], bounds[c + 1]
+                if hi == lo:  # a class with no reference cannot be predicted
+                    out[qs : qs + len(q), c] = np.inf
+                    continue
                 k = min(n_neighbors, hi - lo)
                 best = None
                 for rs in range(lo, hi, ref_block):
-                    d = module.pairwise(q, R[rs : min(hi, rs + ref_block)])
+                    block = R[rs : min(hi, rs + ref_block)]
+                    d = module.smallest(q, block, min(k, len(block)))
                     if best is not None:
                         d = torch.cat([best, d], dim=1)
-                    best = torch.topk(
-                        d, min(k, d.shape[1]), dim=1, largest=False
-                    ).values
+                        d = torch.topk(d, k, dim=1, largest=False).values
+                    best = d
                 out[qs : qs + len(q), c] = best.mean(1).cpu().numpy()
         return out

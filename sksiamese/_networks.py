@@ -126,6 +126,23 @@ class SiameseModule(nn.Module):
             return torch.cdist(a, b, p=1.0)
         return 1.0 - F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
 
+    def smallest(self, a, b, k):
+        """The ``k`` smallest dissimilarities of each row of ``a`` to the rows of
+        ``b``, ascending.
+
+        Equal to ``topk(pairwise(a, b), k, largest=False)`` but cheaper: for the
+        euclidean and cosine distances, rows are ranked by one matrix product
+        and only the ``k`` kept values are turned into distances.
+        """
+        if self.head is None and self.distance == "euclidean":
+            part = torch.addmm(b.pow(2).sum(1)[None, :], a, b.T, alpha=-2.0)
+            part = torch.topk(part, k, dim=1, largest=False).values
+            return (part + a.pow(2).sum(1)[:, None]).clamp(min=1e-12).sqrt()
+        if self.head is None and self.distance == "cosine":
+            sim = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+            return 1.0 - torch.topk(sim, k, dim=1).values
+        return torch.topk(self.pairwise(a, b), k, dim=1, largest=False).values
+
     def rowwise(self, a, b, squared=False):
         """Dissimilarity of row ``i`` of ``a`` to row ``i`` of ``b``."""
         if self.head is not None:

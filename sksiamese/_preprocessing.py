@@ -36,8 +36,8 @@ class BlankAwareScaler:
                 mean, std = np.nanmean(X), np.nanstd(X)
             else:
                 mean, std = 0.0, 1.0
-        mean = np.where(np.isfinite(mean), mean, 0.0)
-        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+        mean = np.asarray(np.where(np.isfinite(mean), mean, 0.0))
+        std = np.asarray(np.where(np.isfinite(std) & (std > 0), std, 1.0))
         self.mean_, self.scale_ = mean, std
         return self
 
@@ -48,16 +48,18 @@ class BlankAwareScaler:
     def transform(self, X):
         """Return a float32 array of ``n_features + n_blank_columns`` columns."""
         with np.errstate(over="ignore", invalid="ignore"):
-            Z = (X - self.mean_) / self.scale_
+            Z = (X - self.mean_.astype(X.dtype)) / self.scale_.astype(X.dtype)
         blank = np.isnan(Z)
-        Z[blank] = 0.0
-        if not np.isfinite(Z).all() or np.abs(Z).max(initial=0.0) > 1e30:
+        if blank.any():
+            Z[blank] = 0.0
+        with np.errstate(over="ignore"):
+            Z = Z.astype(np.float32, copy=False)
+        if not np.isfinite(Z).all():
             raise ValueError(
                 "X holds values too large to scale for float32 computation "
-                "(after scaling some exceed 1e30). Rescale or clip the input."
+                "(after scaling some exceed 3e38). Rescale or clip the input."
             )
-        out = Z.astype(np.float32)
         if len(self.blank_columns_):
             flags = blank[:, self.blank_columns_].astype(np.float32)
-            out = np.hstack([out, flags])
-        return np.ascontiguousarray(out)
+            Z = np.hstack([Z, flags])
+        return np.ascontiguousarray(Z)

@@ -74,3 +74,17 @@ def test_row_pair_loss_bce_and_contrastive():
 def test_unknown_loss():
     with pytest.raises(ValueError, match="loss must be one of"):
         InBatchLoss("hinge")
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "manhattan", "cosine"])
+@pytest.mark.parametrize("head", [False, True])
+def test_smallest_matches_sorted_pairwise(distance, head):
+    torch.manual_seed(0)
+    module = SiameseModule(torch.nn.Identity(), distance, head=head, embedding_dim=5)
+    a, b = (
+        torch.randn(7, 5, dtype=torch.float64),
+        torch.randn(11, 5, dtype=torch.float64),
+    )
+    module = module.double()
+    expected = torch.sort(module.pairwise(a, b), dim=1).values[:, :3]
+    torch.testing.assert_close(module.smallest(a, b, 3), expected)

@@ -1,0 +1,143 @@
+"""Training and prediction throughput against a hand-written PyTorch loop.
+
+In one run, on the same generated data (scaled float32, no blanks), with the same
+encoder (MLP 128-64-32), batch size, in-batch contrastive loss and AdamW optimizer:
+
+- *plain fit*: a minimal loop over shuffled batches (``torch.randperm``) that does
+  only the forward pass, loss, backward pass and optimizer step;
+- *SiameseClassifier.fit*: the whole ``fit`` (validation, class-balanced batches,
+  skorch's loop and callbacks, reference embedding and calibration), with
+  ``max_epochs`` fixed, no early stopping and no held-out split, so both process the
+  same number of samples;
+- *plain forward* over all rows in blocks vs ``transform``; and the plain forward
+  pass followed by a plain comparison with the same references (``torch.cdist``,
+  the k closest per class, softmax) vs ``predict_proba`` (checked to give the same
+  probabilities).
+
+Prints samples per second and the ratio to the plain loop (higher is better; the
+targets are >= 0.9).
+
+Run: ``python benchmarks/throughput.py [--n-samples 100000] [--epochs 3]``
+"""
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from sklearn.datasets import make_classification
+
+from sksiamese import SiameseClassifier
+from sksiamese._losses import InBatchLoss
+from sksiamese._networks import MLPEncoder, SiameseModule
+
+
+def plain_fit(X, y, epochs, batch_size, seed):
+    torch.manual_seed(seed)
+    module = SiameseModule(MLPEncoder(X.shape[1], (128, 64), 32))
+    criterion = InBatchLoss("contrastive")
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3, weight_decay=1e-4)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    module.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(Xt))
+        for start in range(0, len(Xt), batch_size):
+            idx = perm[start:start + batch_size]
+            opt.zero_grad()
+            loss = criterion(module(Xt[idx]), yt[idx], module)
+            loss.backward()
+            opt.step()
+    return module
+
+
+@torch.inference_mode()
+def plain_forward(module, X, batch_size=4096):
+    module.eval()
+    Xt = torch.from_numpy(X)
+    return torch.cat([module(Xt[s:s + batch_size]) for s in range(0, len(Xt),
+                                                                  batch_size)])
+
+
+@torch.inference_mode()
+def plain_predict_proba(module, X, R, r_codes, n_classes, k, temperature):
+    """Forward pass, then mean distance to the k closest references of each
+    class and a softmax: what predict_proba computes, written plainly."""
+    E = plain_forward(module, X).double()
+    R = torch.from_numpy(R).double()
+    r_codes = torch.from_numpy(r_codes)
+    scores = []
+    for c in range(n_classes):
+        d = torch.cdist(E, R[r_codes == c])
+        kc = min(k, d.shape[1])
+        scores.append(torch.topk(d, kc, dim=1, largest=False).values.mean(1))
+    return torch.softmax(-torch.stack(scores, 1) / temperature, dim=1).numpy()
+
+
+def timed(fn, repeat=1):
+    best = np.inf
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-samples", type=int, default=100_000)
+    parser.add_argument("--n-features", type=int, default=33)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    X, y = make_classification(
+        args.n_samples, args.n_features, n_informative=10, weights=[0.9],
+        random_state=0,
+    )
+    X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+
+    t_plain, module = timed(
+        lambda: plain_fit(X, y, args.epochs, args.batch_size, 0), args.repeat
+    )
+    clf = SiameseClassifier(
+        max_epochs=args.epochs, batch_size=args.batch_size, early_stopping=False,
+        validation_fraction=0.0, random_state=0,
+    )
+    t_fit, _ = timed(lambda: clf.fit(X, y), args.repeat)
+    t_fwd, _ = timed(lambda: plain_forward(module, X), args.repeat + 1)
+    t_transform, _ = timed(lambda: clf.transform(X), args.repeat + 1)
+    t_proba, proba = timed(lambda: clf.predict_proba(X), args.repeat + 1)
+    t_plain_proba, plain_proba = timed(
+        lambda: plain_predict_proba(
+            clf.net_.module_, X, clf.references_, clf._reference_codes,
+            len(clf.classes_), clf.n_neighbors, clf.temperature_,
+        ),
+        args.repeat + 1,
+    )
+    # Same numbers, or the comparison would be meaningless.
+    np.testing.assert_allclose(proba, plain_proba, atol=1e-4)
+
+    n_train = args.n_samples * args.epochs
+    rows = [
+        ("fit", "plain PyTorch loop", n_train / t_plain, 1.0),
+        ("fit", "SiameseClassifier.fit", n_train / t_fit, t_plain / t_fit),
+        ("predict", "plain forward pass", args.n_samples / t_fwd, 1.0),
+        ("predict", "transform", args.n_samples / t_transform, t_fwd / t_transform),
+        ("predict", "plain forward+references", args.n_samples / t_plain_proba, 1.0),
+        ("predict", "predict_proba", args.n_samples / t_proba,
+         t_plain_proba / t_proba),
+    ]
+    print(
+        f"{args.n_samples} samples x {args.n_features} features, {args.epochs} "
+        f"epochs, batch {args.batch_size}, torch threads {torch.get_num_threads()}, "
+        f"best of {args.repeat}"
+    )
+    print(f"{'stage':<8} {'what':<26} {'samples/s':>12} {'ratio':>7}")
+    for stage, what, rate, ratio in rows:
+        print(f"{stage:<8} {what:<26} {rate:>12,.0f} {ratio:>7.2f}")
+    print(f"SiameseClassifier references: {len(clf.references_)}")
+
+
+if __name__ == "__main__":
+    main()
