@@ -2,7 +2,15 @@
 
 from ._base import TrainingDivergedError
 from ._classifier import SiameseClassifier
+from ._pair_classifier import SiamesePairClassifier
+from ._persistence import load
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["SiameseClassifier", "TrainingDivergedError", "__version__"]
+__all__ = [
+    "SiameseClassifier",
+    "SiamesePairClassifier",
+    "TrainingDivergedError",
+    "__version__",
+    "load",
+]

@@ -6,6 +6,7 @@ import numbers
 
 import numpy as np
 import torch
+from scipy.special import expit
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
@@ -25,15 +26,30 @@ class TrainingDivergedError(FloatingPointError):
 
 
 class _DivergenceGuard(Callback):
-    """Stop with a clear message as soon as a training loss is not finite."""
+    """Stop with a clear message as soon as a training loss is not finite, or
+    the weights are not at the end of an epoch (the last step of training can
+    break them with a finite loss)."""
+
+    _advice = (
+        "Try a lower `lr`, scale the inputs (values of very different "
+        "magnitudes), or a smaller `margin`."
+    )
 
     def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
         if training and loss is not None and not torch.isfinite(loss):
             epoch = len(net.history)
             raise TrainingDivergedError(
                 f"Training diverged: the loss became {loss.item()} in epoch {epoch}. "
-                "Try a lower `lr`, scale the inputs (values of very different "
-                "magnitudes), or a smaller `margin`."
+                + self._advice
+            )
+
+    def on_epoch_end(self, net, **kwargs):
+        with torch.no_grad():
+            finite = all(torch.isfinite(p).all() for p in net.module_.parameters())
+        if not finite:
+            raise TrainingDivergedError(
+                "Training diverged: the network weights became NaN or infinite in "
+                f"epoch {len(net.history)}. " + self._advice
             )
 
 
@@ -50,9 +66,17 @@ class _Reshape(nn.Module):
 
 
 @contextlib.contextmanager
-def _restore_on_failure(estimator):
-    """Leave ``estimator`` exactly as it was if the block raises."""
+def _restore_on_failure(estimator, deep=()):
+    """Leave ``estimator`` exactly as it was if the block raises.
+
+    Attributes are restored by reference, except those named in ``deep``: the
+    block changes them in place (``partial_fit`` trains the existing net), so
+    they are restored from a deep copy taken first.
+    """
     state = estimator.__dict__.copy()
+    for name in deep:
+        if name in state:
+            state[name] = copy.deepcopy(state[name])
     try:
         yield
     except BaseException:
@@ -61,16 +85,29 @@ def _restore_on_failure(estimator):
         raise
 
 
+def data_device(nbytes, device):
+    """Where training batches should be gathered: on a CUDA ``device`` when the
+    data take less than a quarter of its free memory, else None (on the host,
+    pinned, copied per batch)."""
+    if not str(device).startswith("cuda"):
+        return None
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return device if nbytes < free / 4 else None
+
+
 def resolve_device(device):
     """Turn the ``device`` parameter into a torch device string."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         parsed = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
+    except (RuntimeError, TypeError):
+        parsed = None
+    # Other torch device types ("meta", "mps", ...) would fail later, deep in torch.
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
         raise ValueError(
             f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}."
-        ) from exc
+        ) from None
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} was requested but CUDA is not available on this "
@@ -152,11 +189,12 @@ class _BaseSiamese(BaseEstimator):
             shape = tuple(int(s) for s in self.image_shape)
             if len(shape) == 2:
                 shape = (1, *shape)
-            if len(shape) != 3 or int(np.prod(shape)) != n_features:
+            if len(shape) != 3 or min(shape) < 1 or int(np.prod(shape)) != n_features:
                 raise ValueError(
                     f"image_shape={self.image_shape!r} does not match X with "
                     f"{n_features} features per row; give (height, width) or "
-                    "(channels, height, width) whose product is n_features."
+                    "(channels, height, width), positive, whose product is "
+                    "n_features."
                 )
         if shape is None and self.encoder == "cnn":
             side = int(round(np.sqrt(n_features)))
@@ -186,9 +224,19 @@ class _BaseSiamese(BaseEstimator):
         """The twin module on ``device``, checked on two rows of ``probe``."""
         encoder = self.encoder
         if encoder == "mlp":
+            sizes = np.asarray(self.hidden_layer_sizes, dtype=object)
+            # A width of 0 would train a constant network without complaint.
+            if sizes.ndim != 1 or not all(
+                isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+                for s in sizes
+            ):
+                raise ValueError(
+                    "hidden_layer_sizes must be a sequence of positive ints; got "
+                    f"{self.hidden_layer_sizes!r}."
+                )
             encoder = MLPEncoder(
                 n_inputs,
-                tuple(self.hidden_layer_sizes),
+                tuple(int(s) for s in sizes),
                 self.embedding_dim,
                 self.dropout,
             )
@@ -201,7 +249,13 @@ class _BaseSiamese(BaseEstimator):
         elif isinstance(encoder, nn.Module):
             encoder = copy.deepcopy(encoder)
         elif isinstance(encoder, type) and issubclass(encoder, nn.Module):
-            encoder = encoder(**(self.encoder_params or {}))
+            try:
+                encoder = encoder(**(self.encoder_params or {}))
+            except TypeError as exc:
+                raise TypeError(
+                    f"encoder_params={self.encoder_params!r} do not fit "
+                    f"{encoder.__name__}: {exc}"
+                ) from exc
         else:
             raise TypeError(
                 "encoder must be 'mlp', 'cnn', a torch.nn.Module instance or a "
@@ -232,7 +286,21 @@ class _BaseSiamese(BaseEstimator):
             encoder, distance=self.distance, head=head, embedding_dim=out.shape[1]
         ).to(device)
 
-    def _make_net(self, module, criterion, valid, rng, device, samples_per_class):
+    def _make_net(
+        self,
+        module,
+        criterion,
+        valid,
+        rng,
+        device,
+        samples_per_class,
+        augment=None,
+        batch_device=None,
+    ):
+        """The untrained skorch net; ``augment`` is the image shape to distort
+        training batches with (see :class:`BalancedBatchIterator`), or None;
+        ``batch_device`` the device to keep training data on (see
+        :func:`data_device`), or None."""
         callbacks = [("divergence_guard", _DivergenceGuard())]
         if valid is not None and self.early_stopping:
             callbacks.append(
@@ -247,6 +315,20 @@ class _BaseSiamese(BaseEstimator):
                     ),
                 )
             )
+        if self.verbose >= 2:
+            from ._progress import BalancedProgressBar
+
+            callbacks.append(("progress_bar", BalancedProgressBar()))
+        for item in self.callbacks or []:
+            cb = item[1] if isinstance(item, tuple) and len(item) == 2 else item
+            if not (
+                isinstance(cb, Callback)
+                or (isinstance(cb, type) and issubclass(cb, Callback))
+            ):
+                raise TypeError(
+                    "callbacks must hold skorch callbacks or (name, callback) "
+                    f"tuples; got {item!r}."
+                )
         callbacks += copy.deepcopy(self.callbacks or [])
         return SiameseNet(
             module=module,
@@ -260,6 +342,9 @@ class _BaseSiamese(BaseEstimator):
             iterator_train__samples_per_class=samples_per_class,
             iterator_train__random_state=rng.randint(np.iinfo(np.int32).max),
             iterator_train__pin_memory=device.startswith("cuda"),
+            mixed_precision=getattr(self, "mixed_precision", False),
+            iterator_train__augment=augment,
+            iterator_train__device=batch_device,
             iterator_valid=BalancedBatchIterator,
             iterator_valid__samples_per_class=samples_per_class,
             iterator_valid__random_state=rng.randint(np.iinfo(np.int32).max),
@@ -320,9 +405,8 @@ class _BaseSiamese(BaseEstimator):
                 f"X1 and X2 must have the same number of rows; got {len(A)} "
                 f"and {len(B)}."
             )
-        return self.net_.rowwise(A.astype(np.float32), B.astype(np.float32)).astype(
-            np.float64
-        )
+        # In float64, as for predict: far-apart embeddings overflow float32.
+        return self.net_.rowwise(A, B).astype(np.float64)
 
     def pair_score(self, X1, X2):
         """Probability that row ``i`` of ``X1`` and row ``i`` of ``X2`` are alike.
@@ -340,13 +424,35 @@ class _BaseSiamese(BaseEstimator):
         """
         d = self.pair_distance(X1, X2)
         slope, intercept = self.pair_calibration_
-        return 1.0 / (1.0 + np.exp(-(intercept + slope * d)))
+        return expit(intercept + slope * d)
 
     @property
     def history_(self):
         """Per-epoch training log of the skorch net (``net_.history``)."""
         check_is_fitted(self, "net_")
         return self.net_.history
+
+    def save(self, path):
+        """Save the fitted estimator to one file, without pickle.
+
+        The file is a zip archive of JSON (parameters, fitted attributes,
+        training history), a numpy ``.npz`` archive and the network weights as
+        a torch ``state_dict``. Read it back with :func:`sksiamese.load`, which
+        cannot run code from the file, unlike :mod:`pickle` and :mod:`joblib`
+        (both of which also work on these estimators, for files you trust).
+
+        The ``callbacks`` parameter is not saved (it acts only during ``fit``).
+        A user-supplied ``encoder`` module is saved as weights only: pass the
+        same module to :func:`sksiamese.load` to read the file back.
+
+        Parameters
+        ----------
+        path : str or path-like
+            File to write, for example ``"model.zip"``; replaced if it exists.
+        """
+        from ._persistence import save
+
+        save(self, path)
 
     def _seed_pair(self):
         rng = check_random_state(self.random_state)

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import logsumexp, softmax
+from scipy.special import expit, logit, logsumexp, softmax
 from sklearn.base import (
     ClassifierMixin,
     ClassNamePrefixFeaturesOutMixin,
@@ -17,9 +17,16 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._base import _BaseSiamese, _restore_on_failure, fit_logistic_1d, resolve_device
+from ._base import (
+    _BaseSiamese,
+    _restore_on_failure,
+    data_device,
+    fit_logistic_1d,
+    resolve_device,
+)
 from ._compat import Interval, StrOptions, _fit_context
 from ._losses import LOSSES, InBatchLoss
+from ._threshold import check_strategy, select_threshold
 
 
 class SiameseClassifier(
@@ -102,6 +109,12 @@ class SiameseClassifier(
         Samples of each class in a batch (``K``); by default
         ``batch_size // n_classes``, at least 2.
 
+    augment : bool, default=False
+        Distort each training image, every time it is drawn, by a small random
+        affine transform (rotation up to 10 degrees, shear, scaling by 0.9 to
+        1.1, shift up to 8% of the side), seeded by ``random_state``. Images
+        only (``encoder="cnn"``, ``image_shape``, or image-shaped ``X``).
+
     lr : float, default=1e-3
         Learning rate of the AdamW optimizer.
 
@@ -134,14 +147,24 @@ class SiameseClassifier(
         Blanks (NaN) are then set to 0 and flagged in an extra column.
 
     device : str, default="auto"
-        Torch device. ``"auto"`` uses CUDA when available, else the CPU.
+        Torch device. ``"auto"`` uses CUDA when available, else the CPU. On a
+        GPU, training data that fit in a quarter of its free memory stay there
+        and batches are gathered on the device; larger data are pinned in host
+        memory and copied asynchronously, batch by batch.
+
+    mixed_precision : bool, default=False
+        Run the encoder in bfloat16 autocast during training (the loss stays
+        in float32). Faster on GPUs with bfloat16 support; prediction always
+        runs in float32.
 
     random_state : int, RandomState instance or None, default=None
         Seeds the weight initialisation, the batches and the held-out split.
         An int makes CPU runs repeatable.
 
     verbose : int, default=0
-        Print a per-epoch log (skorch's ``PrintLog``) when positive.
+        0: silent. 1: a per-epoch log (skorch's ``PrintLog``) on stdout. 2 or
+        more: also a progress bar over the batches of each epoch (skorch's
+        ``ProgressBar``, drawn by tqdm on stderr), for long fits.
 
     Attributes
     ----------
@@ -151,7 +174,7 @@ class SiameseClassifier(
     n_features_in_ : int
         Number of features seen during ``fit``.
 
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during ``fit``, when ``X`` has string column
         names.
 
@@ -175,6 +198,11 @@ class SiameseClassifier(
 
     temperature_ : float
         Scale that turns class dissimilarities into calibrated probabilities.
+
+    threshold_ : float or None
+        With two classes, the probability of ``classes_[1]`` above which
+        :meth:`predict` returns ``classes_[1]``: 0.5 after ``fit``, else as set
+        by :meth:`calibrate_threshold`. None with more than two classes.
 
     pair_calibration_ : tuple of float
         ``(slope, intercept)`` of the logistic map used by :meth:`pair_score`.
@@ -216,6 +244,8 @@ class SiameseClassifier(
         ],
         "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
         "samples_per_class": [Interval(numbers.Integral, 2, None, closed="left"), None],
+        "augment": ["boolean"],
+        "mixed_precision": ["boolean"],
     }
 
     def __init__(
@@ -235,6 +265,7 @@ class SiameseClassifier(
         max_epochs=100,
         batch_size=128,
         samples_per_class=None,
+        augment=False,
         lr=1e-3,
         weight_decay=1e-4,
         early_stopping=True,
@@ -244,6 +275,7 @@ class SiameseClassifier(
         callbacks=None,
         scaling="auto",
         device="auto",
+        mixed_precision=False,
         random_state=None,
         verbose=0,
     ):
@@ -261,6 +293,7 @@ class SiameseClassifier(
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.samples_per_class = samples_per_class
+        self.augment = augment
         self.lr = lr
         self.weight_decay = weight_decay
         self.early_stopping = early_stopping
@@ -270,6 +303,7 @@ class SiameseClassifier(
         self.callbacks = callbacks
         self.scaling = scaling
         self.device = device
+        self.mixed_precision = mixed_precision
         self.random_state = random_state
         self.verbose = verbose
 
@@ -296,6 +330,7 @@ class SiameseClassifier(
             return self._fit(X, y)
 
     def _fit(self, X, y):
+        self.__dict__.pop("_stream", None)  # fit starts over, after partial_fit too
         plan = self._fit_setup(X, y)
         with self._seeded(plan.seed, plan.device):
             plan.net.partial_fit(plan.Z[plan.train], plan.codes[plan.train])
@@ -342,6 +377,8 @@ class SiameseClassifier(
                 rng,
                 device,
                 self.samples_per_class,
+                augment=self._augment_shape(scaler),
+                batch_device=data_device(Z[train].nbytes, device),
             )
             net.initialize()
         return SimpleNamespace(
@@ -363,7 +400,9 @@ class SiameseClassifier(
         train, held, classes = plan.train, plan.held, plan.classes
         E = net.embed(Z)
         if held is None:
-            S, y_cal, d_pairs, same = self._crossfit_scores(net, E, codes, rng)
+            S, y_cal, d_pairs, same = self._crossfit_scores(
+                net, E, codes, len(classes), rng
+            )
         else:
             R, r_codes = self._select_references(E[train], codes[train], rng)
             S = net.class_dissimilarity(
@@ -384,8 +423,22 @@ class SiameseClassifier(
         self._reference_codes = r_codes
         self.reference_labels_ = classes[r_codes]
         self.temperature_ = _fit_temperature(S, y_cal, len(classes))
+        self.threshold_ = 0.5 if len(classes) == 2 else None
         self.pair_calibration_ = fit_logistic_1d(d_pairs, same)
         return self
+
+    def _augment_shape(self, scaler):
+        """The image shape for ``augment=True``, or None."""
+        if not self.augment:
+            return None
+        if self.image_shape_ is None:
+            raise ValueError(
+                "augment=True distorts images; use encoder='cnn', set "
+                "image_shape, or pass X as (n, H, W) or (n, C, H, W) images."
+            )
+        if scaler.n_outputs != int(np.prod(self.image_shape_)):
+            raise ValueError("augment=True does not accept blanks (NaN) in images.")
+        return self.image_shape_
 
     def _encode_labels(self, y, method):
         y = column_or_1d(y, warn=True)
@@ -413,21 +466,28 @@ class SiameseClassifier(
             n_splits=1, test_size=n_held, random_state=rng.randint(2**31 - 1)
         )
         train, held = next(split.split(np.zeros(n), codes))
-        if np.bincount(codes[train], minlength=n_classes).min() < 2:
+        # A rare class can round to no held-out sample; the held-out loss and
+        # the calibration need every class (and balanced batches at least two).
+        if (
+            np.bincount(codes[train], minlength=n_classes).min() < 2
+            or np.bincount(codes[held], minlength=n_classes).min() < 1
+        ):
             return everything, None
         return np.sort(train), np.sort(held)
 
     def _select_references(self, E, codes, rng):
         """The reference embeddings kept for prediction, and their class codes."""
-        n_classes = codes.max() + 1
         if self.references == "all":
             return E, codes
-        groups = [E[codes == c] for c in range(n_classes)]
+        present = np.unique(codes)
+        groups = [E[codes == c] for c in present]
         if self.references == "prototypes":
             R = [g.mean(0, keepdims=True) for g in groups]
         else:
             R = [self._class_centres(g, self.references, rng) for g in groups]
-        r_codes = np.concatenate([np.full(len(r), c) for c, r in enumerate(R)])
+        r_codes = np.concatenate(
+            [np.full(len(r), c) for c, r in zip(present, R, strict=True)]
+        )
         return np.concatenate(R).astype(np.float32), r_codes
 
     @staticmethod
@@ -444,10 +504,12 @@ class SiameseClassifier(
         )
         return km.fit(E.astype(np.float64)).cluster_centers_.astype(np.float32)
 
-    def _crossfit_scores(self, net, E, codes, rng):
+    def _crossfit_scores(self, net, E, codes, n_classes, rng):
         """Calibration data without a held-out split: two stratified halves,
-        each scored against the references of the other."""
-        n_classes = codes.max() + 1
+        each scored against the references of the other. Samples of a class
+        seen only once (possible after ``partial_fit``) are left out."""
+        keep = np.bincount(codes, minlength=n_classes)[codes] >= 2
+        E, codes = E[keep], codes[keep]
         half = np.zeros(len(codes), dtype=bool)
         for c in range(n_classes):
             idx = rng.permutation(np.flatnonzero(codes == c))
@@ -486,6 +548,163 @@ class SiameseClassifier(
         same = np.r_[np.ones(len(Q)), np.zeros(len(Q))]
         return d, same
 
+    # -- out-of-core training ----------------------------------------------------
+
+    # Samples of each class kept (by reservoir sampling) across partial_fit calls:
+    # they give rare classes partners in later chunks, and the references and
+    # calibration after each call.
+    _reservoir_size = 1000
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None):
+        """Train on one chunk of data, for data that does not fit in memory.
+
+        Each call trains one epoch on the chunk plus a class-stratified sample
+        (at most 1000 per class) kept from earlier chunks, then refreshes the
+        references and the calibration from that sample, so the estimator can
+        predict after every call. The scaling of the inputs is fitted on the
+        first chunk, which should therefore be representative. Hyperparameters
+        ``early_stopping``, ``validation_fraction`` and ``max_epochs`` apply
+        to :meth:`fit` only. ``fit`` starts over, discarding what
+        ``partial_fit`` learned; ``partial_fit`` after ``fit`` trains the
+        fitted encoder on, keeps ``classes_`` and the input scaling, and
+        rebuilds the references from the chunks it is given.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            One chunk of samples; blanks (NaN) allowed.
+        y : array-like of shape (n_samples,)
+            Their labels.
+        classes : array-like of shape (n_classes,), default=None
+            Every label that may appear in any chunk. Required on the first
+            call of an unfitted estimator, ignored afterwards. Classes not
+            seen yet are never predicted.
+
+        Returns
+        -------
+        self : SiameseClassifier
+        """
+        with _restore_on_failure(self, deep=("net_", "_stream")):
+            if not hasattr(self, "_stream") and not hasattr(self, "net_"):
+                return self._partial_fit_first(X, y, classes)
+            Z = self._encode(X)
+            if not hasattr(self, "_stream"):  # fitted by fit: train on from here
+                rng, _ = self._seed_pair()
+                self._stream = self._new_stream(rng, str(self.net_.device), Z)
+            codes = self._partial_codes(y, self.classes_, len(Z))
+            return self._partial_fit_step(Z, codes)
+
+    def _partial_fit_first(self, X, y, classes):
+        if classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        X = self._validate_X(X, reset=True)
+        classes = column_or_1d(classes)
+        check_classification_targets(classes)
+        classes = np.unique(classes)
+        if len(classes) < 2:
+            raise ValueError(
+                f"partial_fit needs at least 2 classes; got classes={classes.tolist()}."
+            )
+        codes = self._partial_codes(y, classes, len(X))
+        device = resolve_device(self.device)
+        rng, seed = self._seed_pair()
+        scaler = self._make_scaler().fit(X)
+        Z = scaler.transform(X)
+        with self._seeded(seed, device):
+            module = self._build_module(
+                scaler.n_outputs, head=self.loss == "bce", probe=Z, device=device
+            )
+            net = self._make_net(
+                module,
+                InBatchLoss(self.loss, self.margin),
+                None,
+                rng,
+                device,
+                self.samples_per_class,
+            )
+            net.initialize()
+        self.net_ = net
+        self.classes_ = classes
+        self._scaler = scaler
+        self._stream = self._new_stream(rng, device, Z)
+        return self._partial_fit_step(Z, codes)
+
+    def _new_stream(self, rng, device, Z):
+        return SimpleNamespace(
+            rng=rng,
+            device=device,
+            seen=np.zeros(len(self.classes_), dtype=np.int64),
+            kept=[Z[:0] for _ in self.classes_],
+        )
+
+    @staticmethod
+    def _partial_codes(y, classes, n_samples):
+        y = column_or_1d(y, warn=True)
+        if len(y) != n_samples:
+            raise ValueError(
+                f"X and y have different numbers of samples: {n_samples} and {len(y)}."
+            )
+        codes = np.searchsorted(classes, y)
+        codes = np.minimum(codes, len(classes) - 1)
+        unknown = classes[codes] != y
+        if unknown.any():
+            raise ValueError(
+                f"y contains labels not in classes: {np.unique(y[unknown]).tolist()}."
+            )
+        return codes
+
+    def _partial_fit_step(self, Z, codes):
+        stream, net = self._stream, self.net_
+        kept_codes = np.concatenate(
+            [np.full(len(k), c) for c, k in enumerate(stream.kept)]
+        )
+        Z_all = np.concatenate([*stream.kept, Z])
+        codes_all = np.concatenate([kept_codes, codes]).astype(np.int64)
+        if (np.bincount(codes_all, minlength=len(self.classes_)) >= 2).sum() < 2:
+            raise ValueError(
+                "partial_fit needs at least 2 samples of each of at least 2 classes "
+                "in the data seen so far; pass a larger first chunk."
+            )
+        with self._seeded(stream.rng.randint(np.iinfo(np.int32).max), stream.device):
+            net.partial_fit(Z_all, codes_all, epochs=1)
+        self._update_reservoir(Z, codes)
+        kept_codes = np.concatenate(
+            [np.full(len(k), c) for c, k in enumerate(stream.kept)]
+        )
+        plan = SimpleNamespace(
+            net=net,
+            Z=np.concatenate(stream.kept),
+            codes=kept_codes,
+            classes=self.classes_,
+            train=None,
+            held=None,
+            scaler=self._scaler,
+            rng=stream.rng,
+        )
+        return self._fit_finish(plan)
+
+    def _update_reservoir(self, Z, codes):
+        """Reservoir sampling (Vitter's algorithm R), one reservoir per class."""
+        stream, cap = self._stream, self._reservoir_size
+        for c in np.unique(codes):
+            rows = Z[codes == c]
+            kept, seen = stream.kept[c], stream.seen[c]
+            room = max(0, cap - len(kept))
+            kept = np.concatenate([kept, rows[:room]])
+            rest = rows[room:]
+            if len(rest):
+                # Sample i of the stream replaces a random slot with prob. cap / i.
+                slots = (
+                    stream.rng.random_sample(len(rest))
+                    * (seen + room + 1 + np.arange(len(rest)))
+                ).astype(np.int64)
+                take = slots < cap
+                kept = kept.copy()
+                kept[slots[take]] = rest[take]
+            stream.kept[c] = kept
+            stream.seen[c] = seen + len(rows)
+
     # -- references ------------------------------------------------------------
 
     def fit_references(self, X, y):
@@ -519,6 +738,7 @@ class SiameseClassifier(
         self.references_ = R
         self._reference_codes = r_codes
         self.reference_labels_ = classes[r_codes]
+        self.threshold_ = 0.5 if len(classes) == 2 else None
         return self
 
     # -- prediction ------------------------------------------------------------
@@ -544,12 +764,15 @@ class SiameseClassifier(
         Returns
         -------
         scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
-            For two classes, the log-odds of ``classes_[1]``; otherwise one
-            column per class (log-probabilities up to a constant per row).
+            For two classes, the log-odds of ``classes_[1]`` minus those of
+            ``threshold_`` (which are 0 until :meth:`calibrate_threshold`), so
+            that :meth:`predict` returns ``classes_[1]`` exactly where the score
+            is positive; otherwise one column per class (log-probabilities up
+            to a constant per row).
         """
         logits = -self._class_dissimilarity(X) / self.temperature_
         if len(self.classes_) == 2:
-            return logits[:, 1] - logits[:, 0]
+            return logits[:, 1] - logits[:, 0] - logit(self.threshold_)
         return logits
 
     def predict_proba(self, X):
@@ -583,6 +806,9 @@ class SiameseClassifier(
     def predict(self, X):
         """Label of the closest class.
 
+        With two classes and a threshold set by :meth:`calibrate_threshold`,
+        ``classes_[1]`` where its probability exceeds ``threshold_``.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -592,8 +818,107 @@ class SiameseClassifier(
         y_pred : ndarray of shape (n_samples,)
             Labels from ``classes_``.
         """
+        check_is_fitted(self)
+        if self.threshold_ not in (None, 0.5):
+            return self.classes_[(self.decision_function(X) > 0).astype(int)]
         S = self._class_dissimilarity(X)
         return self.classes_[np.argmin(S, axis=1)]
+
+    def calibrate_threshold(
+        self,
+        X,
+        y,
+        strategy="balanced_accuracy",
+        *,
+        beta=1.0,
+        min_tnr=0.9,
+        min_tpr=0.9,
+    ):
+        """Choose the decision threshold of a binary classifier on held-out data.
+
+        Sets ``threshold_`` to the probability of ``classes_[1]`` that does best
+        on ``(X, y)`` by ``strategy``. :meth:`predict` then returns
+        ``classes_[1]`` where ``predict_proba(X)[:, 1] > threshold_``, and
+        :meth:`decision_function` is shifted to stay positive exactly there;
+        :meth:`predict_proba` does not change. The encoder is not retrained.
+        ``fit``, ``partial_fit`` and :meth:`fit_references` set the threshold
+        back to 0.5.
+
+        Use samples not seen in ``fit``: on training samples the threshold is
+        optimistic. To tune the threshold by cross-validation instead, wrap the
+        estimator in :class:`~sklearn.model_selection.TunedThresholdClassifierCV`.
+
+        Below, ``classes_[1]`` is the positive class: the true positive rate
+        (TPR) is its recall, the true negative rate (TNR) that of
+        ``classes_[0]`` (specificity), both on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Held-out samples.
+        y : array-like of shape (n_samples,)
+            Their labels, from ``classes_``; both classes must be present.
+        strategy : {"balanced_accuracy", "accuracy", "f_beta", "max_tpr", \
+"max_tnr"}, default="balanced_accuracy"
+            What the threshold optimizes on ``(X, y)``:
+
+            - ``"balanced_accuracy"``: the mean of TPR and TNR, whatever the
+              class mix of ``y``.
+            - ``"accuracy"``: the fraction predicted right; it depends on the
+              class mix, so use data mixed as it will be in use.
+            - ``"f_beta"``: the F-beta score of ``classes_[1]``.
+            - ``"max_tpr"``: the highest TPR subject to TNR >= ``min_tnr``
+              (find as many cases as possible at a bounded false alarm rate).
+            - ``"max_tnr"``: the highest TNR subject to TPR >= ``min_tpr`` (a
+              guaranteed recall, with as few false alarms as possible).
+
+            Ties of the first three go to the highest threshold (the fewest
+            predictions of ``classes_[1]``).
+        beta : float, default=1.0
+            Weight of recall relative to precision for ``"f_beta"`` (1 is F1).
+        min_tnr : float, default=0.9
+            Lowest acceptable TNR for ``"max_tpr"``, in [0, 1].
+        min_tpr : float, default=0.9
+            Lowest acceptable TPR (recall) for ``"max_tnr"``, in [0, 1].
+
+        Returns
+        -------
+        self : SiameseClassifier
+        """
+        check_is_fitted(self)
+        check_strategy(strategy, beta, min_tnr, min_tpr)
+        if len(self.classes_) != 2:
+            raise ValueError(
+                "calibrate_threshold is for binary problems; this classifier has "
+                f"{len(self.classes_)} classes."
+            )
+        y = column_or_1d(y, warn=True)
+        S = self._class_dissimilarity(X)
+        if len(y) != len(S):
+            raise ValueError(
+                f"X and y have different numbers of samples: {len(S)} and {len(y)}."
+            )
+        unknown = ~np.isin(y, self.classes_)
+        if unknown.any():
+            raise ValueError(
+                f"y contains labels not in classes_: {np.unique(y[unknown]).tolist()}."
+            )
+        logits = -S / self.temperature_
+        log_odds = logits[:, 1] - logits[:, 0]
+        t = select_threshold(
+            log_odds,
+            y == self.classes_[1],
+            strategy,
+            beta=beta,
+            min_tnr=min_tnr,
+            min_tpr=min_tpr,
+        )
+        self.threshold_ = float(expit(t))
+        return self
+
+    # scikit-learn's set_output wraps only the ``transform`` a class defines
+    # itself, not one it inherits from a base outside TransformerMixin.
+    transform = _BaseSiamese.transform
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -611,14 +936,18 @@ def _fit_temperature(S, codes, n_classes):
     counts = np.bincount(codes, minlength=n_classes)
     weights = 1.0 / counts[codes]
     on = (counts[codes] + 1.0) / (counts[codes] + 2.0)
-    targets = np.repeat(((1.0 - on) / max(n_classes - 1, 1))[:, None], n_classes, 1)
+    # Classes without references (S = inf) get no target mass.
+    finite = np.isfinite(S)
+    n_other = np.maximum(finite.sum(1) - 1, 1)
+    targets = np.where(finite, ((1.0 - on) / n_other)[:, None], 0.0)
     targets[np.arange(len(codes)), codes] = on
-    spread = np.std(S) if np.std(S) > 0 else 1.0
+    spread = np.std(S[finite]) if np.std(S[finite]) > 0 else 1.0
 
     def loss(log_t):
         z = -S / np.exp(log_t)
         logp = z - logsumexp(z, axis=1, keepdims=True)
-        return -(weights * (targets * logp).sum(1)).sum() / weights.sum()
+        ce = (targets * np.where(finite, logp, 0.0)).sum(1)
+        return -(weights * ce).sum() / weights.sum()
 
     centre = np.log(spread)
     res = minimize_scalar(loss, bounds=(centre - 10, centre + 10), method="bounded")

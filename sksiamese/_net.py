@@ -5,6 +5,7 @@ import torch
 from skorch import NeuralNet
 from skorch.utils import to_tensor
 
+from ._augment import random_affine
 from ._sampling import BalancedBatchSampler
 
 # Upper bound on the number of float32 values in one block of a
@@ -25,8 +26,18 @@ class BalancedBatchIterator:
         Holds ``X`` (float32 array) and ``y`` (integer codes).
     batch_size, samples_per_class, random_state, resample
         Passed to the sampler.
+    n_batches : int, default=None
+        Batches per pass, passed to the sampler; by default one pass over the
+        data. Data-parallel workers set it so that all draw as many batches.
     pin_memory : bool, default=False
         Pin the host tensors so copies to a CUDA device can be asynchronous.
+    device : str, default=None
+        Keep the data on this device and gather batches there (no copy per
+        batch); for data that fit comfortably in GPU memory.
+    augment : tuple of int, default=None
+        ``(channels, height, width)`` of the images in the rows of ``X``: each
+        batch is then distorted by :func:`~sksiamese._augment.random_affine`,
+        seeded from ``random_state``. None leaves batches as they are.
     """
 
     def __init__(
@@ -37,19 +48,30 @@ class BalancedBatchIterator:
         random_state=None,
         resample=True,
         pin_memory=False,
+        augment=None,
+        n_batches=None,
+        device=None,
     ):
         self.X = torch.as_tensor(np.asarray(dataset.X))
         y = np.asarray(dataset.y)
         self.y = torch.as_tensor(y)
-        if pin_memory:
+        self.device = device
+        if device is not None:
+            self.X, self.y = self.X.to(device), self.y.to(device)
+        elif pin_memory:
             self.X, self.y = self.X.pin_memory(), self.y.pin_memory()
         self.sampler = BalancedBatchSampler(
             y,
             batch_size,
             samples_per_class=samples_per_class,
+            n_batches=n_batches,
             random_state=random_state,
             resample=resample,
         )
+        self.augment = None if augment is None else tuple(augment)
+        if self.augment is not None:
+            seed = self.sampler.random_state.randint(np.iinfo(np.int32).max)
+            self._generator = torch.Generator().manual_seed(int(seed))
 
     def __len__(self):
         return len(self.sampler)
@@ -57,7 +79,12 @@ class BalancedBatchIterator:
     def __iter__(self):
         for idx in self.sampler:
             idx = torch.from_numpy(idx)
-            yield self.X[idx], self.y[idx]
+            if self.device is not None:
+                idx = idx.to(self.device)
+            X = self.X[idx]
+            if self.augment is not None:
+                X = random_affine(X, self.augment, self._generator)
+            yield X, self.y[idx]
 
 
 class SiameseNet(NeuralNet):
@@ -70,16 +97,33 @@ class SiameseNet(NeuralNet):
     ``(batch, 2, n_features)`` are pairs: both halves go through the one encoder.
     """
 
+    def __init__(self, *args, mixed_precision=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mixed_precision = mixed_precision
+
+    def _to_device(self, x):
+        # Asynchronous when the source is pinned host memory.
+        if isinstance(x, torch.Tensor):
+            return x.to(self.device, non_blocking=True)
+        return to_tensor(x, device=self.device)
+
     def infer(self, x, **fit_params):
-        x = to_tensor(x, device=self.device)
-        if x.dim() == 3:
-            n = len(x)
-            emb = self.module_(x.reshape(2 * n, -1), **fit_params).reshape(n, 2, -1)
-            return emb[:, 0], emb[:, 1]
-        return self.module_(x, **fit_params)
+        x = self._to_device(x)
+        with torch.autocast(
+            torch.device(self.device).type,
+            dtype=torch.bfloat16,
+            enabled=bool(self.mixed_precision) and self.module_.training,
+        ):
+            if x.dim() == 3:
+                n = len(x)
+                emb = self.module_(x.reshape(2 * n, -1), **fit_params)
+                emb = emb.float().reshape(n, 2, -1)
+                return emb[:, 0], emb[:, 1]
+            # The loss is computed in float32 whatever the encoder ran in.
+            return self.module_(x, **fit_params).float()
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        y_true = to_tensor(y_true, device=self.device)
+        y_true = self._to_device(y_true)
         return self.criterion_(y_pred, y_true, self.module_)
 
     # -- inference without DataLoaders: embed once, compare to references --------
@@ -94,7 +138,17 @@ class SiameseNet(NeuralNet):
         for start in range(0, len(X), batch_size):
             xb = X[start : start + batch_size].to(self.device, non_blocking=True)
             out.append(module(xb).float().cpu())
-        return torch.cat(out).numpy()
+        E = torch.cat(out).numpy()
+        bad = ~np.isfinite(E).all(axis=1)
+        if bad.any():
+            # Distances to NaN would give NaN probabilities and arbitrary labels.
+            raise ValueError(
+                f"The encoder returned NaN or infinite embeddings for {bad.sum()} "
+                f"of {len(E)} samples (the first is row {np.flatnonzero(bad)[0]}). "
+                "Their values may lie far outside those seen in fit: rescale or "
+                "clip them."
+            )
+        return E
 
     @torch.inference_mode()
     def rowwise(self, A, B):
@@ -150,7 +204,9 @@ class SiameseNet(NeuralNet):
                     d = module.smallest(q, block, min(k, len(block)))
                     if best is not None:
                         d = torch.cat([best, d], dim=1)
-                        d = torch.topk(d, k, dim=1, largest=False).values
+                        # Blocks may be narrower than k (wide pair heads).
+                        kept = min(k, d.shape[1])
+                        d = torch.topk(d, kept, dim=1, largest=False).values
                     best = d
                 out[qs : qs + len(q), c] = best.mean(1).cpu().numpy()
         return out

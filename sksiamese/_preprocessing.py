@@ -30,10 +30,16 @@ class BlankAwareScaler:
         self.blank_columns_ = np.flatnonzero(blank.any(axis=0))
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
-            if self.scaling == "standard":
-                mean, std = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
-            elif self.scaling == "global":
-                mean, std = np.nanmean(X), np.nanstd(X)
+            if self.scaling in ("standard", "global"):
+                axis = 0 if self.scaling == "standard" else None
+                # Divided by the largest magnitude first: squares of values
+                # above ~1e19 (float32) or ~1e154 (float64) would overflow, and
+                # an infinite std would leave such features unscaled.
+                size = np.nanmax(np.abs(X), axis=axis)
+                size = np.where(np.isfinite(size) & (size > 0), size, 1.0)
+                unit = X / size.astype(X.dtype)
+                mean = np.nanmean(unit, axis=axis) * size
+                std = np.nanstd(unit, axis=axis) * size
             else:
                 mean, std = 0.0, 1.0
         mean = np.asarray(np.where(np.isfinite(mean), mean, 0.0))

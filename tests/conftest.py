@@ -3,6 +3,10 @@ import pytest
 import torch
 from sklearn.datasets import load_iris
 
+# The suite runs in parallel processes (pytest -n); one torch thread each keeps
+# them from competing for the same cores, which slows small models severalfold.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():

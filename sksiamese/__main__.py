@@ -1,0 +1,8 @@
+"""``python -m sksiamese``: the same as the ``sksiamese`` command."""
+
+import sys
+
+from sksiamese._cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

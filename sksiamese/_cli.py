@@ -1,0 +1,728 @@
+"""The ``sksiamese`` command line.
+
+``sksiamese compare [DATA.csv --target COLUMN]`` cross-validates
+:class:`~sksiamese.SiameseClassifier` next to LogisticRegression,
+RandomForestClassifier and HistGradientBoostingClassifier and prints one table:
+the mean and standard deviation over folds of each score, and the mean fit time.
+Without a file it runs on scikit-learn's bundled breast-cancer data.
+
+Exit status: 0 on success, 1 when a model failed on some fold (the others are
+still reported), 2 on bad usage or bad input (with a one-line message on stderr).
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from contextlib import contextmanager, redirect_stdout
+
+import numpy as np
+
+EXIT_OK, EXIT_MODEL_FAILED, EXIT_USAGE = 0, 1, 2
+
+# Cell values read as blanks (NaN) in a CSV file, besides an empty cell.
+BLANKS = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?")
+
+MODELS = {
+    "siamese": "SiameseClassifier",
+    "logistic": "LogisticRegression",
+    "forest": "RandomForestClassifier",
+    "boosting": "HistGradientBoostingClassifier",
+}
+
+SCORES = {
+    "balanced_accuracy": "balanced accuracy (mean of per-class recall)",
+    "accuracy": "fraction of correct predictions",
+    "roc_auc": "ROC AUC (one-vs-rest, macro-averaged for more than 2 classes)",
+    "average_precision": "average precision (macro over classes when more than 2)",
+    "f1_macro": "F1 score averaged over classes",
+    "log_loss": "log loss of the predicted probabilities (lower is better)",
+}
+DEFAULT_SCORING = "balanced_accuracy,roc_auc,average_precision"
+
+
+class InputError(Exception):
+    """Bad usage or bad input: reported in one line, exit status 2."""
+
+
+# -- data ---------------------------------------------------------------------
+
+
+def _builtin_data():
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    return data.data, data.target, "breast_cancer (bundled with scikit-learn)"
+
+
+def read_csv(path, target, delimiter=","):
+    """Features and labels from a CSV file with a header row.
+
+    Every column except ``target`` must be numeric; the cells listed in
+    ``BLANKS`` are blanks (NaN). pandas reads the file when it is installed
+    (faster, less memory), else the standard library's :mod:`csv` module; both
+    follow the same rules.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+        Integer labels when every label is an integer, else strings.
+    feature_names : list of str
+    """
+    if not os.path.isfile(path):
+        raise InputError(f"no such file: {path}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f, delimiter=delimiter), None)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if not header:
+        raise InputError(f"{path} is empty; expected a header row of column names")
+    header = [h.strip() for h in header]
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    if duplicated:
+        raise InputError(f"{path} has duplicate column names: {duplicated}")
+    if target not in header:
+        shown = ", ".join(repr(h) for h in header[:10])
+        more = f" and {len(header) - 10} more" if len(header) > 10 else ""
+        raise InputError(
+            f"no column {target!r} in {path}; the columns are {shown}{more}"
+        )
+    if len(header) < 2:
+        raise InputError(f"{path} has no feature columns besides {target!r}")
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        columns = _read_columns_csv(path, header, target, delimiter)
+    else:
+        columns = _read_columns_pandas(path, header, target, delimiter)
+
+    labels = columns.pop(target)
+    if not labels:
+        raise InputError(f"{path} has a header but no data rows")
+    blank = [i for i, v in enumerate(labels) if v is None]
+    if blank:
+        raise InputError(
+            f"the target column {target!r} has {len(blank)} blank cell(s), the first "
+            f"in data row {blank[0] + 1}; remove those rows"
+        )
+    for name, values in columns.items():
+        if isinstance(values, list):  # not parsed as numbers
+            bad = next(v for v in values if v is not None)
+            raise InputError(
+                f"column {name!r} is not numeric (e.g. {bad!r}); encode it as "
+                "numbers, or drop it"
+            )
+    names = list(columns)
+    X = np.column_stack([columns[n] for n in names])
+    infinite = np.flatnonzero(np.isinf(X).any(axis=0))
+    if len(infinite):
+        raise InputError(f"column {names[infinite[0]]!r} holds infinite values")
+    return X, _parse_labels(labels, target), names
+
+
+def _read_columns_csv(path, header, target, delimiter):
+    cells = {name: [] for name in header}
+    lists = list(cells.values())
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            next(reader)
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise InputError(
+                        f"line {reader.line_num} of {path} has {len(row)} fields; "
+                        f"the header has {len(header)}"
+                    )
+                for values, cell in zip(lists, row, strict=True):
+                    values.append(cell)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    blanks = set(BLANKS)
+    out = {}
+    for name, values in cells.items():
+        values = [v.strip() for v in values]
+        if name == target:
+            out[name] = [None if v in blanks else v for v in values]
+            continue
+        try:
+            out[name] = np.array(
+                [np.nan if v in blanks else float(v) for v in values], dtype=float
+            )
+        except ValueError:
+            out[name] = [None if v in blanks else v for v in values]
+    return out
+
+
+def _read_columns_pandas(path, header, target, delimiter):
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(
+            path,
+            sep=delimiter,
+            header=0,
+            names=header,
+            dtype={target: str},
+            na_values=list(BLANKS),
+            keep_default_na=False,
+            skipinitialspace=True,
+            encoding="utf-8-sig",
+        )
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
+        message = str(exc).strip().splitlines()[-1]
+        raise InputError(f"cannot read {path}: {message}") from None
+    out = {}
+    for name in header:
+        col = df[name]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            out[name] = col.to_numpy(dtype=float, na_value=np.nan)
+        else:
+            out[name] = [None if pd.isna(v) else str(v).strip() for v in col]
+    return out
+
+
+def _parse_labels(labels, target):
+    labels = [v.strip() for v in labels]
+    try:
+        return np.array([int(v) for v in labels])
+    except ValueError:
+        pass
+    try:
+        values = np.array([float(v) for v in labels])
+    except ValueError:
+        return np.array(labels)
+    if not np.isfinite(values).all():
+        return np.array(labels)
+    fractional = np.flatnonzero(values != np.round(values))
+    if len(fractional) == 0:  # "1.0", "2.0": integer labels written as floats
+        return values.astype(np.int64)
+    raise InputError(
+        f"the target column {target!r} holds non-integer numbers (e.g. "
+        f"{labels[fractional[0]]!r}); compare needs class labels"
+    )
+
+
+def _check_classes(y, folds):
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise InputError(
+            f"the target has only one class ({classes[0].item()!r}); a classifier "
+            "needs at least two"
+        )
+    for label, count in zip(classes, counts, strict=True):
+        # StratifiedKFold puts ceil(count / folds) samples of the class in the
+        # largest test fold; the rest train, and a twin network needs 2 of each.
+        if count < folds or count - math.ceil(count / folds) < 2:
+            raise InputError(
+                f"class {label.item()!r} has only {count} sample(s): too few for "
+                f"{folds}-fold cross-validation (every test fold needs one and every "
+                "training fold two); lower --folds or drop the class"
+            )
+    return classes
+
+
+# -- models and scores --------------------------------------------------------
+
+
+def make_models(names, *, random_state, max_epochs, has_blanks):
+    """The estimators to compare, by display name."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ._classifier import SiameseClassifier
+
+    siamese = {} if max_epochs is None else {"max_epochs": max_epochs}
+    # SiameseClassifier scales its inputs and encodes blanks itself, and the
+    # tree ensembles split on blanks natively; only the linear model needs them
+    # imputed.
+    logistic = [StandardScaler(), LogisticRegression(max_iter=1000)]
+    if has_blanks:
+        logistic.insert(0, SimpleImputer(strategy="median"))
+    factories = {
+        "siamese": lambda: SiameseClassifier(random_state=random_state, **siamese),
+        "logistic": lambda: make_pipeline(*logistic),
+        "forest": lambda: RandomForestClassifier(random_state=random_state),
+        "boosting": lambda: HistGradientBoostingClassifier(random_state=random_state),
+    }
+    return {MODELS[n]: factories[n]() for n in names}
+
+
+def score(name, y_true, proba, classes):
+    """One score from the labels and the predicted class probabilities."""
+    from sklearn import metrics
+
+    y_pred = classes[np.argmax(proba, axis=1)]
+    binary = len(classes) == 2
+    if name == "balanced_accuracy":
+        return metrics.balanced_accuracy_score(y_true, y_pred)
+    if name == "accuracy":
+        return metrics.accuracy_score(y_true, y_pred)
+    if name == "f1_macro":
+        return metrics.f1_score(y_true, y_pred, average="macro")
+    if name == "log_loss":
+        return metrics.log_loss(y_true, proba, labels=classes)
+    if name == "roc_auc":
+        if binary:
+            return metrics.roc_auc_score(y_true == classes[1], proba[:, 1])
+        return metrics.roc_auc_score(
+            y_true, proba, multi_class="ovr", average="macro", labels=classes
+        )
+    if name == "average_precision":
+        if binary:
+            return metrics.average_precision_score(y_true == classes[1], proba[:, 1])
+        from sklearn.preprocessing import label_binarize
+
+        onehot = label_binarize(y_true, classes=classes)
+        return metrics.average_precision_score(onehot, proba, average="macro")
+    raise ValueError(f"unknown score {name!r}")
+
+
+class Progress:
+    """One status line on stderr: rewritten in place on a terminal, one line
+    per step otherwise (logs, CI)."""
+
+    def __init__(self, stream, enabled=True):
+        self.stream = stream
+        self.enabled = enabled
+        self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
+        self._width = 0
+
+    def update(self, text):
+        if not self.enabled:
+            return
+        if self.tty:
+            pad = " " * max(0, self._width - len(text))
+            self.stream.write("\r" + text + pad)
+            self._width = len(text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self):
+        if self.enabled and self.tty and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+
+def cross_validate_models(
+    models, X, y, classes, *, folds, random_state, scoring, progress
+):
+    """Fit and score every model on every fold, one at a time.
+
+    Returns a list of dicts (one per model) with per-fold ``scores`` and
+    ``fit_time``, and ``error`` (None, or the message of the first failure).
+    """
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
+    cv = StratifiedKFold(folds, shuffle=True, random_state=random_state)
+    splits = list(cv.split(X, y))
+    n_fits, done, start = len(models) * folds, 0, time.perf_counter()
+    results = []
+    for name, model in models.items():
+        result = {"model": name, "scores": {s: [] for s in scoring}, "fit_time": []}
+        result["error"] = None
+        for k, (train, test) in enumerate(splits, start=1):
+            elapsed = time.perf_counter() - start
+            progress.update(
+                f"sksiamese compare: {name} fold {k}/{folds} "
+                f"[{done + 1}/{n_fits} fits, {elapsed:.0f} s]"
+            )
+            est = clone(model)
+            try:
+                tic = time.perf_counter()
+                # Nothing a model prints may mix with the table or JSON on stdout.
+                with warnings.catch_warnings(), redirect_stdout(sys.stderr):
+                    warnings.simplefilter("ignore", UserWarning)
+                    est.fit(X[train], y[train])
+                result["fit_time"].append(time.perf_counter() - tic)
+                proba = est.predict_proba(X[test])
+                for s in scoring:
+                    result["scores"][s].append(float(score(s, y[test], proba, classes)))
+            except Exception as exc:  # report, keep going with the other models
+                message = str(exc).strip().splitlines()
+                result["error"] = (
+                    f"fold {k}: {type(exc).__name__}: {message[0] if message else ''}"
+                )
+                done += folds - k + 1
+                break
+            done += 1
+        results.append(result)
+    progress.close()
+    return results
+
+
+# -- output -------------------------------------------------------------------
+
+
+def _summary(values):
+    if not values:
+        return {"mean": None, "std": None, "folds": []}
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values)),
+        "folds": [float(v) for v in values],
+    }
+
+
+def to_json(results, dataset, args, scoring):
+    return {
+        "dataset": dataset,
+        "cv": {
+            "folds": args.folds,
+            "shuffle": True,
+            "stratified": True,
+            "random_state": args.random_state,
+        },
+        "threads": args.threads,
+        "scoring": scoring,
+        "results": [
+            {
+                "model": r["model"],
+                "scores": {s: _summary(v) for s, v in r["scores"].items()},
+                "fit_time": _summary(r["fit_time"]),
+                "error": r["error"],
+            }
+            for r in results
+        ],
+    }
+
+
+def format_table(results, scoring, stream):
+    pm = "±"
+    try:
+        pm.encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        pm = "+/-"
+    cells = []
+    for r in results:
+        row = [r["model"]]
+        for s in scoring:
+            v = r["scores"][s]
+            if r["error"] is not None or not v:
+                row.append("-")
+            else:
+                row.append(f"{np.mean(v):.3f} {pm} {np.std(v):.3f}")
+        ft = r["fit_time"]
+        row.append("-" if r["error"] is not None or not ft else f"{np.mean(ft):.2f}")
+        cells.append(row)
+    header = ["model", *scoring, "fit time (s)"]
+    widths = [max(len(c[i]) for c in [header, *cells]) for i in range(len(header))]
+
+    def line(row):
+        first = row[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest])
+
+    out = [line(header), "  ".join("-" * w for w in widths)]
+    out += [line(row) for row in cells]
+    for r in results:
+        if r["error"] is not None:
+            out.append(f"{r['model']} failed on {r['error']}")
+    return "\n".join(out)
+
+
+def plot_comparison(results, scoring, path):
+    """Save a chart: one panel per score (mean and standard deviation over
+    folds) and one for the mean fit time (log scale)."""
+    from matplotlib.figure import Figure
+
+    ok = [r for r in results if r["error"] is None]
+    names = [r["model"] for r in ok]
+    pos = np.arange(len(names))
+    colors = [f"C{i}" for i in range(len(names))]
+    n_panels = len(scoring) + 1
+    fig = Figure(
+        figsize=(2.6 * n_panels + 2.2, 0.45 * len(names) + 1.4), layout="constrained"
+    )
+    axes = fig.subplots(1, n_panels, sharey=True, squeeze=False)[0]
+    for ax, name in zip(axes, scoring, strict=False):
+        means = np.array([np.mean(r["scores"][name]) for r in ok])
+        stds = np.array([np.std(r["scores"][name]) for r in ok])
+        for p, m, s, c in zip(pos, means, stds, colors, strict=True):
+            ax.errorbar(m, p, xerr=s, fmt="o", color=c, capsize=3)
+            ax.annotate(
+                f"{m:.3f}",
+                (m, p),
+                xytext=(0, 6),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+            )
+        lo, hi = np.min(means - stds), np.max(means + stds)
+        if name != "log_loss":  # scores that cannot exceed 1
+            hi = min(hi, 1.0)
+        pad = max(0.1 * (hi - lo), 0.002)
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_title(name, fontsize=10)
+        better = "lower" if name == "log_loss" else "higher"
+        ax.set_xlabel(f"mean ± std over folds ({better} is better)", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    ax = axes[-1]
+    times = np.array([np.mean(r["fit_time"]) for r in ok])
+    ax.barh(pos, times, color=colors, height=0.5)
+    for p, t in zip(pos, times, strict=True):
+        ax.annotate(
+            f"{t:.2g} s",
+            (t, p),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_xscale("log")
+    ax.set_xlim(times.min() / 2, times.max() * 8)
+    ax.set_title("fit time per fold", fontsize=10)
+    ax.set_xlabel("seconds (log scale)", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(pos, names)
+    axes[0].set_ylim(len(names) - 0.5, -0.7)
+    fig.savefig(path, dpi=120)
+    return fig
+
+
+# -- command line -------------------------------------------------------------
+
+
+def _positive_int(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}; got {value}")
+        return value
+
+    return parse
+
+
+def _names(choices, what):
+    def parse(text):
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in choices]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {unknown or text!r}; choose from {', '.join(choices)}"
+            )
+        return list(dict.fromkeys(names))
+
+    return parse
+
+
+def build_parser():
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="sksiamese",
+        description="Siamese network classifiers for scikit-learn.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    compare = commands.add_parser(
+        "compare",
+        help="cross-validate SiameseClassifier against standard baselines",
+        description=(
+            "Cross-validate SiameseClassifier next to LogisticRegression, "
+            "RandomForestClassifier and HistGradientBoostingClassifier (stratified "
+            "k-fold) and print the mean and standard deviation over folds of each "
+            "score and the mean fit time. Without DATA, uses scikit-learn's "
+            "bundled breast_cancer data."
+        ),
+        epilog=(
+            "scores: "
+            + "; ".join(f"{k}: {v}" for k, v in SCORES.items())
+            + ". models: "
+            + ", ".join(f"{k} ({v})" for k, v in MODELS.items())
+            + ". Exit status: 0 ok, 1 a model failed, 2 bad usage or input."
+        ),
+    )
+    compare.add_argument(
+        "data",
+        nargs="?",
+        metavar="DATA",
+        help="CSV file with a header row; every column but --target must be numeric "
+        f"(blank cells and {', '.join(b for b in BLANKS if b)} are missing values)",
+    )
+    compare.add_argument("--target", metavar="COLUMN", help="name of the label column")
+    compare.add_argument(
+        "--delimiter", default=",", help="field separator of DATA (default: ',')"
+    )
+    compare.add_argument(
+        "--scoring",
+        type=_names(list(SCORES), "score"),
+        default=DEFAULT_SCORING.split(","),
+        metavar="NAMES",
+        help=f"comma-separated scores (default: {DEFAULT_SCORING})",
+    )
+    compare.add_argument(
+        "--models",
+        type=_names(list(MODELS), "model"),
+        default=list(MODELS),
+        metavar="NAMES",
+        help=f"comma-separated models (default: {','.join(MODELS)})",
+    )
+    compare.add_argument(
+        "--folds", type=_positive_int(2), default=5, help="number of folds (default: 5)"
+    )
+    compare.add_argument(
+        "--random-state",
+        type=_positive_int(0),
+        default=0,
+        metavar="SEED",
+        help="seed of the folds and of every model (default: 0)",
+    )
+    compare.add_argument(
+        "--max-epochs",
+        type=_positive_int(1),
+        default=None,
+        metavar="N",
+        help="max_epochs of SiameseClassifier (default: its own, with early stopping)",
+    )
+    compare.add_argument(
+        "--threads",
+        type=_positive_int(1),
+        default=1,
+        metavar="N",
+        help="CPU threads of each model (torch, OpenMP, BLAS); default 1, so that "
+        "every model gets the same share and fit times compare (raise it for "
+        "large files)",
+    )
+    compare.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="also save a chart of the scores and fit times to PATH (.png, .svg, "
+        ".pdf); needs matplotlib: pip install 'sksiamese[plot]'",
+    )
+    compare.add_argument(
+        "--json", action="store_true", help="print the results as JSON on stdout"
+    )
+    compare.add_argument(
+        "--quiet", action="store_true", help="no progress line on stderr"
+    )
+    return parser
+
+
+def main(argv=None):
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns the exit status instead of exiting, so that it can be called from
+    Python.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _compare(args)
+    except InputError as exc:
+        print(f"sksiamese {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+@contextmanager
+def _threads(n):
+    """Limit torch and the OpenMP / BLAS pools to ``n`` threads in the block."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _compare(args):
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise InputError(
+                "--plot needs matplotlib; install it with pip install 'sksiamese[plot]'"
+            ) from None
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(folder):
+            raise InputError(f"--plot: no such directory: {folder}")
+    if args.data is None:
+        if args.target is not None:
+            raise InputError("--target needs a DATA file")
+        X, y, name = _builtin_data()
+        names = None
+    else:
+        if args.target is None:
+            raise InputError("--target COLUMN is needed with a DATA file")
+        X, y, names = read_csv(args.data, args.target, args.delimiter)
+        name = os.path.basename(args.data)
+    classes = _check_classes(y, args.folds)
+    has_blanks = bool(np.isnan(X).any())
+    dataset = {
+        "name": name,
+        "n_samples": int(X.shape[0]),
+        "n_features": int(X.shape[1]),
+        "n_classes": len(classes),
+        "classes": classes.tolist(),
+        "blanks": int(np.isnan(X).sum()),
+    }
+    if names is not None:
+        dataset["target"] = args.target
+    models = make_models(
+        args.models,
+        random_state=args.random_state,
+        max_epochs=args.max_epochs,
+        has_blanks=has_blanks,
+    )
+    progress = Progress(sys.stderr, enabled=not args.quiet)
+    with _threads(args.threads):
+        results = cross_validate_models(
+            models,
+            X,
+            y,
+            classes,
+            folds=args.folds,
+            random_state=args.random_state,
+            scoring=args.scoring,
+            progress=progress,
+        )
+    if args.json:
+        json.dump(to_json(results, dataset, args, args.scoring), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        blanks = f", {dataset['blanks']} blank cells" if dataset["blanks"] else ""
+        print(
+            f"{name}: {dataset['n_samples']} samples, {dataset['n_features']} "
+            f"features, {len(classes)} classes{blanks}"
+        )
+        threads = "1 thread" if args.threads == 1 else f"{args.threads} threads"
+        print(
+            f"{args.folds}-fold stratified cross-validation (random_state="
+            f"{args.random_state}); mean and standard deviation over folds; mean "
+            f"fit time per fold on {threads}\n"
+        )
+        print(format_table(results, args.scoring, sys.stdout))
+    if args.plot is not None and any(r["error"] is None for r in results):
+        plot_comparison(results, args.scoring, args.plot)
+        if not args.quiet:
+            print(f"sksiamese compare: saved the chart to {args.plot}", file=sys.stderr)
+    failed = any(r["error"] is not None for r in results)
+    return EXIT_MODEL_FAILED if failed else EXIT_OK

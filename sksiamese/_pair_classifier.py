@@ -1,0 +1,725 @@
+"""SiamesePairClassifier: a twin network that learns from labelled pairs."""
+
+import numbers
+
+import numpy as np
+from scipy.special import expit, logit
+from sklearn.base import ClassifierMixin, TransformerMixin
+from sklearn.model_selection import StratifiedShuffleSplit
+from sklearn.utils import check_array
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from ._base import (
+    _BaseSiamese,
+    _restore_on_failure,
+    data_device,
+    fit_logistic_1d,
+    resolve_device,
+)
+from ._compat import StrOptions, _fit_context, validate_data
+from ._losses import RowPairLoss
+
+THRESHOLD_STRATEGIES = ("accuracy", "f_beta", "max_tpr", "max_tnr")
+# Rates are ratios of counts: a bound such as 0.7 must accept 7 / 10.
+_EPS = 1e-12
+
+
+class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
+    """Siamese (twin) network that learns from labelled pairs.
+
+    Each row of ``X`` is a pair of vectors (for example two pre-computed text
+    embeddings) and ``y`` says whether the two are the same (1) or different
+    (0). One shared encoder embeds both sides; the pair is scored by the
+    distance between the two embeddings (``loss="contrastive"``) or by a learned
+    sigmoid head on their absolute difference (``loss="bce"``). Training
+    batches hold as many same as different pairs, drawn afresh every epoch,
+    whatever the proportion of same pairs in ``y``.
+
+    A pair is predicted "same" when its dissimilarity is below ``threshold_``.
+    After ``fit`` the threshold is where the calibrated probability of "same"
+    is 0.5 (the fewest expected errors for pairs mixed as in the training
+    data); :meth:`calibrate_threshold` chooses it for another goal.
+
+    Read more in the :ref:`User Guide <user_guide>`.
+
+    Parameters
+    ----------
+    encoder : {"mlp", "cnn"}, torch.nn.Module instance or class, default="mlp"
+        The shared network applied to each side of a pair. ``"mlp"`` for
+        feature vectors; ``"cnn"`` for images (pairs given as
+        ``(n_pairs, 2, H, W)`` / ``(n_pairs, 2, C, H, W)``, or as flat rows
+        with ``image_shape``). A module instance is copied at ``fit``; a module
+        class is instantiated with ``encoder_params``. A user's module receives
+        float32 rows of ``n_features`` (plus one "was blank" column per feature
+        that had blanks during ``fit``) and must return
+        ``(batch, embedding_dim)``.
+
+    hidden_layer_sizes : tuple of int, default=(128, 64)
+        Widths of the hidden layers of the ``"mlp"`` encoder.
+
+    embedding_dim : int, default=32
+        Width of the embedding (``"mlp"`` and ``"cnn"`` encoders).
+
+    dropout : float, default=0.0
+        Dropout after each hidden layer of the ``"mlp"`` encoder.
+
+    image_shape : tuple of int, default=None
+        ``(height, width)`` or ``(channels, height, width)`` of the images on
+        each side of a pair given as flat rows.
+
+    encoder_params : dict, default=None
+        Keyword arguments for ``encoder`` when it is a module class.
+
+    loss : {"contrastive", "bce"}, default="contrastive"
+        ``"contrastive"`` (Hadsell et al.): same pairs are pulled together and
+        different pairs pushed at least ``margin`` apart in the ``distance``;
+        the dissimilarity of a pair is that distance. ``"bce"`` (Koch et al.):
+        binary cross-entropy of a learned logistic head on ``|a - b|``; the
+        dissimilarity of a pair is minus the head's logit, and ``distance`` and
+        ``margin`` are not used.
+
+    distance : {"euclidean", "manhattan", "cosine"}, default="euclidean"
+        Distance between embeddings, for ``loss="contrastive"``.
+
+    margin : float, default=1.0
+        Margin of the contrastive loss.
+
+    max_epochs : int, default=100
+        Maximum number of passes over the training pairs.
+
+    batch_size : int, default=128
+        Pairs per training batch, half same and half different.
+
+    lr : float, default=1e-3
+        Learning rate of the AdamW optimizer.
+
+    weight_decay : float, default=1e-4
+        Decoupled weight decay of AdamW.
+
+    early_stopping : bool, default=True
+        Stop when the loss on the held-out pairs has not improved for
+        ``n_iter_no_change`` epochs, and keep the best weights.
+
+    validation_fraction : float, default=0.1
+        Fraction of the training pairs held out (stratified by ``y``) for
+        early stopping and for calibrating :meth:`predict_proba`. With 0, or
+        too few pairs to split, the calibration uses the training pairs, and
+        is then overconfident.
+
+    n_iter_no_change : int, default=10
+        Patience of early stopping, in epochs.
+
+    tol : float, default=1e-4
+        Relative improvement of the held-out loss that counts as progress.
+
+    callbacks : list of skorch callbacks or (name, callback) tuples, default=None
+        Extra skorch callbacks (learning-rate schedules, checkpoints, progress
+        bars, ...). They are copied at ``fit``.
+
+    scaling : {"auto", "standard", "global"} or None, default="auto"
+        Input scaling fitted on the individual vectors of both sides of the
+        training pairs: per feature (``"standard"``), one mean and scale for
+        all features (``"global"``, for images), or none. ``"auto"`` is
+        ``"global"`` for images and ``"standard"`` otherwise. Blanks (NaN) are
+        then set to 0 and flagged in an extra column.
+
+    device : str, default="auto"
+        Torch device. ``"auto"`` uses CUDA when available, else the CPU.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weight initialisation, the batches and the held-out split.
+        An int makes CPU runs repeatable.
+
+    verbose : int, default=0
+        0: silent. 1: a per-epoch log (skorch's ``PrintLog``) on stdout. 2 or
+        more: also a progress bar over the batches of each epoch.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (2,)
+        ``[0, 1]``: different, same.
+
+    n_features_in_ : int
+        Number of columns of ``X`` in the side-by-side layout seen during
+        ``fit``: ``2 * n_features`` (pairs given as ``(n_pairs, 2, n_features)``
+        count as that flat layout).
+
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of the columns of ``X`` seen during ``fit``, when ``X`` has
+        string column names.
+
+    image_shape_ : tuple of int or None
+        ``(channels, height, width)`` of the images on each side, else None.
+
+    net_ : skorch.NeuralNet
+        The trained skorch net; ``net_.module_`` is the twin module.
+
+    history_ : skorch.History
+        Per-epoch log of training (``net_.history``): losses, durations.
+
+    n_epochs_ : int
+        Number of epochs trained.
+
+    pair_calibration_ : tuple of float
+        ``(slope, intercept)`` of ``P(same) = sigmoid(intercept + slope * d)``
+        for a pair of dissimilarity ``d``, fitted on the held-out pairs.
+
+    threshold_ : float
+        Dissimilarity below which :meth:`predict` says "same": where the
+        calibrated probability is 0.5 after ``fit``, else as set by
+        :meth:`calibrate_threshold`.
+
+    See Also
+    --------
+    SiameseClassifier : Learns from labelled samples instead of pairs.
+
+    References
+    ----------
+    .. [1] R. Hadsell, S. Chopra and Y. LeCun, "Dimensionality Reduction by
+       Learning an Invariant Mapping", CVPR 2006.
+    .. [2] G. Koch, R. Zemel and R. Salakhutdinov, "Siamese Neural Networks for
+       One-shot Image Recognition", ICML Deep Learning Workshop 2015.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from sksiamese import SiamesePairClassifier
+    >>> images, digit = load_digits(return_X_y=True)
+    >>> a, b = np.random.RandomState(0).randint(len(images), size=(2, 600))
+    >>> X = np.stack([images[a], images[b]], axis=1)  # (600 pairs, 2, 64)
+    >>> y = digit[a] == digit[b]  # True: the same digit
+    >>> clf = SiamesePairClassifier(max_epochs=10, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:4]).shape
+    (4, 2)
+    >>> clf.transform(images[:3]).shape
+    (3, 32)
+    """
+
+    _parameter_constraints = {
+        **_BaseSiamese._parameter_constraints,
+        "loss": [StrOptions({"contrastive", "bce"})],
+    }
+
+    def __init__(
+        self,
+        encoder="mlp",
+        *,
+        hidden_layer_sizes=(128, 64),
+        embedding_dim=32,
+        dropout=0.0,
+        image_shape=None,
+        encoder_params=None,
+        loss="contrastive",
+        distance="euclidean",
+        margin=1.0,
+        max_epochs=100,
+        batch_size=128,
+        lr=1e-3,
+        weight_decay=1e-4,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        callbacks=None,
+        scaling="auto",
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.encoder = encoder
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.embedding_dim = embedding_dim
+        self.dropout = dropout
+        self.image_shape = image_shape
+        self.encoder_params = encoder_params
+        self.loss = loss
+        self.distance = distance
+        self.margin = margin
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.callbacks = callbacks
+        self.scaling = scaling
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- input -----------------------------------------------------------------
+
+    def _check_target(self, y, method):
+        """``y`` as a 1-D array of two classes (their values are checked by
+        :meth:`_as_same`, once ``X`` is known to be valid)."""
+        y = column_or_1d(y, warn=True)
+        # scikit-learn's message for continuous or otherwise unusable targets.
+        check_classification_targets(y)
+        y_type = type_of_target(y, input_name="y")
+        if y_type not in ("binary", "unknown"):
+            raise ValueError(
+                "Only binary classification is supported: y must be 1 (or True) "
+                "for pairs of the same kind and 0 (or False) for different pairs; "
+                f"got a {y_type} target with labels {_labels(y)}."
+            )
+        if len(np.unique(y)) < 2:
+            raise ValueError(
+                f"{type(self).__name__}.{method} needs both same (1) and different "
+                f"(0) pairs in y; got only one class: {_labels(y)}."
+            )
+        return y
+
+    @staticmethod
+    def _as_same(y):
+        """``y`` as a boolean array, True for same pairs."""
+        if not np.isin(np.unique(y), [0, 1]).all():
+            raise ValueError(
+                "y must be 1 (or True) for pairs of the same kind and 0 (or "
+                f"False) for different pairs; got labels {_labels(y)}."
+            )
+        return y.astype(bool)
+
+    def _validate_pairs(self, X, y=None, reset=True):
+        """Validate pairs given as ``(n_pairs, 2, ...)`` or side by side.
+
+        Returns a float array of shape ``(n_pairs, 2, n_features)`` (NaN
+        allowed), and the validated ``y`` too when one is given.
+        """
+        side_shape = None
+        if not hasattr(X, "shape"):
+            X = np.asarray(X)
+        if X.ndim >= 3:
+            if X.shape[1] != 2:
+                raise ValueError(
+                    f"X of shape {X.shape} is not a set of pairs: its second axis "
+                    "must have length 2, the two sides of each pair, as in "
+                    "(n_pairs, 2, n_features)."
+                )
+            side_shape = X.shape[2:]
+            if len(side_shape) > 1:
+                if not self._image_input() or len(side_shape) > 3:
+                    raise ValueError(
+                        f"X of shape {X.shape} holds pairs of images: use "
+                        "encoder='cnn' (or a torch module) for images of shape "
+                        "(H, W) or (C, H, W), or flatten each side to a vector."
+                    )
+                side_shape = (1, *side_shape) if len(side_shape) == 2 else side_shape
+                if not reset and self.image_shape_ not in (None, side_shape):
+                    raise ValueError(
+                        f"X has pairs of images of shape {side_shape}, but "
+                        f"{type(self).__name__} was fitted on images of shape "
+                        f"{self.image_shape_}."
+                    )
+            else:
+                side_shape = None
+            X = X.reshape(len(X), -1)
+        kwargs = dict(
+            reset=reset,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite="allow-nan",
+            ensure_min_samples=2 if reset else 1,
+        )
+        if y is None:
+            X = validate_data(self, X, **kwargs)
+        else:
+            X, y = validate_data(self, X, y, **kwargs)
+        if X.shape[1] % 2:
+            raise ValueError(
+                f"X has {X.shape[1]} feature(s) per row, an odd number: a row "
+                "must hold the two vectors of a pair side by side, the first "
+                "n_features columns for one side and the last n_features for "
+                "the other. Or pass X of shape (n_pairs, 2, n_features)."
+            )
+        n_features = X.shape[1] // 2
+        if reset:
+            self.image_shape_ = self._resolve_image_shape(side_shape, n_features)
+        X = X.reshape(len(X), 2, n_features)
+        return X if y is None else (X, y)
+
+    def _scale_pairs(self, X):
+        """Scaled float32 pairs of shape ``(n_pairs, 2, n_outputs)``."""
+        Z = self._scaler.transform(X.reshape(2 * len(X), -1))
+        return Z.reshape(len(X), 2, -1)
+
+    def _holdout_split(self, same, rng):
+        """Stratified (train, held-out) indices, or (all, None) when too few."""
+        n = len(same)
+        everything = np.arange(n)
+        n_held = int(np.ceil(self.validation_fraction * n))
+        counts = np.bincount(same, minlength=2)
+        if self.validation_fraction == 0 or counts.min() < 3 or n - n_held < 4:
+            return everything, None
+        split = StratifiedShuffleSplit(
+            n_splits=1,
+            test_size=max(n_held, 2),
+            random_state=rng.randint(np.iinfo(np.int32).max),
+        )
+        train, held = next(split.split(np.zeros(n), same))
+        if (
+            np.bincount(same[held], minlength=2).min() < 1
+            or np.bincount(same[train], minlength=2).min() < 2
+        ):
+            return everything, None
+        return np.sort(train), np.sort(held)
+
+    # -- fit -------------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train the twin network on labelled pairs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2 * n_features)
+            Training pairs: the two sides along the second axis, or side by
+            side in one row (the first ``n_features`` columns for one side).
+            Blanks (NaN) allowed.
+        y : array-like of shape (n_pairs,)
+            1 (or True) where the two sides are the same kind, 0 (or False)
+            where they differ. Both must occur.
+
+        Returns
+        -------
+        self : SiamesePairClassifier
+            The fitted estimator.
+        """
+        with _restore_on_failure(self):
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
+        # The kind of target first (one class, several, continuous), then X,
+        # then the values of y, whose meaning is tied to the pairs.
+        y = self._check_target(y, "fit")
+        X, y = self._validate_pairs(X, y, reset=True)
+        same = self._as_same(y)
+        device = resolve_device(self.device)
+        rng, seed = self._seed_pair()
+        train, held = self._holdout_split(same, rng)
+        codes = same.astype(np.int64)
+
+        self._scaler = self._make_scaler().fit(X[train].reshape(2 * len(train), -1))
+        Z = self._scale_pairs(X)
+        with self._seeded(seed, device):
+            module = self._build_module(
+                self._scaler.n_outputs,
+                head=self.loss == "bce",
+                probe=Z[train[:1]].reshape(2, -1),
+                device=device,
+            )
+            net = self._make_net(
+                module,
+                RowPairLoss(self.loss, self.margin),
+                None if held is None else (Z[held], codes[held]),
+                rng,
+                device,
+                None,
+                batch_device=data_device(Z[train].nbytes, device),
+            )
+            net.initialize()
+            net.partial_fit(Z[train], codes[train])
+
+        self.net_ = net
+        self.classes_ = np.array([0, 1])
+        self.n_epochs_ = len(net.history)
+        calibration = train if held is None else held
+        d = self._dissimilarity(Z[calibration])
+        slope, intercept = fit_logistic_1d(d, same[calibration])
+        if not slope < 0:
+            # Closer pairs are no more often the same on these pairs: keep the
+            # probability (almost) flat at the fraction of same pairs, but
+            # still decreasing, so that it ranks pairs as the dissimilarity.
+            rate = np.clip(same[calibration].mean(), 1e-3, 1 - 1e-3)
+            slope, intercept = -1e-6, float(logit(rate)) + 1e-6 * float(np.mean(d))
+        self.pair_calibration_ = (slope, intercept)
+        self.threshold_ = -intercept / slope
+        return self
+
+    # -- prediction ------------------------------------------------------------
+
+    def _dissimilarity(self, Z):
+        """Dissimilarity of scaled pairs ``Z`` (lower = more alike)."""
+        n = len(Z)
+        E = self.net_.embed(Z.reshape(2 * n, -1)).reshape(n, 2, -1)
+        return self.net_.rowwise(E[:, 0], E[:, 1]).astype(np.float64)
+
+    def _pair_dissimilarity(self, X):
+        check_is_fitted(self)
+        return self._dissimilarity(
+            self._scale_pairs(self._validate_pairs(X, None, False))
+        )
+
+    def decision_function(self, X):
+        """How much more alike than the threshold each pair is.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2 * n_features)
+            Pairs.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_pairs,)
+            ``threshold_`` minus the pair's dissimilarity: higher means more
+            alike, and positive exactly where :meth:`predict` says "same".
+        """
+        check_is_fitted(self)
+        return self.threshold_ - self._pair_dissimilarity(X)
+
+    def predict_proba(self, X):
+        """Calibrated probabilities of "different" and "same".
+
+        A logistic function of the pair's dissimilarity, fitted on the pairs
+        held out from training (see ``validation_fraction``). It reflects the
+        proportion of same pairs in the training data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2 * n_features)
+            Pairs.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_pairs, 2)
+            Columns in the order of ``classes_``: different, same.
+        """
+        check_is_fitted(self)
+        slope, intercept = self.pair_calibration_
+        p_same = expit(intercept + slope * self._pair_dissimilarity(X))
+        return np.column_stack([1.0 - p_same, p_same])
+
+    def predict(self, X):
+        """1 where a pair is predicted the same, 0 where different.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2 * n_features)
+            Pairs.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_pairs,)
+            1 where the pair's dissimilarity is below ``threshold_``, else 0.
+        """
+        check_is_fitted(self)
+        return (self.decision_function(X) > 0).astype(self.classes_.dtype)
+
+    def transform(self, X):
+        """Embed single vectors, or both sides of pairs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or pairs
+            Single vectors, ``n_features = n_features_in_ // 2`` (blanks (NaN)
+            allowed; images also as ``(n_samples, H, W)`` or
+            ``(n_samples, C, H, W)``). Or pairs, as in :meth:`predict`.
+
+        Returns
+        -------
+        X_embedded : ndarray
+            ``(n_samples, embedding_dim)`` for single vectors; for pairs,
+            ``(n_pairs, 2, embedding_dim)``, or ``(n_pairs, 2 * embedding_dim)``
+            (side by side) when they were given side by side.
+        """
+        check_is_fitted(self)
+        n_features = self.n_features_in_ // 2
+        if not hasattr(X, "shape"):
+            X = np.asarray(X)
+        shape = X.shape
+        images = self.image_shape_
+        single = (len(shape) == 2 and shape[1] == n_features) or (
+            images is not None
+            and (shape[1:] == images or (images[0] == 1 and shape[1:] == images[1:]))
+        )
+        if single:
+            X = check_array(
+                np.reshape(X, (shape[0], -1)) if len(shape) > 2 else X,
+                dtype=[np.float64, np.float32],
+                ensure_all_finite="allow-nan",
+            )
+            return self.net_.embed(self._scaler.transform(X)).astype(np.float64)
+        if len(shape) == 2 and shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {shape[1]} features, but {type(self).__name__} is "
+                f"expecting {self.n_features_in_} features as input (pairs side "
+                f"by side), or {n_features} (single vectors)."
+            )
+        Z = self._scale_pairs(self._validate_pairs(X, None, False))
+        n = len(Z)
+        E = self.net_.embed(Z.reshape(2 * n, -1)).astype(np.float64)
+        return E.reshape(n, -1) if len(shape) == 2 else E.reshape(n, 2, -1)
+
+    # -- threshold -------------------------------------------------------------
+
+    def calibrate_threshold(
+        self, X, y, strategy="accuracy", *, beta=1.0, min_tnr=0.9, min_tpr=0.9
+    ):
+        """Choose the decision threshold of :meth:`predict` from labelled pairs.
+
+        Sets ``threshold_`` to the dissimilarity that does best on ``(X, y)``
+        by ``strategy``; a pair is then predicted the same when its
+        dissimilarity is below it. :meth:`decision_function` moves with the
+        threshold; :meth:`predict_proba` does not change, and the network is
+        not retrained. ``fit`` sets the threshold back to its default.
+
+        Below, the true positive rate (TPR) is the fraction of same pairs
+        predicted same, and the true negative rate (TNR) the fraction of
+        different pairs predicted different, both on ``(X, y)``.
+
+        Use pairs not seen in ``fit``: on training pairs the threshold is
+        optimistic. To tune it by cross-validation instead, wrap the estimator
+        in :class:`~sklearn.model_selection.TunedThresholdClassifierCV`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2 * n_features)
+            Labelled pairs, ideally held out from training.
+        y : array-like of shape (n_pairs,)
+            1 (or True) for same pairs, 0 (or False) for different pairs;
+            both must occur.
+        strategy : {"accuracy", "f_beta", "max_tpr", "max_tnr"}, default="accuracy"
+            What the threshold optimizes on ``(X, y)``:
+
+            - ``"accuracy"``: the fraction of pairs predicted correctly. It
+              depends on the proportion of same pairs in ``y``: choose pairs
+              mixed as they will be in use.
+            - ``"f_beta"``: the F-beta score of "same",
+              ``(1 + beta**2) * precision * TPR / (beta**2 * precision + TPR)``.
+            - ``"max_tpr"``: the highest TPR subject to TNR >= ``min_tnr``
+              (accept as many same pairs as possible while rejecting at least
+              that fraction of different pairs); among thresholds of equal
+              TPR, the one of highest TNR.
+            - ``"max_tnr"``: the highest TNR subject to TPR >= ``min_tpr``;
+              among thresholds of equal TNR, the one of highest TPR.
+
+            Ties of accuracy or F-beta go to the lowest such threshold (the
+            fewest pairs predicted same).
+        beta : float, default=1.0
+            Weight of the TPR (recall) relative to precision for ``"f_beta"``.
+        min_tnr : float, default=0.9
+            Lowest acceptable TNR for ``"max_tpr"``, in [0, 1].
+        min_tpr : float, default=0.9
+            Lowest acceptable TPR for ``"max_tnr"``, in [0, 1].
+
+        Returns
+        -------
+        self : SiamesePairClassifier
+            The estimator with its new ``threshold_``.
+        """
+        check_is_fitted(self)
+        if not isinstance(strategy, str) or strategy not in THRESHOLD_STRATEGIES:
+            raise ValueError(
+                f"strategy must be one of {THRESHOLD_STRATEGIES}; got {strategy!r}."
+            )
+        if not isinstance(beta, numbers.Real) or isinstance(beta, bool) or beta <= 0:
+            raise ValueError(f"beta must be a positive number; got {beta!r}.")
+        for name, value in (("min_tnr", min_tnr), ("min_tpr", min_tpr)):
+            if (
+                not isinstance(value, numbers.Real)
+                or isinstance(value, bool)
+                or not 0 <= value <= 1
+            ):
+                raise ValueError(f"{name} must be in [0, 1]; got {value!r}.")
+        same = self._as_same(self._check_target(y, "calibrate_threshold"))
+        d = self._pair_dissimilarity(X)
+        if len(same) != len(d):
+            raise ValueError(
+                f"X and y have different numbers of pairs: {len(d)} and {len(same)}."
+            )
+        self.threshold_ = select_distance_threshold(
+            d, same, strategy, beta=beta, min_tnr=min_tnr, min_tpr=min_tpr
+        )
+        return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        tags.input_tags.three_d_array = True
+        # A model of pairs is symmetric in their two sides: it cannot fit
+        # arbitrary classification data split into two halves.
+        tags.classifier_tags.poor_score = True
+        return tags
+
+
+def _labels(y, limit=5):
+    labels = np.unique(y).tolist()
+    return labels if len(labels) <= limit else [*labels[:limit], "..."]
+
+
+def select_distance_threshold(
+    d, same, strategy="accuracy", *, beta=1.0, min_tnr=0.9, min_tpr=0.9
+):
+    """The dissimilarity below which pairs are called same, best for ``strategy``.
+
+    The threshold lies halfway between the two distinct dissimilarities that
+    the best cut falls between (below the lowest one when no pair should be
+    called same, above the highest when all should), so it does not sit on a
+    given pair. See :meth:`SiamesePairClassifier.calibrate_threshold` for the
+    strategies.
+
+    Parameters
+    ----------
+    d : ndarray of shape (n_pairs,)
+        Dissimilarities, lower = more alike.
+    same : ndarray of shape (n_pairs,)
+        True for same pairs; both kinds must occur.
+    strategy : {"accuracy", "f_beta", "max_tpr", "max_tnr"}, default="accuracy"
+    beta, min_tnr, min_tpr : float
+        As in ``calibrate_threshold``.
+
+    Returns
+    -------
+    threshold : float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = np.array([0.1, 0.2, 0.3, 0.6, 0.8])
+    >>> same = np.array([True, True, False, True, False])
+    >>> float(select_distance_threshold(d, same))
+    0.25
+    >>> float(select_distance_threshold(d, same, "max_tpr", min_tnr=0.5))
+    0.7
+    """
+    d = np.asarray(d, dtype=np.float64)
+    same = np.asarray(same, dtype=bool)
+    n_pos = int(same.sum())
+    n_neg = len(same) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(
+            "Choosing a threshold needs both same (1) and different (0) pairs; "
+            f"got only {'different' if n_pos == 0 else 'same'} pairs."
+        )
+    order = np.argsort(d, kind="stable")
+    s, pos = d[order], same[order]
+    # Cut k calls the pairs of the k smallest distinct dissimilarities same;
+    # only cuts between distinct values can be realised by a threshold.
+    ends = np.r_[np.flatnonzero(np.diff(s) != 0) + 1, len(s)]
+    tp = np.r_[0, np.cumsum(pos)[ends - 1]]
+    fp = np.r_[0, np.cumsum(~pos)[ends - 1]]
+    tpr, tnr = tp / n_pos, 1.0 - fp / n_neg
+    if strategy == "accuracy":
+        best = np.argmax(tp - fp)  # correct pairs: tp + n_neg - fp
+    elif strategy == "f_beta":
+        b2 = beta**2
+        denom = (1 + b2) * tp + b2 * (n_pos - tp) + fp
+        best = np.argmax(np.where(denom > 0, (1 + b2) * tp / np.maximum(denom, 1), 0))
+    elif strategy == "max_tpr":
+        # TPR grows and TNR shrinks with k; cut 0 (nothing same) is feasible.
+        top = tpr[np.flatnonzero(tnr >= min_tnr - _EPS)[-1]]
+        best = np.flatnonzero(tpr == top)[0]
+    elif strategy == "max_tnr":
+        top = tnr[np.flatnonzero(tpr >= min_tpr - _EPS)[0]]
+        best = np.flatnonzero(tnr == top)[-1]
+    else:
+        raise ValueError(
+            f"strategy must be one of {THRESHOLD_STRATEGIES}; got {strategy!r}."
+        )
+    if best == 0:
+        return float(s[0] - max(1.0, abs(s[0])))
+    if best == len(ends):
+        return float(s[-1] + max(1.0, abs(s[-1])))
+    return float((s[ends[best - 1] - 1] + s[ends[best - 1]]) / 2.0)
