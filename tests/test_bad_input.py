@@ -1,0 +1,1011 @@
+"""Bad input, odd data and broken user modules: a clear error, or a documented
+success with valid outputs.
+
+Every case names the estimator (fresh parameters, or one of the fitted models
+below), the method and its input, and what must happen: an exception type with
+a message matching a regular expression, or ``None`` for a success whose
+outputs are then checked (finite, probabilities in [0, 1] summing to 1, labels
+from ``classes_``). The ``sksiamese compare`` command has its own table: bad
+files give one line on stderr and exit status 2, never a traceback.
+"""
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.exceptions import NotFittedError
+from threadpoolctl import threadpool_limits
+
+from sksiamese import SiameseClassifier, SiamesePairClassifier, TrainingDivergedError
+from sksiamese._cli import main
+
+FAST = dict(
+    hidden_layer_sizes=(8,),
+    embedding_dim=4,
+    max_epochs=2,
+    batch_size=16,
+    random_state=0,
+)
+
+_rng = np.random.RandomState(0)
+X = _rng.normal(size=(30, 3))
+y = np.repeat([0, 1, 2], 10)
+
+# Pairs (n_pairs, 2, n_features), and the same side by side; same = 1.
+same = np.tile([0, 1], 20)
+pairs = _rng.normal(size=(40, 2, 3))
+pairs[same == 1, 1] = pairs[same == 1, 0] + 0.1 * _rng.normal(size=(20, 3))
+flat = pairs.reshape(40, 6)
+
+
+def _with(values, rows, column, value):
+    out = np.array(values, dtype=float)
+    out[rows, column] = value
+    return out
+
+
+# -- user modules ---------------------------------------------------------------
+
+
+class FlatOutput(torch.nn.Module):
+    """Returns one number per sample instead of an embedding."""
+
+    def forward(self, x):
+        return x.sum(1)
+
+
+class Raises(torch.nn.Module):
+    def forward(self, x):
+        raise RuntimeError("boom")
+
+
+class Linear3(torch.nn.Module):
+    """A linear embedding of 3 inputs; ``n_inputs`` must be 3 for X here."""
+
+    def __init__(self, n_inputs=3):
+        super().__init__()
+        self.layer = torch.nn.Linear(n_inputs, 2)
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+class NaNOutput(Linear3):
+    def forward(self, x):
+        return self.layer(x) * float("nan")
+
+
+class NaNAbove100(Linear3):
+    """Embeds normally, but returns NaN for rows holding a value above 100."""
+
+    def forward(self, x):
+        out = self.layer(x)
+        far = (x.abs() > 100).any(1, keepdim=True)
+        return torch.where(far, torch.full_like(out, float("nan")), out)
+
+
+# Fitted models, built once per module, keyed by name.
+FITTED = {
+    "mlp": dict(FAST),
+    "binary": dict(FAST),
+    "nan_above_100": dict(FAST, encoder=NaNAbove100(), scaling=None),
+    "pairs": dict(FAST),
+}
+
+
+@dataclass
+class Case:
+    """One row of the table.
+
+    ``estimator`` is a dict of parameters (a fresh ``cls``) or the name of a
+    model in FITTED (a copy of it is used).
+    """
+
+    id: str
+    estimator: object
+    method: str
+    args: tuple
+    error: type | None
+    match: str | None = None
+    marks: list = field(default_factory=list)
+    cls: type = SiameseClassifier
+
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")
+PARAM = "The {!r} parameter of SiameseClassifier must be"
+
+CASES = [
+    # -- the data given to fit --------------------------------------------------
+    Case("empty-X", {}, "fit", (np.empty((0, 3)), []), ValueError, r"0 sample\(s\)"),
+    Case(
+        "one-sample",
+        {},
+        "fit",
+        (X[:1], y[:1]),
+        ValueError,
+        r"1 sample\(s\) .* minimum of 2 is required",
+    ),
+    Case(
+        "one-class",
+        {},
+        "fit",
+        (X, np.zeros(30)),
+        ValueError,
+        r"needs samples of at least 2 classes .* got 1 class: \[0\.0\]",
+    ),
+    Case(
+        "class-with-one-sample",
+        {},
+        "fit",
+        (X[:21], y[:21]),
+        ValueError,
+        r"these classes have only 1: \[2\]",
+    ),
+    Case(
+        "labels-with-NaN",
+        {},
+        "fit",
+        (X, np.r_[y[:-1], np.nan]),
+        ValueError,
+        "Input y contains NaN",
+    ),
+    Case(
+        "labels-with-None",
+        {},
+        "fit",
+        (X, np.array([*y[:-1], None], dtype=object)),
+        ValueError,
+        "Unknown label type",
+    ),
+    Case(
+        "continuous-labels",
+        {},
+        "fit",
+        (X, _rng.normal(size=30)),
+        ValueError,
+        "Unknown label type: continuous",
+    ),
+    Case(
+        "2-D-labels",
+        {},
+        "fit",
+        (X, np.c_[y, y]),
+        ValueError,
+        r"y should be a 1d array, got an array of shape \(30, 2\)",
+    ),
+    Case(
+        "X-y-lengths-differ",
+        {},
+        "fit",
+        (X, y[:-1]),
+        ValueError,
+        r"inconsistent numbers of samples: \[30, 29\]",
+    ),
+    Case(
+        "X-with-inf",
+        {},
+        "fit",
+        (_with(X, 4, 1, np.inf), y),
+        ValueError,
+        "Input X contains infinity",
+    ),
+    Case(
+        "X-with-minus-inf",
+        {},
+        "fit",
+        (_with(X, 0, 0, -np.inf), y),
+        ValueError,
+        "Input X contains infinity",
+    ),
+    Case(
+        "X-with-words",
+        {},
+        "fit",
+        (np.array([["a", "b", "c"]] * 30, dtype=object), y),
+        ValueError,
+        "could not convert string to float: 'a'",
+    ),
+    Case(
+        "X-complex",
+        {},
+        "fit",
+        (X + 1j, y),
+        ValueError,
+        "Complex data not supported",
+    ),
+    Case(
+        "X-sparse",
+        {},
+        "fit",
+        (sp.csr_matrix(X), y),
+        TypeError,
+        "Sparse data was passed for X, but dense data is required",
+    ),
+    Case(
+        "X-1-D",
+        {},
+        "fit",
+        (X[:, 0], y),
+        ValueError,
+        "Expected 2D array, got 1D array instead",
+    ),
+    Case(
+        "X-3-D-for-mlp",
+        {},
+        "fit",
+        (X.reshape(30, 3, 1), y),
+        ValueError,
+        "Found array with dim 3",
+    ),
+    Case(
+        "X-no-features",
+        {},
+        "fit",
+        (np.empty((30, 0)), y),
+        ValueError,
+        r"0 feature\(s\)",
+    ),
+    Case(
+        "image-shape-does-not-fit",
+        {"image_shape": (2, 2)},
+        "fit",
+        (X, y),
+        ValueError,
+        r"image_shape=\(2, 2\) does not match X with 3 features",
+    ),
+    Case(
+        "augment-without-images",
+        {"augment": True},
+        "fit",
+        (X, y),
+        ValueError,
+        "augment=True distorts images",
+    ),
+    # -- parameters ---------------------------------------------------------------
+    Case(
+        "batch_size-zero",
+        {"batch_size": 0},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape(PARAM.format("batch_size")) + r".*range \[4, inf\). Got 0",
+    ),
+    Case(
+        "batch_size-negative",
+        {"batch_size": -8},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape(PARAM.format("batch_size")) + ".* Got -8",
+    ),
+    Case(
+        "max_epochs-zero",
+        {"max_epochs": 0},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape(PARAM.format("max_epochs")) + ".* Got 0",
+    ),
+    Case(
+        "unknown-loss",
+        {"loss": "hinge"},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape(PARAM.format("loss")) + ".* Got 'hinge'",
+    ),
+    Case(
+        "unknown-distance",
+        {"distance": "chebyshev"},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape(PARAM.format("distance")) + ".* Got 'chebyshev'",
+    ),
+    Case(
+        "unknown-encoder",
+        {"encoder": "rnn"},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape(PARAM.format("encoder")) + ".* Got 'rnn'",
+    ),
+    Case(
+        "unknown-device",
+        {"device": "tpu"},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape("device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got 'tpu'"),
+    ),
+    Case(
+        "unsupported-torch-device",
+        {"device": "meta"},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape("device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got 'meta'"),
+    ),
+    Case(
+        "cuda-without-a-GPU",
+        {"device": "cuda"},
+        "fit",
+        (X, y),
+        ValueError,
+        "device='cuda' was requested but CUDA is not available",
+        marks=[NO_CUDA],
+    ),
+    Case(
+        "infinite-margin",
+        {"margin": float("inf")},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape(PARAM.format("margin")),
+    ),
+    Case(
+        "NaN-lr",
+        {"lr": float("nan")},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape(PARAM.format("lr")),
+    ),
+    Case(
+        "validation_fraction-one",
+        {"validation_fraction": 1.0},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape(PARAM.format("validation_fraction")),
+    ),
+    Case(
+        "n_neighbors-zero",
+        {"n_neighbors": 0},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape(PARAM.format("n_neighbors")),
+    ),
+    Case(
+        "margin-so-large-the-loss-overflows",
+        {"margin": 1e20},
+        "fit",
+        (X, y),
+        TrainingDivergedError,
+        r"Training diverged: .*lower `lr`.*scale the inputs.*smaller `margin`",
+    ),
+    Case(
+        "hidden_layer_sizes-zero-width",
+        {"hidden_layer_sizes": (8, 0)},
+        "fit",
+        (X, y),
+        ValueError,
+        r"hidden_layer_sizes must be a sequence of positive ints; got \(8, 0\)",
+    ),
+    Case(
+        "hidden_layer_sizes-not-ints",
+        {"hidden_layer_sizes": (2.5,)},
+        "fit",
+        (X, y),
+        ValueError,
+        "hidden_layer_sizes must be a sequence of positive ints",
+    ),
+    Case(
+        "image_shape-negative",
+        {"image_shape": (-1, -3)},
+        "fit",
+        (X, y),
+        ValueError,
+        r"image_shape=\(-1, -3\) does not match X with 3 features .* positive",
+    ),
+    Case(
+        "callbacks-not-callbacks",
+        {"callbacks": ["early_stopping"]},
+        "fit",
+        (X, y),
+        TypeError,
+        r"callbacks must hold skorch callbacks or \(name, callback\) tuples; got 'e",
+    ),
+    # -- user modules ------------------------------------------------------------
+    Case(
+        "module-output-has-wrong-shape",
+        {"encoder": FlatOutput()},
+        "fit",
+        (X, y),
+        ValueError,
+        r"must return a 2-D tensor .* input of shape \(2, 3\) it returned \(2,\)",
+    ),
+    Case(
+        "module-raises",
+        {"encoder": Raises()},
+        "fit",
+        (X, y),
+        ValueError,
+        r"The encoder failed on a batch of shape \(2, 3\): boom",
+    ),
+    Case(
+        "module-expects-other-width",
+        {"encoder": Linear3(5)},
+        "fit",
+        (X, y),
+        ValueError,
+        r"The encoder failed on a batch of shape \(2, 3\)",
+    ),
+    Case(
+        "encoder_params-do-not-fit",
+        {"encoder": Linear3, "encoder_params": {"width": 2}},
+        "fit",
+        (X, y),
+        TypeError,
+        r"encoder_params=\{'width': 2\} do not fit Linear3",
+    ),
+    Case(
+        "module-outputs-NaN",
+        {"encoder": NaNOutput()},
+        "fit",
+        (X, y),
+        TrainingDivergedError,
+        "Training diverged: the loss became nan",
+    ),
+    # -- odd data that must work ---------------------------------------------------
+    Case("huge-margin", {"margin": 1e6}, "fit", (X, y), None),
+    Case("all-NaN-column", {}, "fit", (_with(X, slice(None), 1, np.nan), y), None),
+    Case("all-blank-X", {}, "fit", (np.full((30, 3), np.nan), y), None),
+    Case("constant-features", {}, "fit", (np.ones((30, 3)), y), None),
+    Case("one-constant-feature", {}, "fit", (_with(X, slice(None), 0, 7.0), y), None),
+    Case("duplicate-rows", {}, "fit", (np.repeat(X[:3], 10, axis=0), y), None),
+    Case("values-1e30", {}, "fit", (X * 1e30, y), None),
+    Case("values-1e300", {}, "fit", (X * 1e300, y), None),
+    Case("float32-values-1e30", {}, "fit", ((X * 1e30).astype(np.float32), y), None),
+    Case("one-column-1e30", {}, "fit", (X * [1.0, 1.0, 1e30], y), None),
+    Case("numeric-strings", {}, "fit", (X.astype(str).astype(object), y), None),
+    Case("boolean-X", {}, "fit", (X > 0, y), None),
+    Case("string-labels", {}, "fit", (X, np.array(["a", "b", "c"])[y]), None),
+    Case(
+        # The rare class rounds to no held-out sample at validation_fraction=0.1.
+        "rare-class-2-of-22",
+        {},
+        "fit",
+        (X[:22], np.r_[0, 0, np.ones(20, dtype=int)]),
+        None,
+    ),
+    Case(
+        "two-samples-per-class", {}, "fit", (X[[0, 1, 10, 11]], y[[0, 1, 10, 11]]), None
+    ),
+    # -- a fitted model ------------------------------------------------------------
+    Case(
+        "predict-before-fit",
+        {},
+        "predict",
+        (X,),
+        NotFittedError,
+        "This SiameseClassifier instance is not fitted yet",
+    ),
+    Case(
+        "predict-other-n_features",
+        "mlp",
+        "predict",
+        (X[:, :2],),
+        ValueError,
+        "X has 2 features, but SiameseClassifier is expecting 3 features",
+    ),
+    Case(
+        "predict-1-D",
+        "mlp",
+        "predict",
+        (X[0],),
+        ValueError,
+        "Expected 2D array, got 1D array instead",
+    ),
+    Case(
+        "predict-3-D",
+        "mlp",
+        "predict_proba",
+        (X.reshape(30, 3, 1),),
+        ValueError,
+        "Found array with dim 3",
+    ),
+    Case(
+        "predict-empty",
+        "mlp",
+        "predict",
+        (np.empty((0, 3)),),
+        ValueError,
+        r"0 sample\(s\)",
+    ),
+    Case(
+        "predict-inf",
+        "mlp",
+        "decision_function",
+        (_with(X, 2, 2, np.inf),),
+        ValueError,
+        "Input X contains infinity",
+    ),
+    Case(
+        "predict-beyond-float32-after-scaling",
+        "mlp",
+        "predict",
+        (X * 1e300,),
+        ValueError,
+        "X holds values too large to scale for float32 computation",
+    ),
+    Case(
+        "predict-sparse",
+        "mlp",
+        "predict",
+        (sp.csr_matrix(X),),
+        TypeError,
+        "Sparse data was passed for X",
+    ),
+    Case(
+        "transform-words",
+        "mlp",
+        "transform",
+        (np.array([["a", "b", "c"]], dtype=object),),
+        ValueError,
+        "could not convert string to float",
+    ),
+    Case(
+        "module-NaN-at-predict",
+        "nan_above_100",
+        "predict_proba",
+        (np.r_[X[:2], [[500.0, 0.0, 0.0]]],),
+        ValueError,
+        r"NaN or infinite embeddings for 1 of 3 samples \(the first is row 2\)",
+    ),
+    Case(
+        "module-NaN-in-pair_distance",
+        "nan_above_100",
+        "pair_distance",
+        (np.full((1, 3), 500.0), X[:1]),
+        ValueError,
+        "NaN or infinite embeddings",
+    ),
+    Case(
+        "pair_distance-rows-differ",
+        "mlp",
+        "pair_distance",
+        (X[:3], X[:4]),
+        ValueError,
+        "X1 and X2 must have the same number of rows; got 3 and 4",
+    ),
+    Case(
+        "pair_score-rows-differ",
+        "mlp",
+        "pair_score",
+        (X[:5], X[:2]),
+        ValueError,
+        "X1 and X2 must have the same number of rows; got 5 and 2",
+    ),
+    Case(
+        "fit_references-one-class",
+        "mlp",
+        "fit_references",
+        (X[:3], [4, 4, 4]),
+        ValueError,
+        r"fit_references needs samples of at least 2 classes .* got 1 class: \[4\]",
+    ),
+    Case(
+        "fit_references-lengths-differ",
+        "mlp",
+        "fit_references",
+        (X[:4], [0, 1, 0]),
+        ValueError,
+        "X and y have different numbers of samples: 4 and 3",
+    ),
+    Case(
+        "fit_references-NaN-label",
+        "mlp",
+        "fit_references",
+        (X[:4], [0.0, 1.0, np.nan, 1.0]),
+        ValueError,
+        "Input y contains NaN",
+        # scikit-learn's label-type check casts the labels to int on the way.
+        marks=[pytest.mark.filterwarnings("ignore:invalid value encountered in cast")],
+    ),
+    Case(
+        "fit_references-other-n_features",
+        "mlp",
+        "fit_references",
+        (X[:4, :2], [0, 1, 0, 1]),
+        ValueError,
+        "X has 2 features, but SiameseClassifier is expecting 3 features",
+    ),
+    Case(
+        "calibrate_threshold-multiclass",
+        "mlp",
+        "calibrate_threshold",
+        (X, y),
+        ValueError,
+        "calibrate_threshold is for binary problems; this classifier has 3 classes",
+    ),
+    Case(
+        "calibrate_threshold-unknown-label",
+        "binary",
+        "calibrate_threshold",
+        (X[:6], [0, 1, 7, 0, 1, 0]),
+        ValueError,
+        r"y contains labels not in classes_: \[7\]",
+    ),
+    Case(
+        "partial_fit-without-classes",
+        {},
+        "partial_fit",
+        (X, y),
+        ValueError,
+        "classes must be passed on the first call to partial_fit",
+    ),
+    # -- a fitted model on odd queries: valid outputs ---------------------------
+    Case(
+        "predict-all-blank-rows",
+        "mlp",
+        "predict_proba",
+        (np.full((2, 3), np.nan),),
+        None,
+    ),
+    Case("predict-far-away-1e30", "mlp", "predict_proba", (X * 1e30,), None),
+    Case("pair_distance-far-away-1e30", "mlp", "pair_distance", (X * 1e30, X), None),
+    Case("pair_score-far-away-1e30", "mlp", "pair_score", (X * 1e30, X), None),
+    Case("predict-int8", "mlp", "predict", (np.rint(X).astype(np.int8),), None),
+    Case(
+        "fit_references-one-sample-per-class",
+        "mlp",
+        "fit_references",
+        (X[[0, 10, 20]], ["x", "y", "z"]),
+        None,
+    ),
+]
+
+
+def Pair(*args, **kwargs):
+    return Case(*args, **kwargs, cls=SiamesePairClassifier)
+
+
+SAME_OR_NOT = "y must be 1 \\(or True\\) for pairs of the same kind and 0"
+PAIR_CASES = [
+    Pair(
+        "pairs-middle-axis-3",
+        {},
+        "fit",
+        (_rng.normal(size=(40, 3, 3)), same),
+        ValueError,
+        r"X of shape \(40, 3, 3\) is not a set of pairs: its second axis must",
+    ),
+    Pair(
+        "pairs-axes-swapped",
+        {},
+        "fit",
+        (pairs.transpose(0, 2, 1), same),
+        ValueError,
+        r"X of shape \(40, 3, 2\) is not a set of pairs",
+    ),
+    Pair(
+        "pairs-odd-width",
+        {},
+        "fit",
+        (flat[:, :5], same),
+        ValueError,
+        r"X has 5 feature\(s\) per row, an odd number",
+    ),
+    Pair("pairs-y-0-2", {}, "fit", (pairs, same * 2), ValueError, SAME_OR_NOT),
+    Pair(
+        "pairs-y-minus-1-1", {}, "fit", (pairs, same * 2 - 1), ValueError, SAME_OR_NOT
+    ),
+    Pair(
+        "pairs-y-words",
+        {},
+        "fit",
+        (pairs, np.array(["no", "yes"])[same]),
+        ValueError,
+        SAME_OR_NOT + r".* got labels \['no', 'yes'\]",
+    ),
+    Pair(
+        "pairs-y-three-classes",
+        {},
+        "fit",
+        (pairs, np.arange(40) % 3),
+        ValueError,
+        "Only binary classification is supported: .* got a multiclass target",
+    ),
+    Pair(
+        "pairs-y-one-class",
+        {},
+        "fit",
+        (pairs, np.ones(40)),
+        ValueError,
+        r"needs both same \(1\) and different \(0\) pairs in y; got only one class",
+    ),
+    Pair(
+        "pairs-y-continuous",
+        {},
+        "fit",
+        (pairs, np.linspace(0, 1, 40)),
+        ValueError,
+        "Unknown label type: continuous",
+    ),
+    Pair(
+        "pairs-y-NaN",
+        {},
+        "fit",
+        (pairs, np.r_[same[:-1], np.nan]),
+        ValueError,
+        "Input y contains NaN",
+        marks=[pytest.mark.filterwarnings("ignore:invalid value encountered in cast")],
+    ),
+    Pair(
+        "pairs-empty",
+        {},
+        "fit",
+        (np.empty((0, 2, 3)), []),
+        ValueError,
+        "needs both same .* got only one class: \\[\\]",
+    ),
+    Pair(
+        "pairs-of-images-for-mlp",
+        {},
+        "fit",
+        (_rng.normal(size=(40, 2, 3, 3)), same),
+        ValueError,
+        r"holds pairs of images: use encoder='cnn'",
+    ),
+    Pair(
+        "pairs-unknown-loss",
+        {"loss": "triplet"},
+        "fit",
+        (pairs, same),
+        ValueError,
+        "The 'loss' parameter of SiamesePairClassifier must be",
+    ),
+    Pair(
+        "pairs-divergence",
+        {"lr": 1e6},
+        "fit",
+        (pairs, same),
+        TrainingDivergedError,
+        "Training diverged: .*lower `lr`",
+    ),
+    Pair(
+        "pairs-predict-other-width",
+        "pairs",
+        "predict",
+        (flat[:, :4],),
+        ValueError,
+        "X has 4 features, but SiamesePairClassifier is expecting 6 features",
+    ),
+    Pair(
+        "pairs-predict-middle-axis-3",
+        "pairs",
+        "predict_proba",
+        (_rng.normal(size=(5, 3, 3)),),
+        ValueError,
+        "is not a set of pairs",
+    ),
+    Pair(
+        "pairs-transform-width-neither",
+        "pairs",
+        "transform",
+        (flat[:, :4],),
+        ValueError,
+        r"expecting 6 features as input \(pairs side by side\), or 3 \(single",
+    ),
+    Pair(
+        "pairs-calibrate-one-class",
+        "pairs",
+        "calibrate_threshold",
+        (pairs, np.ones(40)),
+        ValueError,
+        "calibrate_threshold needs both same",
+    ),
+    Pair(
+        "pairs-calibrate-lengths-differ",
+        "pairs",
+        "calibrate_threshold",
+        (pairs, same[:-1]),
+        ValueError,
+        "X and y have different numbers of pairs: 40 and 39",
+    ),
+    Pair("pairs-y-bool", {}, "fit", (pairs, same.astype(bool)), None),
+    Pair("pairs-side-by-side", {}, "fit", (flat, same), None),
+    Pair(
+        "pairs-all-NaN-column",
+        {},
+        "fit",
+        (np.where(np.arange(3) == 1, np.nan, pairs), same),
+        None,
+    ),
+    Pair("pairs-constant", {}, "fit", (np.ones_like(pairs), same), None),
+    Pair(
+        "pairs-duplicates",
+        {},
+        "fit",
+        (np.repeat(pairs[:2], 20, axis=0), np.tile(same[:2], 20)),
+        None,
+    ),
+    Pair("pairs-values-1e30", {}, "fit", (pairs * 1e30, same), None),
+    Pair("pairs-huge-margin", {"margin": 1e6}, "fit", (pairs, same), None),
+    Pair(
+        "pairs-two-same-of-22",
+        {},
+        "fit",
+        (pairs[:22], np.r_[1, 1, np.zeros(20, dtype=int)]),
+        None,
+    ),
+    Pair("pairs-transform-single-vectors", "pairs", "transform", (pairs[:, 0],), None),
+    Pair("pairs-predict-side-by-side", "pairs", "predict_proba", (flat,), None),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny fits run fastest, and steadiest on a busy machine, on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    models = {}
+
+    def get(name):
+        if name not in models:
+            cls = SiamesePairClassifier if name == "pairs" else SiameseClassifier
+            X_fit, y_fit = {"binary": (X[:20], y[:20]), "pairs": (pairs, same)}.get(
+                name, (X, y)
+            )
+            models[name] = cls(**FITTED[name]).fit(X_fit, y_fit)
+        return copy.deepcopy(models[name])
+
+    return get
+
+
+def _assert_valid(method, result, estimator, args):
+    """The outputs of a successful call are finite and of the right kind."""
+    if isinstance(result, SiameseClassifier | SiamesePairClassifier):
+        Xq = args[0]
+        proba = result.predict_proba(Xq)
+        _assert_valid("predict_proba", proba, result, args)
+        _assert_valid("predict", result.predict(Xq), result, args)
+        _assert_valid("transform", result.transform(Xq), result, args)
+        return
+    result = np.asarray(result)
+    assert len(result) == len(args[0])
+    if method == "predict":
+        assert np.isin(result, estimator.classes_).all()
+        return
+    assert np.isfinite(result).all()
+    if method in ("predict_proba", "pair_score"):
+        assert ((result >= 0) & (result <= 1)).all()
+    if method == "predict_proba":
+        assert result.shape == (len(args[0]), len(estimator.classes_))
+        np.testing.assert_allclose(result.sum(1), 1.0)
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES + PAIR_CASES]
+)
+def test_bad_input(case, fitted):
+    if isinstance(case.estimator, dict):
+        estimator = case.cls(**{**FAST, **case.estimator})
+    else:
+        estimator = fitted(case.estimator)
+    method = getattr(estimator, case.method)
+    if case.error is None:
+        _assert_valid(case.method, method(*case.args), estimator, case.args)
+    else:
+        with pytest.raises(case.error, match=case.match):
+            method(*case.args)
+
+
+# -- the command line -------------------------------------------------------------
+
+ROWS = [[str(i), str(i % 3), "ab"[i % 2]] for i in range(12)]
+
+
+def _csv(header, rows, encoding="utf-8"):
+    return "\n".join(",".join(r) for r in [header, *rows]).encode(encoding)
+
+
+CLI_CASES = [
+    ("missing-file", None, ["--target", "y"], "no such file"),
+    (
+        "unknown-column",
+        _csv(["a", "b", "y"], ROWS),
+        ["--target", "label"],
+        r"no column 'label' in .*; the columns are 'a', 'b', 'y'",
+    ),
+    (
+        "non-numeric-column",
+        _csv(["a", "colour", "y"], [[r[0], "red", r[2]] for r in ROWS]),
+        ["--target", "y"],
+        r"column 'colour' is not numeric \(e.g. 'red'\)",
+    ),
+    (
+        "one-class",
+        _csv(["a", "b", "y"], [[*r[:2], "a"] for r in ROWS]),
+        ["--target", "y"],
+        r"the target has only one class \('a'\)",
+    ),
+    (
+        "binary-file",
+        bytes(range(256)) * 4,
+        ["--target", "y"],
+        "cannot read .*'utf-8' codec can't decode",
+    ),
+    (
+        "latin-1-file",
+        _csv(["a", "b", "y"], [[*r[:2], "\xe9"] for r in ROWS], "latin-1"),
+        ["--target", "y"],
+        "cannot read .*'utf-8' codec",
+    ),
+    ("empty-file", b"", ["--target", "y"], "is empty; expected a header row"),
+    (
+        "header-only",
+        _csv(["a", "b", "y"], []),
+        ["--target", "y"],
+        "has a header but no data rows",
+    ),
+    (
+        "infinite-value",
+        _csv(["a", "b", "y"], [["1e400", *ROWS[0][1:]], *ROWS[1:]]),
+        ["--target", "y"],
+        "column 'a' holds infinite values",
+    ),
+    (
+        "other-delimiter",
+        _csv(["a;b;y"], [[";".join(r)] for r in ROWS]),
+        ["--target", "y"],
+        r"no column 'y' in .*; the columns are 'a;b;y'",
+    ),
+    (
+        "class-too-small",
+        _csv(["a", "b", "y"], [*ROWS, ["1", "2", "c"]]),
+        ["--target", "y"],
+        r"class 'c' has only 1 sample\(s\)",
+    ),
+]
+FAST_CLI = ["--folds", "2", "--max-epochs", "2", "--quiet", "--models", "siamese"]
+
+
+@pytest.mark.parametrize(
+    "content, args, match",
+    [pytest.param(*c[1:], id=c[0]) for c in CLI_CASES],
+)
+def test_compare_bad_file(tmp_path, capsys, content, args, match):
+    path = tmp_path / "data.csv"
+    if content is not None:
+        path.write_bytes(content)
+    code = main(["compare", str(path), *args, *FAST_CLI])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("sksiamese compare: error: ")
+    assert re.search(match, err), err
+
+
+def test_compare_directory_is_not_a_file(tmp_path, capsys):
+    code = main(["compare", str(tmp_path), "--target", "y", *FAST_CLI])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_compare_values_near_the_float64_limit(tmp_path, capsys):
+    # Documented success: SiameseClassifier scales even 1e307-sized features.
+    rows = [[f"{(i + 1) * 1e306:.6g}", r[1], r[2]] for i, r in enumerate(ROWS)]
+    path = tmp_path / "huge.csv"
+    path.write_bytes(_csv(["a", "b", "y"], rows))
+    code = main(["compare", str(path), "--target", "y", "--json", *FAST_CLI])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    (result,) = json.loads(out)["results"]
+    assert result["error"] is None
+    assert all(np.isfinite(v["mean"]) for v in result["scores"].values())

@@ -1,0 +1,571 @@
+"""Failures leave nothing half done; training stops clearly; results repeat;
+random input gives valid output or a clear error; large input is chunked."""
+
+import copy
+import pickle
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from sklearn.exceptions import NotFittedError
+from skorch import NeuralNet
+from skorch.callbacks import Callback
+from threadpoolctl import threadpool_limits
+
+import sksiamese._net
+from sksiamese import SiameseClassifier, SiamesePairClassifier, TrainingDivergedError
+from sksiamese._networks import SiameseModule
+
+TINY = dict(
+    hidden_layer_sizes=(8,),
+    embedding_dim=4,
+    max_epochs=3,
+    batch_size=16,
+    random_state=0,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny fits run fastest, and steadiest on a busy machine, on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.RandomState(0)
+    y = np.repeat([0, 1, 2], 20)
+    X = rng.normal(size=(60, 3)) + y[:, None]
+    return X, y
+
+
+class RaiseAtEpoch(Callback):
+    """Raise ``error`` at the end of epoch ``epoch`` (counted over the net's
+    whole history, so across ``partial_fit`` calls too)."""
+
+    def __init__(self, epoch, error):
+        self.epoch = epoch
+        self.error = error
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == self.epoch:
+            raise self.error
+
+
+class PoisonLastStep(Callback):
+    """Turn a weight to NaN after the training steps of the last epoch, where
+    no later loss would show it."""
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training and len(net.history) == net.max_epochs:
+            with torch.no_grad():
+                next(net.module_.parameters()).fill_(float("nan"))
+
+
+# -- a failed fit changes nothing -----------------------------------------------
+
+
+def _assert_same(a, b, where="estimator"):
+    """Deep equality of fitted state, arrays compared exactly."""
+    assert type(a) is type(b), where
+    if isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    elif isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=where)
+    elif isinstance(a, NeuralNet):
+        _assert_same(a.module_.state_dict(), b.module_.state_dict(), where)
+        _assert_same(a.optimizer_.state_dict(), b.optimizer_.state_dict(), where)
+        assert len(a.history) == len(b.history), where
+    elif isinstance(a, np.random.RandomState):
+        _assert_same(a.get_state(legacy=False), b.get_state(legacy=False), where)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (u, v) in enumerate(zip(a, b, strict=True)):
+            _assert_same(u, v, f"{where}[{i}]")
+    elif hasattr(a, "__dict__") and not isinstance(a, type):
+        _assert_same(vars(a), vars(b), where)
+    else:
+        assert a == b or (a != a and b != b), where
+
+
+@pytest.fixture
+def fitted(data):
+    X, y = data
+    return SiameseClassifier(**TINY, scaling=None).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "params, make_input, error, match",
+    [
+        ({}, lambda X, y: (X, np.zeros_like(y)), ValueError, "at least 2 classes"),
+        ({}, lambda X, y: (np.where(X > 2, np.inf, X), y), ValueError, "infinity"),
+        ({}, lambda X, y: (X * 1e20, y), TrainingDivergedError, "scale the inputs"),
+        ({"lr": 1e6}, lambda X, y: (X, y), TrainingDivergedError, "lower `lr`"),
+        (
+            {"callbacks": [RaiseAtEpoch(2, RuntimeError("disk full"))]},
+            lambda X, y: (X, y),
+            RuntimeError,
+            "disk full",
+        ),
+        ({"max_epochs": 0}, lambda X, y: (X, y), ValueError, "max_epochs"),
+    ],
+    ids=["one-class", "inf", "diverging-data", "diverging-lr", "callback", "param"],
+)
+def test_failed_fit_leaves_fitted_estimator_unchanged(
+    fitted, data, params, make_input, error, match
+):
+    X, y = data
+    proba = fitted.predict_proba(X)
+    fitted.set_params(**params)
+    state = copy.deepcopy(vars(fitted))
+    with pytest.raises(error, match=match):
+        fitted.fit(*make_input(X, y))
+    _assert_same(vars(fitted), state)
+    np.testing.assert_array_equal(fitted.predict_proba(X), proba)
+
+
+def test_interrupt_outside_training_leaves_fitted_estimator_unchanged(
+    fitted, data, monkeypatch
+):
+    # skorch swallows an interrupt inside its loop (see below); one arriving
+    # while references are embedded must not leave a half-fitted estimator.
+    X, y = data
+    proba, state = fitted.predict_proba(X), copy.deepcopy(vars(fitted))
+
+    def interrupted(self, plan):
+        self.classes_ = np.array(["half", "done"])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SiameseClassifier, "_fit_finish", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fitted.fit(X[::-1], y[::-1])
+    _assert_same(vars(fitted), state)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(fitted.predict_proba(X), proba)
+
+
+@pytest.mark.parametrize(
+    "callbacks, make_input, error, match",
+    [
+        (
+            [RaiseAtEpoch(2, TrainingDivergedError("diverged"))],
+            lambda X, y: (X, y),
+            TrainingDivergedError,
+            "diverged",
+        ),
+        ([], lambda X, y: (X * 1e20, y), TrainingDivergedError, "scale the inputs"),
+        ([], lambda X, y: (X, y + 5), ValueError, "y contains labels not in classes"),
+        ([], lambda X, y: (X[:, :2], y), ValueError, "X has 2 features"),
+    ],
+    ids=["after-the-step", "diverging-chunk", "unknown-labels", "other-width"],
+)
+def test_failed_partial_fit_leaves_model_unchanged(
+    data, callbacks, make_input, error, match
+):
+    X, y = data
+    clf = SiameseClassifier(**TINY, callbacks=callbacks)
+    clf.partial_fit(X, y, classes=[0, 1, 2])
+    proba, state = clf.predict_proba(X), copy.deepcopy(vars(clf))
+    with pytest.raises(error, match=match):
+        clf.partial_fit(*make_input(X, y))
+    _assert_same(vars(clf), state)
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+    if not callbacks:  # and it goes on learning
+        clf.partial_fit(X, y)
+        assert clf.history_[-1, "epoch"] == 2
+
+
+# -- divergence -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype"])
+def test_divergence_stops_with_advice(data, loss):
+    X, y = data
+    clf = SiameseClassifier(**TINY, loss=loss, lr=1e6)
+    with pytest.raises(TrainingDivergedError, match="Try a lower `lr`, scale the inp"):
+        clf.fit(X, y)
+    # Nothing half-fitted is left to give NaN predictions.
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+
+
+def test_weights_broken_by_the_last_step_are_caught(data):
+    # One batch per epoch: the NaN weights after the last step never reach a
+    # loss, only the end-of-epoch check.
+    X, y = data
+    clf = SiameseClassifier(
+        **{**TINY, "batch_size": 64}, early_stopping=False, callbacks=[PoisonLastStep()]
+    )
+    with pytest.raises(TrainingDivergedError, match="weights became NaN or infinite"):
+        clf.fit(X, y)
+
+
+def test_divergence_is_a_floating_point_error():
+    assert issubclass(TrainingDivergedError, FloatingPointError)
+
+
+# -- interruption -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_keyboard_interrupt_in_epoch_2_keeps_a_usable_model(data, early_stopping):
+    X, y = data
+    clf = SiameseClassifier(
+        **{**TINY, "max_epochs": 20},
+        references="all",
+        early_stopping=early_stopping,
+        callbacks=[RaiseAtEpoch(2, KeyboardInterrupt())],
+    ).fit(X, y)
+    assert clf.n_epochs_ == len(clf.history_) == 2
+    # The references are the embeddings of the weights the model holds.
+    np.testing.assert_array_equal(clf.transform(X).astype(np.float32), clf.references_)
+    np.testing.assert_array_equal(clf.reference_labels_, y)
+    proba = clf.predict_proba(X)
+    assert np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    assert np.isin(clf.predict(X), clf.classes_).all()
+
+
+# -- determinism ------------------------------------------------------------------
+
+
+def test_same_random_state_gives_identical_fits(data):
+    X, y = data
+    first = SiameseClassifier(**TINY).fit(X, y)
+    # The global generators must not matter.
+    torch.manual_seed(123)
+    np.random.seed(123)
+    torch.rand(10)
+    second = SiameseClassifier(**TINY).fit(X, y)
+    for method in ("predict_proba", "predict", "decision_function", "transform"):
+        np.testing.assert_array_equal(
+            getattr(first, method)(X), getattr(second, method)(X)
+        )
+    np.testing.assert_array_equal(first.references_, second.references_)
+    assert first.temperature_ == second.temperature_
+
+
+def test_pickle_round_trip_gives_identical_outputs(data):
+    X, y = data
+    clf = SiameseClassifier(**TINY).fit(X, y)
+    restored = pickle.loads(pickle.dumps(clf))
+    for method in ("predict_proba", "predict", "decision_function", "transform"):
+        np.testing.assert_array_equal(
+            getattr(restored, method)(X), getattr(clf, method)(X)
+        )
+    np.testing.assert_array_equal(
+        restored.pair_distance(X, X[::-1]), clf.pair_distance(X, X[::-1])
+    )
+    # A refit of the restored estimator repeats the original fit.
+    np.testing.assert_array_equal(
+        restored.fit(X, y).predict_proba(X), clf.predict_proba(X)
+    )
+
+
+# -- property-based ---------------------------------------------------------------
+
+PROPERTY = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+ELEMENTS = st.one_of(
+    st.floats(-5, 5, width=32),
+    st.sampled_from([0.0, 1.0, -1e30, 1e30, np.nan]),
+)
+
+
+@st.composite
+def datasets(draw):
+    """X of random shape, dtype and blanks; labels of random type and counts."""
+    n = draw(st.integers(2, 24))
+    d = draw(st.integers(1, 4))
+    dtype = draw(st.sampled_from([np.float64, np.float32, np.int64, np.bool_]))
+    if dtype in (np.float64, np.float32):
+        X = draw(arrays(dtype, (n, d), elements=ELEMENTS))
+        if draw(st.integers(0, 9)) == 0:
+            X[draw(st.integers(0, n - 1)), draw(st.integers(0, d - 1))] = np.inf
+    elif dtype is np.int64:
+        X = draw(arrays(dtype, (n, d), elements=st.integers(-1000, 1000)))
+    else:
+        X = draw(arrays(dtype, (n, d)))
+    labels = draw(
+        st.sampled_from([[0, 1, 2], ["a", "b"], [-1.0, 2.0, 3.0, 9.0], [True, False]])
+    )
+    y = np.array(draw(st.lists(st.sampled_from(labels), min_size=n, max_size=n)))
+    return X, y
+
+
+def _assert_valid_outputs(clf, X):
+    proba = clf.predict_proba(X)
+    assert proba.shape == (len(X), len(clf.classes_))
+    assert np.isfinite(proba).all()
+    assert ((proba >= 0) & (proba <= 1)).all()
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
+    assert np.isin(clf.predict(X), clf.classes_).all()
+    assert np.isfinite(clf.transform(X)).all()
+
+
+@settings(PROPERTY, max_examples=25)
+@given(
+    dataset=datasets(),
+    params=st.fixed_dictionaries(
+        {
+            "loss": st.sampled_from(["contrastive", "bce", "triplet", "prototype"]),
+            "distance": st.sampled_from(["euclidean", "manhattan", "cosine"]),
+            "references": st.sampled_from(["all", "prototypes", 2]),
+            "n_neighbors": st.sampled_from([1, 2, 10]),
+            "batch_size": st.sampled_from([4, 8, 64]),
+            "samples_per_class": st.sampled_from([None, 2, 5]),
+            "validation_fraction": st.sampled_from([0.0, 0.1, 0.5]),
+        }
+    ),
+)
+def test_random_data_fits_validly_or_fails_clearly(dataset, params):
+    X, y = dataset
+    clf = SiameseClassifier(
+        hidden_layer_sizes=(4,), embedding_dim=2, max_epochs=2, random_state=0
+    )
+    clf.set_params(**params)
+    try:
+        clf.fit(X, y)
+    except (ValueError, TypeError) as exc:
+        event(f"refused: {type(exc).__name__}")
+        assert str(exc)
+        assert not hasattr(clf, "classes_")  # nothing half-fitted
+        return
+    event("fitted")
+    _assert_valid_outputs(clf, X)
+
+
+@settings(PROPERTY, max_examples=15)
+@given(
+    chunks=st.lists(
+        st.tuples(
+            st.integers(1, 15),
+            st.sampled_from([[0, 1, 2], [0, 1], [2], [0, 1, 2, 5]]),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_random_partial_fit_chunks_valid_or_clear(chunks, seed):
+    rng = np.random.RandomState(seed)
+    clf = SiameseClassifier(
+        hidden_layer_sizes=(4,), embedding_dim=2, batch_size=8, random_state=0
+    )
+    for n, labels, blanks in chunks:
+        y = rng.choice(labels, n)
+        X = rng.normal(size=(n, 3)) + y[:, None]
+        if blanks:
+            X[rng.rand(n, 3) < 0.3] = np.nan
+        before = copy.deepcopy(vars(clf))
+        try:
+            clf.partial_fit(X, y, classes=[0, 1, 2])
+        except ValueError as exc:
+            event("chunk refused")
+            assert str(exc)
+            _assert_same(vars(clf), before)
+            continue
+        event("chunk learned")
+        _assert_valid_outputs(clf, X)
+
+
+@pytest.fixture(scope="module")
+def fitted_with_blanks(data):
+    X, y = data
+    X = X.copy()
+    X[::7, 1] = np.nan
+    return SiameseClassifier(**TINY).fit(X, y)
+
+
+@settings(PROPERTY, max_examples=40)
+@given(
+    n=st.integers(0, 20),
+    d=st.sampled_from([3, 3, 3, 2, 4]),
+    dtype=st.sampled_from([np.float64, np.float32, np.float16, np.int8]),
+    data=st.data(),
+)
+def test_random_queries_give_valid_outputs_or_clear_errors(
+    fitted_with_blanks, n, d, dtype, data
+):
+    clf = fitted_with_blanks
+    if np.issubdtype(dtype, np.floating):
+        elements = st.one_of(st.floats(-5, 5, width=16), st.sampled_from([np.nan]))
+    else:
+        elements = st.integers(-100, 100)
+    X = data.draw(arrays(dtype, (n, d), elements=elements))
+    if n == 0 or d != clf.n_features_in_:
+        with pytest.raises(ValueError, match="0 sample|features"):
+            clf.predict_proba(X)
+        return
+    _assert_valid_outputs(clf, X)
+    score = clf.pair_score(X, X[::-1])
+    assert ((score >= 0) & (score <= 1)).all()
+
+
+@settings(PROPERTY, max_examples=30)
+@given(
+    labels=st.lists(st.sampled_from(["x", "y", "z", 7]), min_size=1, max_size=12),
+)
+def test_random_reference_sets_valid_or_clear(fitted_with_blanks, data, labels):
+    X, _ = data
+    clf = copy.deepcopy(fitted_with_blanks)
+    y = np.array(labels)  # mixed str/int becomes str
+    try:
+        clf.fit_references(X[: len(y)], y)
+    except ValueError as exc:
+        assert "at least 2 classes" in str(exc)
+        assert len(set(y.tolist())) < 2
+        return
+    assert set(clf.classes_) == set(y.tolist())
+    _assert_valid_outputs(clf, X)
+
+
+# -- the pair classifier ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pair_data():
+    rng = np.random.RandomState(0)
+    same = np.tile([0, 1], 30)
+    X = rng.normal(size=(60, 2, 3))
+    X[same == 1, 1] = X[same == 1, 0] + 0.1 * rng.normal(size=(30, 3))
+    return X, same
+
+
+@pytest.mark.parametrize(
+    "params, make_input, error, match",
+    [
+        ({}, lambda X, y: (X.reshape(60, 6)[:, :5], y), ValueError, "odd number"),
+        ({}, lambda X, y: (X, y * 2), ValueError, "y must be 1"),
+        ({"lr": 1e6}, lambda X, y: (X, y), TrainingDivergedError, "lower `lr`"),
+    ],
+    ids=["odd-width", "labels", "diverging-lr"],
+)
+def test_failed_pair_fit_leaves_fitted_estimator_unchanged(
+    pair_data, params, make_input, error, match
+):
+    X, same = pair_data
+    clf = SiamesePairClassifier(**TINY).fit(X, same)
+    proba = clf.predict_proba(X)
+    clf.set_params(**params)
+    state = copy.deepcopy(vars(clf))
+    with pytest.raises(error, match=match):
+        clf.fit(*make_input(X, same))
+    _assert_same(vars(clf), state)
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+
+
+def test_pair_classifier_repeats_and_survives_pickle(pair_data):
+    X, same = pair_data
+    first = SiamesePairClassifier(**TINY).fit(X, same)
+    torch.manual_seed(7)
+    second = SiamesePairClassifier(**TINY).fit(X, same)
+    restored = pickle.loads(pickle.dumps(first))
+    for method in ("predict_proba", "predict", "decision_function", "transform"):
+        expected = getattr(first, method)(X)
+        np.testing.assert_array_equal(getattr(second, method)(X), expected)
+        np.testing.assert_array_equal(getattr(restored, method)(X), expected)
+
+
+@settings(PROPERTY, max_examples=30)
+@given(
+    n=st.integers(1, 20),
+    shape=st.sampled_from(["pairs", "side-by-side", "odd", "three-sides"]),
+    labels=st.sampled_from([[0, 1], [True, False], [0, 2], ["no", "yes"], [1]]),
+    blanks=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_random_pairs_fit_validly_or_fail_clearly(n, shape, labels, blanks, seed):
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n, 3 if shape == "three-sides" else 2, 3))
+    if blanks:
+        X[rng.rand(*X.shape) < 0.2] = np.nan
+    if shape != "pairs" and shape != "three-sides":
+        X = X.reshape(n, 6)[:, : 5 if shape == "odd" else 6]
+    y = np.array(labels)[rng.randint(0, len(labels), n)]
+    clf = SiamesePairClassifier(
+        hidden_layer_sizes=(4,), embedding_dim=2, max_epochs=2, random_state=0
+    )
+    try:
+        clf.fit(X, y)
+    except (ValueError, TypeError) as exc:
+        event(f"refused: {type(exc).__name__}")
+        assert str(exc)
+        assert not hasattr(clf, "net_")
+        return
+    event("fitted")
+    proba = clf.predict_proba(X)
+    assert np.isfinite(proba).all() and ((proba >= 0) & (proba <= 1)).all()
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    assert np.isin(clf.predict(X), clf.classes_).all()
+    assert np.isfinite(clf.transform(X)).all()
+
+
+# -- large inputs ------------------------------------------------------------------
+
+
+@pytest.fixture
+def block_spy(monkeypatch):
+    """Record the largest query x reference block compared at once."""
+    seen = []
+    smallest = SiameseModule.smallest
+
+    def spy(self, a, b, k):
+        width = a.shape[1] if self.head is not None else 1
+        seen.append(len(a) * len(b) * width)
+        return smallest(self, a, b, k)
+
+    monkeypatch.setattr(SiameseModule, "smallest", spy)
+    return seen
+
+
+def test_a_million_queries_use_linear_memory(data, block_spy):
+    X, y = data
+    clf = SiameseClassifier(**TINY, references="prototypes").fit(X, y)
+    n = 1_000_000
+    Q = np.random.RandomState(1).normal(size=(n, 3))
+    tracemalloc.start()
+    try:
+        proba = clf.predict_proba(Q)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert proba.shape == (n, 3) and np.isfinite(proba).all()
+    # Host arrays: a few values per row, nothing like n * n (1e12 bytes).
+    assert peak < 200 * n
+    # Torch blocks: bounded by the block budget, whatever n is.
+    assert max(block_spy) <= sksiamese._net._BLOCK_VALUES
+    np.testing.assert_allclose(proba[:50], clf.predict_proba(Q[:50]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "bce"])
+def test_small_blocks_give_the_same_scores(data, block_spy, monkeypatch, loss):
+    X, y = data
+    rng = np.random.RandomState(2)
+    clf = SiameseClassifier(**TINY, loss=loss, references="all", n_neighbors=3)
+    clf.fit(X, y)
+    clf.fit_references(rng.normal(size=(500, 3)), rng.randint(0, 4, 500))
+    Q = rng.normal(size=(700, 3))
+    expected = clf.predict_proba(Q)
+    block_spy.clear()
+    monkeypatch.setattr(sksiamese._net, "_BLOCK_VALUES", 2**10)
+    np.testing.assert_allclose(clf.predict_proba(Q), expected, rtol=1e-12)
+    assert len(block_spy) > 100
+    assert max(block_spy) <= 2**10
