@@ -435,3 +435,26 @@ def test_user_module_with_wrong_output_shape(wine):
 
     with pytest.raises(ValueError, match="must return a 2-D tensor"):
         SiameseClassifier(encoder=Flat(), max_epochs=1).fit(X_train, y_train)
+
+
+def test_mixed_precision_trains(wine):
+    X_train, X_test, y_train, y_test = wine
+    clf = SiameseClassifier(mixed_precision=True, **SMALL).fit(X_train, y_train)
+    assert clf.score(X_test, y_test) > 0.85
+    assert clf.transform(X_test).dtype == np.float64
+
+
+def test_batches_can_be_gathered_on_the_training_device(wine):
+    # On a GPU the iterator keeps the data there; the same code path runs with
+    # the CPU as the "device" and must give the same model as host batches.
+    X_train, X_test, y_train, _ = wine
+    expected = SiameseClassifier(**SMALL).fit(X_train, y_train).predict_proba(X_test)
+    clf = SiameseClassifier(**SMALL)
+    plan = clf._fit_setup(X_train, y_train)
+    if not torch.cuda.is_available():
+        assert plan.net.iterator_train__device is None  # host batches
+    plan.net.iterator_train__device = "cpu"
+    with clf._seeded(plan.seed, plan.device):
+        plan.net.partial_fit(plan.Z[plan.train], plan.codes[plan.train])
+    clf._fit_finish(plan)
+    np.testing.assert_array_equal(clf.predict_proba(X_test), expected)

@@ -1,0 +1,328 @@
+"""Images: the CNN encoder, augmentation, new classes, and the Omniglot loaders."""
+
+import os
+import re
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from sksiamese import SiameseClassifier
+from sksiamese._augment import random_affine
+from sksiamese.datasets import load_omniglot_background, load_omniglot_one_shot
+from sksiamese.datasets._omniglot import _decode_png
+
+CNN = dict(
+    encoder="cnn",
+    embedding_dim=16,
+    batch_size=100,
+    max_epochs=8,
+    early_stopping=False,
+    random_state=0,
+)
+
+# The data folder sits beside the project; tests that need it skip without it.
+OMNIGLOT = Path(
+    os.environ.get(
+        "SKSIAMESE_OMNIGLOT", Path(__file__).parents[2] / "shared/data/omniglot"
+    )
+)
+needs_omniglot = pytest.mark.skipif(
+    not (OMNIGLOT / "all_runs.zip").is_file(),
+    reason=f"Omniglot zip files not found in {OMNIGLOT} "
+    "(set SKSIAMESE_OMNIGLOT to their folder)",
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    images = (X / 16.0).reshape(-1, 8, 8)
+    return train_test_split(images, y, test_size=0.3, stratify=y, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted_cnn(digits):
+    images, _, y, _ = digits
+    return SiameseClassifier(**CNN).fit(images, y)
+
+
+# -- the CNN encoder on images ---------------------------------------------------
+
+
+def test_cnn_on_image_arrays(fitted_cnn, digits):
+    _, images_test, _, y_test = digits
+    assert fitted_cnn.image_shape_ == (1, 8, 8)
+    assert fitted_cnn.n_features_in_ == 64
+    assert fitted_cnn.transform(images_test).shape == (len(images_test), 16)
+    assert fitted_cnn.predict_proba(images_test).shape == (len(images_test), 10)
+    assert fitted_cnn.score(images_test, y_test) > 0.8
+    # The same images with a channel axis, or as flat rows, are the same input.
+    np.testing.assert_array_equal(
+        fitted_cnn.predict(images_test[:, None]), fitted_cnn.predict(images_test)
+    )
+    np.testing.assert_array_equal(
+        fitted_cnn.predict(images_test.reshape(len(images_test), -1)),
+        fitted_cnn.predict(images_test),
+    )
+
+
+def test_flat_rows_with_image_shape_equal_image_arrays(fitted_cnn, digits):
+    images, images_test, y, _ = digits
+    flat = SiameseClassifier(image_shape=(8, 8), **CNN).fit(
+        images.reshape(len(images), -1), y
+    )
+    assert flat.image_shape_ == (1, 8, 8)
+    np.testing.assert_allclose(
+        flat.transform(images_test), fitted_cnn.transform(images_test), atol=1e-5
+    )
+
+
+def test_images_of_another_shape_are_refused(fitted_cnn):
+    msg = "X has images of shape (1, 4, 16), but SiameseClassifier was fitted on"
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        fitted_cnn.predict(np.zeros((3, 4, 16)))
+
+
+# -- augmentation ----------------------------------------------------------------
+
+
+def test_random_affine_keeps_shape_and_is_small():
+    gen = torch.Generator().manual_seed(0)
+    image = torch.zeros(1, 1, 16, 16)
+    image[..., 6:10, 4:12] = 1.0
+    batch = image.reshape(1, -1).repeat(64, 1)
+    out = random_affine(batch, (1, 16, 16), gen)
+    assert out.shape == batch.shape and out.dtype == batch.dtype
+    # Each image is distorted differently, but stays close to the original.
+    assert len(torch.unique(out, dim=0)) == len(out)
+    mass = out.sum(1) / batch.sum(1)
+    assert ((mass > 0.7) & (mass < 1.3)).all()
+    # Pairs (batch, 2, n_features) keep their layout.
+    pairs = batch.reshape(32, 2, -1)
+    assert random_affine(pairs, (1, 16, 16), gen).shape == pairs.shape
+
+
+def test_random_affine_keeps_a_uniform_background():
+    # Border padding: a constant image (scaled background) stays constant.
+    batch = torch.full((8, 3 * 10 * 10), -0.7)
+    out = random_affine(batch, (3, 10, 10), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, batch)
+
+
+def test_random_affine_is_seeded():
+    batch = torch.rand(4, 64)
+    a = random_affine(batch, (1, 8, 8), torch.Generator().manual_seed(3))
+    b = random_affine(batch, (1, 8, 8), torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b)
+
+
+def test_augment_trains_repeatably_and_changes_training(fitted_cnn, digits):
+    images, images_test, y, y_test = digits
+    aug = SiameseClassifier(augment=True, **CNN).fit(images, y)
+    again = SiameseClassifier(augment=True, **CNN).fit(images, y)
+    np.testing.assert_array_equal(
+        aug.transform(images_test), again.transform(images_test)
+    )
+    assert not np.allclose(
+        aug.transform(images_test), fitted_cnn.transform(images_test)
+    )
+    assert aug.score(images_test, y_test) > 0.8
+
+
+def test_augment_needs_images(iris):
+    X, y = iris
+    msg = "augment=True distorts images; use encoder='cnn', set image_shape"
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        SiameseClassifier(augment=True, max_epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match="augment"):
+        SiameseClassifier(augment="yes", max_epochs=1).fit(X, y)
+
+
+# -- new classes from one example each ------------------------------------------
+
+
+def test_fit_references_one_shot_on_new_digits(digits):
+    images, images_test, y, y_test = digits
+    old = y < 5
+    clf = SiameseClassifier(loss="prototype", **CNN).fit(images[old], y[old])
+    new_test = y_test >= 5
+    rng = np.random.RandomState(0)
+    accuracies = []
+    for _ in range(5):
+        # One reference of each new class, drawn from the training half.
+        refs = [rng.choice(np.flatnonzero(y == c)) for c in range(5, 10)]
+        clf.fit_references(images[refs], y[refs])
+        assert clf.classes_.tolist() == [5, 6, 7, 8, 9]
+        accuracies.append(clf.score(images_test[new_test], y_test[new_test]))
+    # 5-way one-shot on digits never seen in training: chance is 20%.
+    assert np.mean(accuracies) > 0.4
+
+
+# -- Omniglot loaders: on small files made here, and on the real ones ------------
+
+
+def _png(pixels, depth=8, filters=(0,)):
+    """A grey-scale PNG of ``pixels`` (ints < 2**depth), rows filtered in turn
+    with each of ``filters``."""
+    height, width = pixels.shape
+    if depth < 8:
+        bits = (pixels[..., None] >> np.arange(depth - 1, -1, -1)) & 1
+        rows = np.packbits(bits.reshape(height, -1).astype(np.uint8), axis=1)
+    else:
+        rows = pixels.astype(np.uint8)
+    rows = rows.astype(np.int64)
+    raw, prev = b"", np.zeros(rows.shape[1], dtype=np.int64)
+    for r, line in enumerate(rows):
+        kind = filters[r % len(filters)]
+        left = np.r_[0, line[:-1]]
+        up_left = np.r_[0, prev[:-1]]
+        if kind == 0:
+            pred = 0
+        elif kind == 1:
+            pred = left
+        elif kind == 2:
+            pred = prev
+        elif kind == 3:
+            pred = (left + prev) // 2
+        else:
+            p = left + prev - up_left
+            pa, pb, pc = abs(p - left), abs(p - prev), abs(p - up_left)
+            pred = np.where(
+                (pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, up_left)
+            )
+        raw += bytes([kind]) + ((line - pred) % 256).astype(np.uint8).tobytes()
+        prev = line
+
+    def chunk(kind, body):
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("depth", [1, 8])
+def test_png_decoder_undoes_every_row_filter(depth):
+    rng = np.random.RandomState(0)
+    pixels = rng.randint(0, 2**depth, size=(10, 21))
+    decoded = _decode_png(_png(pixels, depth, filters=(0, 1, 2, 3, 4)))
+    np.testing.assert_array_equal(decoded * (2**depth - 1), pixels)
+
+
+def _drawing(seed, size=12):
+    """A white image with a random black stroke, as Omniglot has them."""
+    pixels = np.ones((size, size), dtype=int)
+    rng = np.random.RandomState(seed)
+    r, c = rng.randint(2, size - 2, size=2)
+    pixels[r - 2 : r + 2, c] = 0
+    return _png(pixels, depth=1)
+
+
+@pytest.fixture(scope="module")
+def fake_omniglot(tmp_path_factory):
+    """Two background splits sharing the alphabet Greek, and two one-shot runs."""
+    folder = tmp_path_factory.mktemp("omniglot")
+    splits = {
+        "images_background_small1": {"Greek": 2, "Korean": 1},
+        "images_background_small2": {"Greek": 2, "Tagalog": 3},
+    }
+    for split, alphabets in splits.items():
+        with zipfile.ZipFile(folder / f"{split}.zip", "w") as zf:
+            for alphabet, n_chars in alphabets.items():
+                for c in range(1, n_chars + 1):
+                    for d in range(1, 4):
+                        name = f"{split}/{alphabet}/character{c:02d}/{c}_{d:02d}.png"
+                        zf.writestr(name, _drawing(100 * len(alphabet) + 10 * c + d))
+    with zipfile.ZipFile(folder / "all_runs.zip", "w") as zf:
+        for run in ("run01", "run02"):
+            lines = []
+            for item, cls in ((1, 3), (2, 1), (3, 2)):
+                lines.append(
+                    f"{run}/test/item{item:02d}.png {run}/training/class{cls:02d}.png"
+                )
+                zf.writestr(f"{run}/test/item{item:02d}.png", _drawing(item))
+                zf.writestr(f"{run}/training/class{item:02d}.png", _drawing(50 + item))
+            zf.writestr(f"{run}/class_labels.txt", "\n".join(lines) + "\n")
+    return folder
+
+
+def test_background_loader_keeps_shared_drawings_once(fake_omniglot):
+    data = load_omniglot_background(fake_omniglot, image_size=6)
+    assert data.target_names.tolist() == [
+        "Greek/character01",
+        "Greek/character02",
+        "Korean/character01",
+        "Tagalog/character01",
+        "Tagalog/character02",
+        "Tagalog/character03",
+    ]
+    assert data.images.shape == (18, 6, 6)
+    assert data.images.dtype == np.float32
+    np.testing.assert_array_equal(np.bincount(data.target), [3] * 6)
+    assert data.alphabet.tolist().count("Greek") == 6
+    # Ink is 1, background 0; area averaging keeps the amount of ink.
+    full = load_omniglot_background(fake_omniglot, image_size=None)
+    assert full.images.shape == (18, 12, 12)
+    assert set(np.unique(full.images)) == {0.0, 1.0}
+    np.testing.assert_allclose(
+        data.images.sum((1, 2)) * 4, full.images.sum((1, 2)), rtol=1e-5
+    )
+    images, target = load_omniglot_background(fake_omniglot, return_X_y=True)
+    assert images.shape == (18, 28, 28) and target.shape == (18,)
+
+
+def test_one_shot_loader_orders_support_by_class(fake_omniglot):
+    trials = load_omniglot_one_shot(fake_omniglot, image_size=None)
+    assert trials.support.shape == (2, 3, 12, 12)
+    assert trials.queries.shape == (2, 3, 12, 12)
+    np.testing.assert_array_equal(trials.query_target, [[2, 0, 1], [2, 0, 1]])
+    expected = 1.0 - _decode_png(_drawing(51))
+    np.testing.assert_array_equal(trials.support[1, 0], expected)
+
+
+def test_loaders_name_a_missing_folder_or_file(tmp_path, fake_omniglot):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(
+        FileNotFoundError, match="The Omniglot folder .* does not exist"
+    ):
+        load_omniglot_background(missing)
+    with pytest.raises(FileNotFoundError, match="'all_runs.zip' was not found"):
+        load_omniglot_one_shot(tmp_path)
+    with pytest.raises(FileNotFoundError, match="'images_background.zip' was not"):
+        load_omniglot_background(fake_omniglot, archives=("images_background.zip",))
+    with pytest.raises(ValueError, match="image_size must be at least 1"):
+        load_omniglot_one_shot(fake_omniglot, image_size=0)
+
+
+@needs_omniglot
+def test_real_omniglot_background():
+    data = load_omniglot_background(OMNIGLOT)
+    # 136 + 156 characters, of which Greek (24) and Latin (26) are in both.
+    assert data.images.shape == (4840, 28, 28)
+    assert len(data.target_names) == 242
+    np.testing.assert_array_equal(np.bincount(data.target), np.full(242, 20))
+    assert len(np.unique(data.images.reshape(len(data.images), -1), axis=0)) == 4840
+    assert 0.0 <= data.images.min() and data.images.max() <= 1.0
+    # Strokes are thin: most of each image is background.
+    assert (data.images.mean((1, 2)) < 0.3).all()
+
+
+@needs_omniglot
+def test_real_omniglot_one_shot_trials():
+    trials = load_omniglot_one_shot(OMNIGLOT)
+    assert trials.support.shape == (20, 20, 28, 28)
+    assert trials.queries.shape == (20, 20, 28, 28)
+    for target in trials.query_target:
+        assert sorted(target) == list(range(20))

@@ -1,0 +1,328 @@
+"""Imbalanced records with blanks: the survey generator, decision thresholds,
+samplers, reference sets and the encoding of blanks."""
+
+import copy
+import re
+
+import numpy as np
+import pytest
+import torch
+from imblearn.pipeline import make_pipeline as make_imb_pipeline
+from imblearn.under_sampling import RandomUnderSampler
+from sklearn.exceptions import NotFittedError
+from sklearn.impute import SimpleImputer
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    f1_score,
+    recall_score,
+    roc_auc_score,
+)
+from sklearn.model_selection import train_test_split
+
+from sksiamese import SiameseClassifier
+from sksiamese._threshold import select_threshold
+from sksiamese.datasets import make_survey
+
+SMALL = dict(hidden_layer_sizes=(32,), embedding_dim=8, max_epochs=15, random_state=0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny networks gain nothing from threads, and lose much on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def survey():
+    """Survey records, 10% cases, split into train, held-out and test thirds."""
+    X, y = make_survey(n_samples=900, positive_fraction=0.1, random_state=0)
+    X_train, X_rest, y_train, y_rest = train_test_split(
+        X, y, test_size=2 / 3, stratify=y, random_state=0
+    )
+    X_held, X_test, y_held, y_test = train_test_split(
+        X_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=0
+    )
+    return X_train, y_train, X_held, y_held, X_test, y_test
+
+
+@pytest.fixture(scope="module")
+def fitted(survey):
+    """One binary model shared by the tests that only read it."""
+    X_train, y_train, *_ = survey
+    return SiameseClassifier(**SMALL).fit(X_train, y_train)
+
+
+# -- make_survey ----------------------------------------------------------------
+
+
+def test_make_survey_layout():
+    X, y = make_survey(n_samples=2000, n_questions=10, random_state=0)
+    # 10 questions: 6 ordinal, 2 yes/no, 2 one-hot groups of 3 to 5 options.
+    assert X.dtype == np.float64 and y.dtype.kind == "i"
+    assert y.sum() == 100 and set(np.unique(y)) == {0, 1}
+    ordinal, binary, groups = X[:, :6], X[:, 6:8], X[:, 8:]
+    assert set(np.unique(ordinal[~np.isnan(ordinal)])) == {1, 2, 3, 4, 5}
+    assert set(np.unique(binary[~np.isnan(binary)])) == {0, 1}
+    assert 6 <= groups.shape[1] <= 10
+    # Each answered group has exactly one option; a blank group is blank whole.
+    blank = np.isnan(groups)
+    sums = np.nansum(groups, axis=1)
+    answered = ~blank.any(axis=1)
+    assert (sums[answered] >= 1).all()
+    frame, _ = make_survey(
+        n_samples=2000, n_questions=10, random_state=0, as_frame=True
+    )
+    names = frame.columns.tolist()
+    assert names[:8] == [f"q{i:02d}" for i in range(1, 9)]
+    for name in names[8:]:
+        assert re.fullmatch(r"q(09|10)=[a-e]", name)
+    for q in ("q09", "q10"):
+        cols = frame.filter(like=q).to_numpy()
+        rows_blank = np.isnan(cols)
+        assert (rows_blank.all(1) | ~rows_blank.any(1)).all()
+        assert (np.nansum(cols, 1)[~rows_blank.any(1)] == 1).all()
+
+
+def test_make_survey_is_seeded_and_scales():
+    a = make_survey(n_samples=300, random_state=3)
+    b = make_survey(n_samples=300, random_state=3)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    c = make_survey(n_samples=300, random_state=4)
+    assert not np.array_equal(a[0], c[0], equal_nan=True)
+    X, y = make_survey(n_samples=50_000, n_questions=5, positive_fraction=0.01)
+    assert X.shape[0] == 50_000 and y.sum() == 500
+
+
+def test_make_survey_blanks_carry_signal_only_when_asked():
+    X, y = make_survey(n_samples=20_000, blank_rate=0.1, random_state=0)
+    blank = np.isnan(X)
+    assert abs(blank[y == 0].mean() - 0.1) < 0.01
+    # Cases leave the sensitive half of the questions blank far more often.
+    per_question_ratio = blank[y == 1].mean(0) / blank[y == 0].mean(0)
+    assert (per_question_ratio > 2).sum() >= 5
+    X, y = make_survey(
+        n_samples=20_000, blank_rate=0.1, informative_blanks=False, random_state=0
+    )
+    blank = np.isnan(X)
+    assert abs(blank[y == 1].mean() - blank[y == 0].mean()) < 0.02
+    X, _ = make_survey(n_samples=500, blank_rate=0.0, random_state=0)
+    assert not np.isnan(X).any()
+
+
+def test_make_survey_class_sep_controls_signal():
+    X, y = make_survey(
+        n_samples=4000, positive_fraction=0.2, blank_rate=0.0, random_state=0
+    )
+    X0, y0 = make_survey(
+        n_samples=4000,
+        positive_fraction=0.2,
+        class_sep=0.0,
+        blank_rate=0.0,
+        random_state=0,
+    )
+    # Mean answers differ between cases and controls only with class_sep > 0.
+    gap = np.abs(X[y == 1].mean(0) - X[y == 0].mean(0)).max()
+    gap0 = np.abs(X0[y0 == 1].mean(0) - X0[y0 == 0].mean(0)).max()
+    assert gap > 3 * gap0
+
+
+@pytest.mark.parametrize(
+    "params, error, message",
+    [
+        ({"n_samples": 1}, ValueError, "n_samples must be at least 2; got 1."),
+        ({"n_samples": 2.5}, TypeError, "n_samples must be an int; got 2.5."),
+        ({"n_questions": 0}, ValueError, "n_questions must be at least 1; got 0."),
+        (
+            {"positive_fraction": 1.0},
+            ValueError,
+            "positive_fraction must be in (0, 1); got 1.0.",
+        ),
+        ({"class_sep": -1}, ValueError, "class_sep must be at least 0; got -1."),
+        ({"blank_rate": 1}, ValueError, "blank_rate must be in [0, 1); got 1."),
+        ({"blank_rate": "x"}, TypeError, "blank_rate must be a number; got 'x'."),
+        ({"as_frame": 1}, TypeError, "as_frame must be a bool; got 1."),
+    ],
+)
+def test_make_survey_errors(params, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        make_survey(**params)
+
+
+# -- decision threshold ---------------------------------------------------------
+
+
+def test_select_threshold_on_hand_built_scores():
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 0.9])
+    positive = np.array([0, 0, 1, 0, 1, 0, 1], dtype=bool)
+    # Balanced accuracy: everything above 0.25 positive gives TPR 1 and TNR
+    # 2/4 (0.75); above 0.5: TPR 2/3, TNR 3/4 (0.708).
+    assert select_threshold(scores, positive) == pytest.approx(0.25)
+    # Accuracy: 5 of 7 right above 0.85, 0.5 or 0.25; ties go to the highest.
+    assert select_threshold(scores, positive, "accuracy") == pytest.approx(0.85)
+    # F1 is best with all three positives: 2 * 3 / (2 * 3 + 2) = 0.75.
+    assert select_threshold(scores, positive, "f_beta") == pytest.approx(0.25)
+    # F0.5 favours precision: only 0.9 positive.
+    assert select_threshold(scores, positive, "f_beta", beta=0.5) == pytest.approx(0.85)
+    # At most one false positive (TNR >= 0.75): 0.6 and 0.9 found.
+    assert select_threshold(scores, positive, "max_tpr", min_tnr=0.75) == pytest.approx(
+        0.5
+    )
+    # A recall of 0.6 needs two positives; of 1.0, all three.
+    assert select_threshold(scores, positive, "max_tnr", min_tpr=0.6) == pytest.approx(
+        0.5
+    )
+    assert select_threshold(scores, positive, "max_tnr", min_tpr=1.0) == pytest.approx(
+        0.25
+    )
+    # Ties: a threshold never splits equal scores.
+    tied = select_threshold(np.array([1.0, 1.0, 2.0]), np.array([0, 1, 1], bool))
+    assert 1.0 < tied < 2.0
+    # Everything (or nothing) positive: below (above) every score.
+    lowest_positive = np.array([True, False])
+    assert select_threshold([1.0, 2.0], lowest_positive, "max_tnr") < 1.0
+    assert select_threshold([1.0, 2.0], lowest_positive) > 2.0
+    with pytest.raises(ValueError, match="both classes"):
+        select_threshold(np.array([1.0, 2.0]), np.array([True, True]))
+
+
+def test_calibrate_threshold_keeps_the_surface_consistent(fitted, survey):
+    X_train, y_train, X_held, y_held, X_test, y_test = survey
+    clf = copy.deepcopy(fitted)
+    assert clf.threshold_ == 0.5
+    proba_before = clf.predict_proba(X_test)
+    assert clf.calibrate_threshold(X_held, y_held, "max_tnr", min_tpr=1.0) is clf
+    assert 0 < clf.threshold_ < 1
+    # predict_proba does not move; predict and decision_function follow the
+    # threshold and agree with each other.
+    np.testing.assert_array_equal(clf.predict_proba(X_test), proba_before)
+    pred, decision = clf.predict(X_test), clf.decision_function(X_test)
+    np.testing.assert_array_equal(pred, (decision > 0).astype(int))
+    np.testing.assert_array_equal(pred, (proba_before[:, 1] > clf.threshold_))
+    assert recall_score(y_held, clf.predict(X_held)) == 1.0
+    # New references, or a new fit, start from 0.5 again.
+    clf.fit_references(X_train, y_train)
+    assert clf.threshold_ == 0.5
+    clf.calibrate_threshold(X_held, y_held, "max_tnr", min_tpr=1.0)
+    clf.set_params(max_epochs=1).fit(X_train, y_train)
+    assert clf.threshold_ == 0.5
+
+
+@pytest.mark.parametrize("strategy", ["balanced_accuracy", "f_beta"])
+def test_calibrate_threshold_is_best_on_its_data(fitted, survey, strategy):
+    _, _, X_held, y_held, _, _ = survey
+    clf = copy.deepcopy(fitted).calibrate_threshold(X_held, y_held, strategy)
+    score = {"balanced_accuracy": balanced_accuracy_score, "f_beta": f1_score}[strategy]
+    chosen = score(y_held, clf.predict(X_held))
+    # Every other cut of the held-out probabilities does no better.
+    proba = clf.predict_proba(X_held)[:, 1]
+    cuts = proba[None, :] > np.unique(proba)[:, None]
+    tp = (cuts & (y_held == 1)).sum(1)
+    fp = (cuts & (y_held == 0)).sum(1)
+    n_pos, n_neg = (y_held == 1).sum(), (y_held == 0).sum()
+    if strategy == "balanced_accuracy":
+        others = (tp / n_pos + 1 - fp / n_neg) / 2
+    else:
+        others = 2 * tp / (tp + n_pos + fp)
+    assert chosen >= others.max() - 1e-12
+    assert chosen > score(y_held, fitted.predict(X_held)) - 1e-12
+
+
+def test_calibrate_threshold_errors(fitted, survey, iris):
+    _, _, X_held, y_held, _, _ = survey
+    with pytest.raises(NotFittedError):
+        SiameseClassifier().calibrate_threshold(X_held, y_held)
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        fitted.calibrate_threshold(X_held, y_held, "recall")
+    with pytest.raises(ValueError, match=re.escape("min_tpr must be in [0, 1]")):
+        fitted.calibrate_threshold(X_held, y_held, "max_tnr", min_tpr=2)
+    with pytest.raises(ValueError, match=re.escape("min_tnr must be in [0, 1]")):
+        fitted.calibrate_threshold(X_held, y_held, "max_tpr", min_tnr=-0.1)
+    with pytest.raises(ValueError, match="beta must be a positive number"):
+        fitted.calibrate_threshold(X_held, y_held, "f_beta", beta=-1)
+    with pytest.raises(ValueError, match="different numbers of samples"):
+        fitted.calibrate_threshold(X_held, y_held[:-1])
+    with pytest.raises(ValueError, match=re.escape("labels not in classes_: [7]")):
+        fitted.calibrate_threshold(X_held, np.where(y_held == 1, 7, 0))
+    with pytest.raises(ValueError, match="both classes"):
+        fitted.calibrate_threshold(X_held, np.zeros_like(y_held))
+    assert fitted.threshold_ == 0.5  # failed calls change nothing
+    X, y = iris
+    multi = SiameseClassifier(**SMALL).fit(X, y)
+    assert multi.threshold_ is None
+    with pytest.raises(ValueError, match="binary problems; this classifier has 3"):
+        multi.calibrate_threshold(X, y)
+
+
+def test_calibrate_threshold_helps_balanced_accuracy(fitted, survey):
+    # On rare cases, a threshold chosen for balanced accuracy on held-out data
+    # does at least as well on new data as the default one, and usually better.
+    _, _, X_held, y_held, X_test, y_test = survey
+    clf = copy.deepcopy(fitted)
+    default = balanced_accuracy_score(y_test, clf.predict(X_test))
+    clf.calibrate_threshold(X_held, y_held, "balanced_accuracy")
+    assert balanced_accuracy_score(y_test, clf.predict(X_test)) >= default - 0.02
+
+
+# -- samplers and reference sets ------------------------------------------------
+
+
+def test_imblearn_pipeline_with_undersampler_and_blanks(survey):
+    X_train, y_train, _, _, X_test, y_test = survey
+    pipe = make_imb_pipeline(
+        RandomUnderSampler(random_state=0), SiameseClassifier(**SMALL)
+    )
+    pipe.fit(X_train, y_train)
+    # The sampler passes blanks through; the classifier sees balanced classes.
+    clf = pipe[-1]
+    assert clf.n_features_in_ == X_train.shape[1]
+    counts = np.bincount(np.searchsorted(clf.classes_, clf.reference_labels_))
+    assert counts[0] == counts[1]
+    assert roc_auc_score(y_test, pipe.predict_proba(X_test)[:, 1]) > 0.75
+
+
+@pytest.mark.parametrize("references", ["all", "prototypes", 1, 10])
+def test_reference_sets_on_rare_cases(fitted, survey, references):
+    X_train, y_train, _, _, X_test, y_test = survey
+    clf = copy.deepcopy(fitted).set_params(references=references)
+    clf.fit_references(X_train, y_train)
+    counts = np.bincount(clf.reference_labels_, minlength=2)
+    expected = {
+        "all": np.bincount(y_train),
+        "prototypes": [1, 1],
+        1: [1, 1],
+        10: [10, 10],
+    }[references]
+    np.testing.assert_array_equal(counts, expected)
+    # Every choice still ranks the rare cases and predicts some of them.
+    assert roc_auc_score(y_test, clf.predict_proba(X_test)[:, 1]) > 0.75
+    assert 0 < clf.predict(X_test).mean() < 0.5
+
+
+# -- blanks ---------------------------------------------------------------------
+
+
+def test_blank_indicator_beats_minus_one_and_median_imputation():
+    # Cases answer informative questions differently AND leave sensitive ones
+    # blank more often. The default encoding (0 plus a "was blank" column)
+    # keeps both signals; -1 puts a blank at the low end of every answer scale,
+    # and the median makes it look like a typical answer.
+    X, y = make_survey(n_samples=900, positive_fraction=0.1, random_state=0)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.5, stratify=y, random_state=0
+    )
+    median = SimpleImputer(strategy="median").fit(X_train)
+    encodings = {
+        "indicator": lambda A: A,
+        "minus one": lambda A: np.where(np.isnan(A), -1.0, A),
+        "median": median.transform,
+    }
+    auc = {}
+    for name, encode in encodings.items():
+        clf = SiameseClassifier(**SMALL).fit(encode(X_train), y_train)
+        auc[name] = roc_auc_score(y_test, clf.predict_proba(encode(X_test))[:, 1])
+    assert auc["indicator"] > auc["minus one"] + 0.02, auc
+    assert auc["indicator"] > auc["median"] + 0.02, auc

@@ -1,0 +1,370 @@
+"""Behaviour of SiamesePairClassifier on pairs of digit images."""
+
+import copy
+import pickle
+import re
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.metrics import fbeta_score, roc_auc_score
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
+from skorch.callbacks import Callback
+
+from sksiamese import SiamesePairClassifier
+from sksiamese._pair_classifier import select_distance_threshold
+
+SMALL = dict(
+    hidden_layer_sizes=(32,), embedding_dim=8, max_epochs=15, lr=3e-3, random_state=0
+)
+TINY = dict(hidden_layer_sizes=(16,), embedding_dim=4, max_epochs=3, random_state=0)
+
+
+def make_pairs(images, digits, n_pairs, same_fraction, rng):
+    """Pairs of distinct images, ``same_fraction`` of them of one digit."""
+    a = rng.randint(len(images), size=n_pairs)
+    same = rng.random_sample(n_pairs) < same_fraction
+    b = np.empty(n_pairs, dtype=int)
+    for i in range(n_pairs):
+        match = digits == digits[a[i]]
+        pool = np.flatnonzero(match if same[i] else ~match)
+        b[i] = rng.choice(pool[pool != a[i]])
+    return np.stack([images[a], images[b]], axis=1), same.astype(int)
+
+
+@pytest.fixture(scope="module")
+def digit_pairs():
+    """Training and test pairs built from disjoint sets of digit images."""
+    images, digits = load_digits(return_X_y=True)
+    img_train, img_test, dig_train, dig_test = train_test_split(
+        images, digits, test_size=0.5, stratify=digits, random_state=0
+    )
+    rng = np.random.RandomState(0)
+    X_train, y_train = make_pairs(img_train, dig_train, 600, 0.5, rng)
+    X_test, y_test = make_pairs(img_test, dig_test, 600, 0.5, rng)
+    return X_train, y_train, X_test, y_test, img_test
+
+
+@pytest.fixture(scope="module")
+def fitted(digit_pairs):
+    """One fitted model shared by the tests that only read it."""
+    X_train, y_train = digit_pairs[:2]
+    return SiamesePairClassifier(**SMALL).fit(X_train, y_train)
+
+
+def test_learns_digit_pairs_and_surface_is_consistent(fitted, digit_pairs):
+    _, _, X_test, y_test, _ = digit_pairs
+    assert fitted.classes_.tolist() == [0, 1]
+    assert fitted.n_features_in_ == 128
+    assert fitted.score(X_test, y_test) > 0.8
+    proba = fitted.predict_proba(X_test)
+    assert proba.shape == (len(X_test), 2)
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    assert roc_auc_score(y_test, proba[:, 1]) > 0.85
+    # Probabilities are calibrated, not pinned at 0 and 1.
+    assert 0.6 < proba.max(1).mean() < 0.999
+    y_pred = fitted.predict(X_test)
+    assert set(y_pred.tolist()) == {0, 1}
+    # The default threshold is where P(same) = 0.5.
+    np.testing.assert_array_equal(y_pred, proba.argmax(1))
+    decision = fitted.decision_function(X_test)
+    np.testing.assert_array_equal(decision > 0, y_pred == 1)
+    # Higher decision = more alike = smaller distance between the two sides.
+    d = fitted.pair_distance(X_test[:, 0], X_test[:, 1])
+    np.testing.assert_allclose(decision, fitted.threshold_ - d, rtol=1e-6, atol=1e-6)
+    assert np.all(np.diff(proba[np.argsort(decision), 1]) >= 0)
+
+
+def test_transform_embeds_single_vectors_and_pairs(fitted, digit_pairs):
+    X_test, img_test = digit_pairs[2], digit_pairs[4]
+    single = fitted.transform(img_test[:5])
+    assert single.shape == (5, 8) and single.dtype == np.float64
+    pairs = fitted.transform(X_test[:5])
+    assert pairs.shape == (5, 2, 8)
+    np.testing.assert_allclose(pairs[:, 1], fitted.transform(X_test[:5, 1]))
+    side_by_side = fitted.transform(X_test[:5].reshape(5, -1))
+    np.testing.assert_allclose(side_by_side, pairs.reshape(5, 16))
+
+
+def test_layouts_and_bool_labels_give_the_same_model(digit_pairs):
+    X, y = digit_pairs[0][:200], digit_pairs[1][:200]
+    stacked = SiamesePairClassifier(**TINY).fit(X, y)
+    flat = SiamesePairClassifier(**TINY).fit(X.reshape(len(X), -1), y.astype(bool))
+    assert flat.n_features_in_ == stacked.n_features_in_ == 128
+    X_test = digit_pairs[2][:50]
+    for X_query in (X_test, X_test.reshape(len(X_test), -1)):
+        np.testing.assert_array_equal(
+            stacked.predict_proba(X_query), flat.predict_proba(X_query)
+        )
+    assert stacked.threshold_ == flat.threshold_
+
+
+def test_scaling_is_fitted_on_the_vectors_of_both_sides(digit_pairs):
+    X, y = digit_pairs[0][:100], digit_pairs[1][:100]
+    clf = SiamesePairClassifier(**TINY, validation_fraction=0).fit(X, y)
+    vectors = X.reshape(-1, X.shape[2])
+    np.testing.assert_allclose(clf._scaler.mean_, vectors.mean(0))
+
+
+class _BatchLabels(Callback):
+    def initialize(self):
+        self.counts = []
+        return self
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if training:
+            self.counts.append(np.bincount(np.asarray(batch[1]), minlength=2))
+
+
+def test_batches_are_balanced_when_same_pairs_are_rare(digit_pairs):
+    images, digits = load_digits(return_X_y=True)
+    X, y = make_pairs(images, digits, 400, 0.1, np.random.RandomState(1))
+    recorder = _BatchLabels()
+    clf = SiamesePairClassifier(**TINY, batch_size=32, callbacks=[recorder])
+    clf.fit(X, y)
+    (recorder,) = [cb for _, cb in clf.net_.callbacks_ if isinstance(cb, _BatchLabels)]
+    counts = np.array(recorder.counts)
+    assert len(counts) == clf.n_epochs_ * int(np.ceil(0.9 * len(X) / 32))
+    np.testing.assert_array_equal(counts, 16)
+
+
+def test_blanks_are_accepted(digit_pairs):
+    X, y = digit_pairs[0][:200].copy(), digit_pairs[1][:200]
+    X[::7, 1, :5] = np.nan
+    clf = SiamesePairClassifier(**TINY).fit(X, y)
+    assert np.isfinite(clf.predict_proba(X)).all()
+    # A blank is flagged, so it is not read as the feature's mean value.
+    np.testing.assert_array_equal(clf._scaler.blank_columns_, np.arange(5))
+    vector = X[:1, 0].copy()
+    vector[0, :5] = clf._scaler.mean_[:5]
+    blank = vector.copy()
+    blank[0, :5] = np.nan
+    assert not np.allclose(clf.transform(vector), clf.transform(blank))
+
+
+# -- calibrate_threshold -------------------------------------------------------
+
+
+def _rates(y, y_pred):
+    same = y == 1
+    return (y_pred[same] == 1).mean(), (y_pred[~same] == 0).mean()
+
+
+def _f2(y, y_pred):
+    tp = np.sum((y == 1) & (y_pred == 1))
+    fn, fp = np.sum((y == 1) & (y_pred == 0)), np.sum((y == 0) & (y_pred == 1))
+    return 5 * tp / (5 * tp + 4 * fn + fp)
+
+
+def _all_predictions(d):
+    """The predictions of every threshold between the distinct distances."""
+    s = np.unique(d)
+    cuts = np.r_[s[0] - 1, (s[:-1] + s[1:]) / 2, s[-1] + 1]
+    return [(d < t).astype(int) for t in cuts]
+
+
+@pytest.fixture(scope="module")
+def calibration(fitted, digit_pairs):
+    X_test, y_test = digit_pairs[2:4]
+    d = fitted.pair_distance(X_test[:, 0], X_test[:, 1])
+    return X_test, y_test, _all_predictions(d)
+
+
+def test_calibrate_accuracy_and_f_beta_find_the_best_threshold(fitted, calibration):
+    X, y, candidates = calibration
+    clf = copy.deepcopy(fitted)
+    proba = clf.predict_proba(X)
+    assert clf.calibrate_threshold(X, y, strategy="accuracy") is clf
+    best = max(np.mean(y == p) for p in candidates)
+    assert clf.score(X, y) == best
+    assert clf.score(X, y) >= fitted.score(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+
+    clf.calibrate_threshold(X, y, strategy="f_beta", beta=2.0)
+    best = max(_f2(y, p) for p in candidates)
+    assert fbeta_score(y, clf.predict(X), beta=2.0) == pytest.approx(best)
+
+
+@pytest.mark.parametrize("min_rate", [0.8, 0.99])
+def test_calibrate_max_tpr_and_max_tnr_respect_their_bound(
+    fitted, calibration, min_rate
+):
+    X, y, candidates = calibration
+    rates = [_rates(y, p) for p in candidates]
+    clf = copy.deepcopy(fitted)
+
+    tpr, tnr = _rates(
+        y, clf.calibrate_threshold(X, y, "max_tpr", min_tnr=min_rate).predict(X)
+    )
+    assert tnr >= min_rate
+    assert tpr == max(r[0] for r in rates if r[1] >= min_rate)
+
+    tpr, tnr = _rates(
+        y, clf.calibrate_threshold(X, y, "max_tnr", min_tpr=min_rate).predict(X)
+    )
+    assert tpr >= min_rate
+    assert tnr == max(r[1] for r in rates if r[0] >= min_rate)
+    np.testing.assert_array_equal(clf.decision_function(X) > 0, clf.predict(X) == 1)
+
+
+def test_select_distance_threshold_on_hand_built_pairs():
+    d = np.array([0.1, 0.2, 0.3, 0.3, 0.6, 0.8])
+    same = np.array([True, True, False, True, True, False])
+    # Below 0.25: 4 of 6 pairs right; below 0.7: 5 of 6.
+    assert select_distance_threshold(d, same, "accuracy") == pytest.approx(0.7)
+    # F1 is 0.89 below 0.7; with a tiny beta, precision (1) wins, at the
+    # higher recall of the two thresholds that reach it.
+    assert select_distance_threshold(d, same, "f_beta") == pytest.approx(0.7)
+    assert select_distance_threshold(d, same, "f_beta", beta=1e-3) == 0.25
+    # TNR >= 0.5 lets one different pair in; TNR = 1 none.
+    assert select_distance_threshold(d, same, "max_tpr", min_tnr=0.5) == 0.7
+    assert select_distance_threshold(d, same, "max_tpr", min_tnr=1.0) == 0.25
+    # With no bound, all same pairs are in; the last different one stays out.
+    assert select_distance_threshold(d, same, "max_tpr", min_tnr=0.0) == 0.7
+    assert select_distance_threshold(d, same, "max_tnr", min_tpr=0.5) == 0.25
+    assert select_distance_threshold(d, same, "max_tnr", min_tpr=1.0) == 0.7
+    # No pair same, or every pair: beyond the extremes, never on a pair.
+    d, same = np.array([0.1, 0.2]), np.array([False, True])
+    assert select_distance_threshold(d, same, "accuracy") == pytest.approx(-0.9)
+    assert select_distance_threshold(d, same, "max_tpr", min_tnr=0) == 1.2
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Choosing a threshold needs both same (1) and different (0) pairs; "
+            "got only different pairs."
+        ),
+    ):
+        select_distance_threshold(d, [False, False])
+
+
+# -- errors --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "X, y, msg",
+    [
+        (
+            np.zeros((6, 3, 4)),
+            [0, 1] * 3,
+            "X of shape (6, 3, 4) is not a set of pairs: its second axis must "
+            "have length 2, the two sides of each pair, as in "
+            "(n_pairs, 2, n_features).",
+        ),
+        (
+            np.zeros((6, 5)),
+            [0, 1] * 3,
+            "X has 5 feature(s) per row, an odd number: a row must hold the two "
+            "vectors of a pair side by side",
+        ),
+        (
+            np.zeros((6, 4)),
+            [1, 2] * 3,
+            "y must be 1 (or True) for pairs of the same kind and 0 (or False) "
+            "for different pairs; got labels [1, 2].",
+        ),
+        (
+            np.zeros((6, 4)),
+            ["same", "different"] * 3,
+            "got labels ['different', 'same'].",
+        ),
+        (
+            np.zeros((6, 4)),
+            [0, 1, 2] * 2,
+            "Only binary classification is supported: y must be 1 (or True) for "
+            "pairs of the same kind and 0 (or False) for different pairs; got a "
+            "multiclass target with labels [0, 1, 2].",
+        ),
+        (
+            np.zeros((6, 4)),
+            [1] * 6,
+            "SiamesePairClassifier.fit needs both same (1) and different (0) "
+            "pairs in y; got only one class: [1].",
+        ),
+        (np.zeros((6, 4)), [0.5, 1.5] * 3, "Unknown label type: continuous"),
+    ],
+)
+def test_bad_training_data_is_refused(X, y, msg):
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        SiamesePairClassifier(**TINY).fit(X, y)
+
+
+def test_bad_inputs_after_fit_are_refused(fitted, digit_pairs):
+    X, y = digit_pairs[2][:20], digit_pairs[3][:20]
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "X has 64 features, but SiamesePairClassifier is expecting 128 "
+            "features as input."
+        ),
+    ):
+        fitted.predict(X[:, 0])
+    with pytest.raises(ValueError, match=re.escape("its second axis must have")):
+        fitted.predict_proba(np.concatenate([X, X[:, :1]], axis=1))
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "X has 10 features, but SiamesePairClassifier is expecting 128 "
+            "features as input (pairs side by side), or 64 (single vectors)."
+        ),
+    ):
+        fitted.transform(X[:, 0, :10])
+    clf = copy.deepcopy(fitted)
+    for kwargs, msg in [
+        (
+            dict(strategy="recall"),
+            "strategy must be one of ('accuracy', 'f_beta', 'max_tpr', "
+            "'max_tnr'); got 'recall'.",
+        ),
+        (dict(beta=0), "beta must be a positive number; got 0."),
+        (dict(min_tnr=1.5), "min_tnr must be in [0, 1]; got 1.5."),
+        (dict(min_tpr=-0.1), "min_tpr must be in [0, 1]; got -0.1."),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            clf.calibrate_threshold(X, y, **kwargs)
+    with pytest.raises(ValueError, match=re.escape("got labels [0, 2].")):
+        clf.calibrate_threshold(X, y * 2)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "SiamesePairClassifier.calibrate_threshold needs both same (1) and "
+            "different (0) pairs in y"
+        ),
+    ):
+        clf.calibrate_threshold(X, np.ones(len(X)))
+    with pytest.raises(
+        ValueError,
+        match=re.escape("X and y have different numbers of pairs: 20 and 19."),
+    ):
+        clf.calibrate_threshold(X, y[:-1])
+    assert clf.threshold_ == fitted.threshold_
+
+
+# -- scikit-learn tools, pickling ----------------------------------------------
+
+
+def test_grid_search_over_loss_and_cross_val_score(digit_pairs):
+    X, y = digit_pairs[0][:200], digit_pairs[1][:200]
+    search = GridSearchCV(
+        SiamesePairClassifier(**TINY),
+        {"loss": ["contrastive", "bce"]},
+        cv=2,
+        scoring="roc_auc",
+    ).fit(X, y)
+    assert search.best_params_["loss"] in ("contrastive", "bce")
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.predict(digit_pairs[2][:10]).shape == (10,)
+    scores = cross_val_score(
+        SiamesePairClassifier(**TINY, loss="bce"), X.reshape(len(X), -1), y, cv=2
+    )
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+
+
+def test_pickle_round_trip(fitted, digit_pairs):
+    X_test = digit_pairs[2]
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(
+        restored.predict_proba(X_test), fitted.predict_proba(X_test)
+    )
+    np.testing.assert_array_equal(restored.predict(X_test), fitted.predict(X_test))
+    assert restored.threshold_ == fitted.threshold_
+    assert restored.get_params() == fitted.get_params()

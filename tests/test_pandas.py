@@ -1,0 +1,100 @@
+"""DataFrame input and pandas output (``set_output``)."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_wine
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from sksiamese import SiameseClassifier
+
+pd = pytest.importorskip("pandas")
+
+SMALL = dict(hidden_layer_sizes=(16,), embedding_dim=3, max_epochs=3, random_state=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small fits run fastest, and steadiest on a busy machine, on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def wine_frame():
+    X, y = load_wine(return_X_y=True, as_frame=True)
+    X = X.iloc[:, :6].copy()
+    X.index = [f"wine{i}" for i in range(len(X))]  # not a default RangeIndex
+    X.iloc[::10, 1] = np.nan
+    return X, y.set_axis(X.index)
+
+
+@pytest.fixture(scope="module")
+def fitted(wine_frame):
+    X, y = wine_frame
+    return SiameseClassifier(**SMALL).fit(X, y)
+
+
+def test_feature_names_in_from_a_dataframe(fitted, wine_frame):
+    X, _ = wine_frame
+    np.testing.assert_array_equal(fitted.feature_names_in_, X.columns)
+    assert fitted.n_features_in_ == 6
+    names = fitted.get_feature_names_out()
+    assert names.tolist() == [f"siameseclassifier{i}" for i in range(3)]
+
+
+def test_no_feature_names_from_an_array(wine_frame):
+    X, y = wine_frame
+    clf = SiameseClassifier(**SMALL).fit(X.to_numpy(), y.to_numpy())
+    assert not hasattr(clf, "feature_names_in_")
+
+
+def test_set_output_pandas_gives_named_embedding_columns(fitted, wine_frame):
+    X, _ = wine_frame
+    clf = SiameseClassifier(**SMALL).set_output(transform="pandas")
+    clf.fit(X, wine_frame[1])
+    out = clf.transform(X)
+    assert isinstance(out, pd.DataFrame)
+    assert out.columns.tolist() == clf.get_feature_names_out().tolist()
+    assert out.index.equals(X.index)
+    np.testing.assert_array_equal(out.to_numpy(), fitted.transform(X))
+    # fit_transform goes through transform, so it is a DataFrame as well.
+    clf2 = SiameseClassifier(**SMALL).set_output(transform="pandas")
+    pd.testing.assert_frame_equal(clf2.fit_transform(X, wine_frame[1]), out)
+    # Predictions stay arrays of labels.
+    assert isinstance(clf.predict(X), np.ndarray)
+
+
+def test_default_output_is_an_array(fitted, wine_frame):
+    assert isinstance(fitted.transform(wine_frame[0]), np.ndarray)
+
+
+def test_dataframe_and_array_predict_alike(fitted, wine_frame):
+    X, _ = wine_frame
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        from_array = fitted.predict_proba(X.to_numpy())
+    np.testing.assert_array_equal(fitted.predict_proba(X), from_array)
+
+
+def test_columns_in_another_order_are_refused(fitted, wine_frame):
+    X, _ = wine_frame
+    msg = "The feature names should match those that were passed during fit."
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        fitted.predict(X[X.columns[::-1]])
+
+
+def test_pipeline_with_pandas_output(wine_frame):
+    X, y = wine_frame
+    pipe = make_pipeline(StandardScaler(), SiameseClassifier(**SMALL))
+    pipe.set_output(transform="pandas").fit(X, y)
+    out = pipe.transform(X)
+    assert out.columns.tolist() == [f"siameseclassifier{i}" for i in range(3)]
+    np.testing.assert_array_equal(pipe[-1].feature_names_in_, X.columns)
+    assert pipe.get_feature_names_out().tolist() == out.columns.tolist()

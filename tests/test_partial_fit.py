@@ -1,0 +1,104 @@
+"""Out-of-core training with partial_fit."""
+
+import re
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+from sklearn.model_selection import train_test_split
+
+from sksiamese import SiameseClassifier
+
+SMALL = dict(hidden_layer_sizes=(32,), embedding_dim=8, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    X, y = load_breast_cancer(return_X_y=True)
+    return train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
+
+
+def _chunks(X, y, size):
+    for start in range(0, len(X), size):
+        yield X[start : start + size], y[start : start + size]
+
+
+def test_partial_fit_learns_chunk_by_chunk(cancer):
+    X_train, X_test, y_train, y_test = cancer
+    clf = SiameseClassifier(**SMALL)
+    scores = []
+    for _ in range(2):  # two passes over the stream of 100-row chunks
+        for Xc, yc in _chunks(X_train, y_train, 100):
+            clf.partial_fit(Xc, yc, classes=[0, 1])
+        proba = clf.predict_proba(X_test)
+        assert np.isfinite(proba).all()
+        np.testing.assert_allclose(proba.sum(1), 1.0)
+        scores.append(clf.score(X_test, y_test))
+    assert clf.n_epochs_ == 2 * len(range(0, len(X_train), 100))
+    assert scores[-1] > 0.9
+
+
+def test_reservoir_is_bounded_per_class(cancer, monkeypatch):
+    X_train, _, y_train, _ = cancer
+    monkeypatch.setattr(SiameseClassifier, "_reservoir_size", 20)
+    clf = SiameseClassifier(references="all", **SMALL)
+    for Xc, yc in _chunks(X_train, y_train, 50):
+        clf.partial_fit(Xc, yc, classes=[0, 1])
+    kept = [len(k) for k in clf._stream.kept]
+    assert kept == [20, 20]
+    assert clf._stream.seen.tolist() == np.bincount(y_train).tolist()
+    assert len(clf.references_) == 40
+
+
+def test_unseen_class_is_never_predicted(cancer):
+    X_train, X_test, y_train, _ = cancer
+    clf = SiameseClassifier(**SMALL).partial_fit(
+        X_train[:100], y_train[:100], classes=[0, 1, 2]
+    )
+    assert clf.classes_.tolist() == [0, 1, 2]
+    proba = clf.predict_proba(X_test)
+    np.testing.assert_array_equal(proba[:, 2], 0.0)
+    assert set(clf.predict(X_test)) <= {0, 1}
+
+
+def test_partial_fit_errors(cancer):
+    X_train, _, y_train, _ = cancer
+    with pytest.raises(ValueError, match="classes must be passed on the first call"):
+        SiameseClassifier(**SMALL).partial_fit(X_train, y_train)
+    with pytest.raises(ValueError, match=re.escape("labels not in classes: [1]")):
+        SiameseClassifier(**SMALL).partial_fit(X_train, y_train, classes=[0, 2])
+    with pytest.raises(ValueError, match="at least 2 samples of each of at least 2"):
+        SiameseClassifier(**SMALL).partial_fit(
+            X_train[y_train == 0][:10], y_train[y_train == 0][:10], classes=[0, 1]
+        )
+    clf = SiameseClassifier(**SMALL).partial_fit(X_train, y_train, classes=[0, 1])
+    with pytest.raises(ValueError, match="X has 3 features"):
+        clf.partial_fit(X_train[:, :3], y_train)
+
+
+def test_partial_fit_after_fit_trains_on(cancer):
+    X_train, X_test, y_train, y_test = cancer
+    clf = SiameseClassifier(max_epochs=5, **SMALL).fit(X_train, y_train)
+    weights = [p.detach().clone() for p in clf.net_.module_.parameters()]
+    epochs = clf.n_epochs_
+    clf.partial_fit(X_train[:200], y_train[:200])  # classes_ known from fit
+    assert clf.n_epochs_ == epochs + 1
+    changed = [
+        not np.array_equal(a.numpy(), b.detach().numpy())
+        for a, b in zip(weights, clf.net_.module_.parameters(), strict=True)
+    ]
+    assert any(changed)
+    assert clf.classes_.tolist() == [0, 1]
+    assert clf.score(X_test, y_test) > 0.85
+
+
+def test_fit_after_partial_fit_starts_over(cancer):
+    X_train, X_test, y_train, _ = cancer
+    clf = SiameseClassifier(max_epochs=5, **SMALL)
+    clf.partial_fit(X_train, y_train, classes=[0, 1])
+    clf.fit(X_train, y_train)
+    fresh = SiameseClassifier(max_epochs=5, **SMALL).fit(X_train, y_train)
+    assert not hasattr(clf, "_stream")
+    np.testing.assert_array_equal(
+        clf.predict_proba(X_test), fresh.predict_proba(X_test)
+    )

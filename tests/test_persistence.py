@@ -1,0 +1,402 @@
+"""Saving and loading without pickle: round trips, devices, tampered files."""
+
+import io
+import json
+import pickle
+import re
+import zipfile
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits, load_wine
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import train_test_split
+from threadpoolctl import threadpool_limits
+from torch import nn
+
+import sksiamese._persistence as persistence
+from sksiamese import SiameseClassifier, SiamesePairClassifier, load
+
+SMALL = dict(hidden_layer_sizes=(16,), embedding_dim=4, max_epochs=3, random_state=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small fits run fastest, and steadiest on a busy machine, on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def wine():
+    X, y = load_wine(return_X_y=True)
+    return train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(wine):
+    X_train, _, y_train, _ = wine
+    return SiameseClassifier(**SMALL).fit(X_train, y_train)
+
+
+@pytest.fixture(scope="module")
+def saved(fitted, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "model.zip"
+    fitted.save(path)
+    return path
+
+
+def assert_same_predictions(a, b, X):
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))
+    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+    np.testing.assert_array_equal(
+        a.pair_score(X[:-1], X[1:]), b.pair_score(X[:-1], X[1:])
+    )
+
+
+def test_save_load_round_trip(fitted, saved, wine):
+    _, X_test, _, _ = wine
+    loaded = load(saved)
+    assert type(loaded) is SiameseClassifier
+    assert_same_predictions(fitted, loaded, X_test)
+    assert loaded.get_params() == fitted.get_params()
+    np.testing.assert_array_equal(loaded.classes_, fitted.classes_)
+    np.testing.assert_array_equal(loaded.references_, fitted.references_)
+    assert loaded.temperature_ == fitted.temperature_
+    assert loaded.n_features_in_ == fitted.n_features_in_
+    assert loaded.n_epochs_ == fitted.n_epochs_
+    assert len(loaded.history_) == len(fitted.history_)
+    assert loaded.history_[:, "train_loss"] == pytest.approx(
+        fitted.history_[:, "train_loss"]
+    )
+    # The loaded model is a complete estimator: clone and refit work.
+    assert clone(loaded).get_params() == fitted.get_params()
+
+
+def test_file_holds_no_pickle(saved):
+    with zipfile.ZipFile(saved) as zf:
+        assert sorted(zf.namelist()) == sorted(persistence._MEMBERS)
+        metadata = json.loads(zf.read("metadata.json"))
+        with np.load(io.BytesIO(zf.read("arrays.npz")), allow_pickle=False) as npz:
+            assert all(npz[name].dtype != object for name in npz.files)
+        torch.load(io.BytesIO(zf.read("weights.pt")), weights_only=True)
+    assert metadata["class"] == "SiameseClassifier"
+    assert metadata["params"]["callbacks"] is None
+
+
+def test_string_labels_blanks_bce_prototypes_and_pandas_output(tmp_path):
+    pd = pytest.importorskip("pandas")
+    X, y = load_wine(return_X_y=True, as_frame=True)
+    X = X.copy()
+    X.iloc[::7, 2] = np.nan  # a column with blanks adds a "was blank" input
+    y = np.array(["barolo", "grignolino", "barbera"], dtype=object)[y]
+    clf = SiameseClassifier(
+        loss="bce", references="prototypes", **{**SMALL, "random_state": 1}
+    )
+    clf.fit(X, y).set_output(transform="pandas")
+    clf.save(tmp_path / "m.zip")
+    loaded = load(tmp_path / "m.zip")
+    assert loaded.classes_.dtype == object
+    assert loaded.classes_.tolist() == clf.classes_.tolist()
+    np.testing.assert_array_equal(loaded.feature_names_in_, clf.feature_names_in_)
+    np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    out = loaded.transform(X)
+    assert isinstance(out, pd.DataFrame)
+    pd.testing.assert_frame_equal(out, clf.transform(X))
+
+
+def test_cnn_encoder_round_trip(tmp_path):
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:80].reshape(-1, 8, 8)[:, ::2, ::2], y[:80]  # 4 x 4 images
+    clf = SiameseClassifier(
+        "cnn", embedding_dim=4, max_epochs=1, batch_size=32, random_state=0
+    ).fit(X, y)
+    clf.save(tmp_path / "cnn.zip")
+    loaded = load(tmp_path / "cnn.zip")
+    assert loaded.image_shape_ == (1, 4, 4)
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    np.testing.assert_array_equal(loaded.transform(X), clf.transform(X))
+    # Batch-norm running statistics are part of the saved state.
+    buffers = dict(loaded.net_.module_.named_buffers())
+    assert any(name.endswith("running_mean") for name in buffers)
+
+
+def test_pair_classifier_round_trip(tmp_path):
+    images, digit = load_digits(return_X_y=True)
+    a, b = np.random.RandomState(0).randint(len(images), size=(2, 200))
+    X, y = np.stack([images[a], images[b]], axis=1), digit[a] == digit[b]
+    clf = SiamesePairClassifier(**SMALL).fit(X, y)
+    clf.calibrate_threshold(X, y, strategy="f_beta")
+    clf.save(tmp_path / "pairs.zip")
+    loaded = load(tmp_path / "pairs.zip")
+    assert type(loaded) is SiamesePairClassifier
+    assert loaded.threshold_ == clf.threshold_
+    assert loaded.get_params() == clf.get_params()
+    for method in ("predict", "predict_proba", "decision_function", "transform"):
+        np.testing.assert_array_equal(
+            getattr(loaded, method)(X), getattr(clf, method)(X)
+        )
+    np.testing.assert_array_equal(
+        loaded.transform(images[:5]), clf.transform(images[:5])
+    )
+    # Pairs side by side, as users' CSV files have them.
+    flat = X.reshape(len(X), -1)
+    np.testing.assert_array_equal(loaded.predict_proba(flat), clf.predict_proba(flat))
+
+
+def test_partial_fit_goes_on_after_a_reload(wine, tmp_path):
+    X, _, y, _ = wine
+    chunks = np.array_split(np.arange(len(X)), 4)
+    clf = SiameseClassifier(**SMALL)
+    for c in chunks[:2]:
+        clf.partial_fit(X[c], y[c], classes=[0, 1, 2])
+    clf.save(tmp_path / "stream.zip")
+    loaded = load(tmp_path / "stream.zip")
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    # The kept sample, the random streams and the optimizer's moments are all
+    # saved, so the next chunks train both copies alike.
+    for c in chunks[2:]:
+        clf.partial_fit(X[c], y[c])
+        loaded.partial_fit(X[c], y[c])
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+class TinyEncoder(nn.Module):
+    def __init__(self, n_inputs=13, width=4):
+        super().__init__()
+        self.layer = nn.Linear(n_inputs, width)
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+@pytest.mark.parametrize("as_class", [False, True])
+def test_user_module_is_passed_back_at_load(wine, tmp_path, as_class):
+    X_train, X_test, y_train, _ = wine
+    encoder = TinyEncoder if as_class else TinyEncoder(13, 4)
+    params = {"encoder_params": {"n_inputs": 13, "width": 4}} if as_class else {}
+    clf = SiameseClassifier(encoder, max_epochs=2, random_state=0, **params)
+    clf.fit(X_train, y_train).save(tmp_path / "user.zip")
+
+    msg = re.escape("trained with a user-supplied encoder (") + r"\S*TinyEncoder\)"
+    with pytest.raises(ValueError, match=msg):
+        load(tmp_path / "user.zip")
+    loaded = load(tmp_path / "user.zip", encoder=encoder)
+    assert_same_predictions(clf, loaded, X_test)
+
+    wrong = nn.Linear(13, 4) if as_class else TinyEncoder(13, 5)
+    with pytest.raises(ValueError, match="saved weights do not fit the network"):
+        load(tmp_path / "user.zip", encoder=wrong)
+
+
+def test_encoder_argument_only_for_user_modules(saved):
+    with pytest.raises(ValueError, match="encoder is only needed for models trained"):
+        load(saved, encoder=TinyEncoder())
+
+
+def test_model_saved_for_cuda_loads_on_cpu(fitted, wine, tmp_path, monkeypatch):
+    _, X_test, _, _ = wine
+    cuda_model = pickle.loads(pickle.dumps(fitted)).set_params(device="cuda")
+    cuda_model.save(tmp_path / "cuda.zip")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = load(tmp_path / "cuda.zip")
+    assert loaded.get_params()["device"] == "cuda"
+    assert str(loaded.net_.device) == "cpu"
+    assert all(p.device.type == "cpu" for p in loaded.net_.module_.parameters())
+    assert_same_predictions(fitted, loaded, X_test)
+
+
+def test_device_can_be_chosen_at_load(saved):
+    assert str(load(saved, device="cpu").net_.device) == "cpu"
+    with pytest.raises(ValueError, match="device must be"):
+        load(saved, device="tpu")
+
+
+def test_loading_leaves_the_global_torch_stream_alone(saved):
+    before = torch.random.get_rng_state()
+    load(saved)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_random_state_instance_and_callbacks(wine, tmp_path):
+    from skorch.callbacks import Callback
+
+    X_train, _, y_train, _ = wine
+    rs = np.random.RandomState(3)
+    clf = SiameseClassifier(**{**SMALL, "random_state": rs, "callbacks": [Callback()]})
+    clf.fit(X_train, y_train).save(tmp_path / "rs.zip")
+    loaded = load(tmp_path / "rs.zip")
+    assert loaded.callbacks is None
+    assert isinstance(loaded.random_state, np.random.RandomState)
+    assert loaded.random_state.randint(10**9) == rs.randint(10**9)
+
+
+def test_save_needs_a_fitted_estimator(tmp_path):
+    with pytest.raises(NotFittedError):
+        SiameseClassifier().save(tmp_path / "m.zip")
+    assert not (tmp_path / "m.zip").exists()
+
+
+def test_save_refuses_what_it_cannot_write_without_pickle(fitted, tmp_path):
+    model = pickle.loads(pickle.dumps(fitted))
+    model.extra_ = object()
+    with pytest.raises(TypeError, match="attribute 'extra_': cannot save a value"):
+        model.save(tmp_path / "m.zip")
+    assert list(tmp_path.iterdir()) == []  # no partial file left behind
+
+
+def test_pickle_and_joblib_still_round_trip(fitted, wine, tmp_path):
+    _, X_test, _, _ = wine
+    assert_same_predictions(fitted, pickle.loads(pickle.dumps(fitted)), X_test)
+    joblib.dump(fitted, tmp_path / "m.joblib")
+    assert_same_predictions(fitted, joblib.load(tmp_path / "m.joblib"), X_test)
+
+
+# -- tampered files --------------------------------------------------------------
+
+_EXECUTED = []
+
+
+def _payload():
+    _EXECUTED.append(True)
+    return {}
+
+
+class _Evil:
+    def __reduce__(self):
+        return (_payload, ())
+
+
+def _rewrite(src, dst, **replace):
+    """Copy model file ``src`` to ``dst`` with some members replaced."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            data = replace.pop(name, None)
+            if data is None:
+                data = zin.read(name)
+            if data != b"<drop>":
+                zout.writestr(name, data)
+    return dst
+
+
+def _edited_metadata(path, edit):
+    with zipfile.ZipFile(path) as zf:
+        metadata = json.loads(zf.read("metadata.json"))
+    edit(metadata)
+    return json.dumps(metadata).encode()
+
+
+def _npz_with_object_array():
+    buffer = io.BytesIO()
+    np.savez(buffer, a0=np.array([_Evil()], dtype=object))
+    return buffer.getvalue()
+
+
+def _torch_pickle():
+    buffer = io.BytesIO()
+    torch.save({"module": _Evil(), "criterion": {}}, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "member, data, message",
+    [
+        ("weights.pt", pickle.dumps(_Evil()), "weights.pt is not a plain tensor file"),
+        ("weights.pt", None, "weights.pt is not a plain tensor file"),
+        ("arrays.npz", pickle.dumps(_Evil()), "arrays.npz is not a pickle-free"),
+        ("arrays.npz", None, "arrays.npz is not a pickle-free"),
+        ("metadata.json", b"{not json", "metadata.json is not valid JSON"),
+        ("history.json", b"<drop>", "missing history.json"),
+    ],
+    ids=[
+        "pickle-as-weights",
+        "torch-file-with-code",
+        "pickle-as-arrays",
+        "npz-with-object-array",
+        "broken-json",
+        "missing-member",
+    ],
+)
+def test_tampered_member_is_refused(saved, tmp_path, member, data, message):
+    if data is None:
+        data = _torch_pickle() if member == "weights.pt" else _npz_with_object_array()
+    path = _rewrite(saved, tmp_path / "bad.zip", **{member: data})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load(path)
+    assert not _EXECUTED
+
+
+def _set(*keys, value):
+    def edit(metadata):
+        target = metadata
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_set("class", value="os.system"), "unknown estimator class 'os.system'"),
+        (_set("class", value="Pipeline"), "unknown estimator class 'Pipeline'"),
+        (_set("format_version", value=99), "format version 99"),
+        (_set("format", value="other"), "does not describe an sksiamese model"),
+        (_set("params", "colour", value="red"), "invalid parameters"),
+        (_set("params", "max_epochs", value=-1), "invalid parameters"),
+        (_set("attributes", "predict", value=1), "invalid attribute name 'predict'"),
+        (_set("attributes", "__class__", value=1), "invalid attribute name"),
+        (
+            _set("attributes", "_scaler", "__object__", value="subprocess.Popen"),
+            "unknown class 'subprocess.Popen'",
+        ),
+        (
+            _set("attributes", "classes_", value={"__array__": "nope"}),
+            "missing array 'nope'",
+        ),
+        (_set("attributes", "x_", value={"__eval__": "1"}), "unknown entry"),
+        (
+            _set("net", "criterion", "class", value="TripletMarginLoss"),
+            "unknown criterion class",
+        ),
+        (
+            _set("params", "encoder", value={"__user_module__": "os.system"}),
+            "trained with a user-supplied encoder (os.system)",
+        ),
+    ],
+)
+def test_tampered_metadata_is_refused(saved, tmp_path, edit, message):
+    data = _edited_metadata(saved, edit)
+    path = _rewrite(saved, tmp_path / "bad.zip", **{"metadata.json": data})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load(path)
+
+
+def test_weights_of_another_network_are_refused(saved, wine, tmp_path):
+    X_train, _, y_train, _ = wine
+    other = SiameseClassifier(**{**SMALL, "embedding_dim": 6}).fit(X_train, y_train)
+    other.save(tmp_path / "other.zip")
+    with zipfile.ZipFile(tmp_path / "other.zip") as zf:
+        weights = zf.read("weights.pt")
+    path = _rewrite(saved, tmp_path / "bad.zip", **{"weights.pt": weights})
+    with pytest.raises(ValueError, match="saved weights do not fit the network"):
+        load(path)
+
+
+def test_not_a_model_file(tmp_path):
+    path = tmp_path / "model.zip"
+    path.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="not a zip archive"):
+        load(path)
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "missing.zip")

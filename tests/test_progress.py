@@ -1,0 +1,52 @@
+"""``verbose=2``: a progress bar over the balanced batches of each epoch."""
+
+import pytest
+import torch
+from sklearn.datasets import load_wine
+from threadpoolctl import threadpool_limits
+
+from sksiamese import SiameseClassifier
+from sksiamese._progress import BalancedProgressBar
+
+SMALL = dict(hidden_layer_sizes=(8,), embedding_dim=2, max_epochs=2, random_state=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small fits run fastest, and steadiest on a busy machine, on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def wine():
+    return load_wine(return_X_y=True)
+
+
+def callbacks(clf):
+    return dict(clf.net_.callbacks_)
+
+
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_no_progress_bar_by_default(wine, capsys, verbose):
+    clf = SiameseClassifier(verbose=verbose, **SMALL).fit(*wine)
+    assert "progress_bar" not in callbacks(clf)
+    out, err = capsys.readouterr()
+    assert "train_loss" not in err
+    assert ("train_loss" in out) == bool(verbose)
+
+
+def test_verbose_2_draws_a_bar_with_the_right_batch_count(wine, capsys):
+    # 10 samples per class in a batch of 30, the 178 wine samples less the 18
+    # held out: ceil(160 / 30) training batches and ceil(18 / 30) held-out ones.
+    clf = SiameseClassifier(verbose=2, batch_size=32, **SMALL).fit(*wine)
+    bar = callbacks(clf)["progress_bar"]
+    assert isinstance(bar, BalancedProgressBar)
+    per_epoch = len(clf.history_[-1, "batches"])
+    assert sum(bar.counts_.values()) == per_epoch == 6 + 1
+    out, err = capsys.readouterr()
+    assert "train_loss" in out  # the per-epoch table, as with verbose=1
+    assert f"/{per_epoch} [" in err  # tqdm's "k/total [time]" on stderr
