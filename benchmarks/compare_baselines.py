@@ -63,10 +63,16 @@ def main(argv=None):
             results[name] = res
         rf_time = results["RandomForest(300)"]["fit_time"].mean()
         for name, res in results.items():
-            rows.append((
-                data_name, name, res["test_score"].mean(), res["test_score"].std(),
-                res["fit_time"].mean(), res["fit_time"].mean() / rf_time,
-            ))
+            rows.append(
+                (
+                    data_name,
+                    name,
+                    res["test_score"].mean(),
+                    res["test_score"].std(),
+                    res["fit_time"].mean(),
+                    res["fit_time"].mean() / rf_time,
+                )
+            )
 
     header = (
         f"{'dataset':<14} {'model':<20} {'balanced acc':>16} "

@@ -42,7 +42,7 @@ def plain_fit(X, y, epochs, batch_size, seed):
     for _ in range(epochs):
         perm = torch.randperm(len(Xt))
         for start in range(0, len(Xt), batch_size):
-            idx = perm[start:start + batch_size]
+            idx = perm[start : start + batch_size]
             opt.zero_grad()
             loss = criterion(module(Xt[idx]), yt[idx], module)
             loss.backward()
@@ -54,8 +54,9 @@ def plain_fit(X, y, epochs, batch_size, seed):
 def plain_forward(module, X, batch_size=4096):
     module.eval()
     Xt = torch.from_numpy(X)
-    return torch.cat([module(Xt[s:s + batch_size]) for s in range(0, len(Xt),
-                                                                  batch_size)])
+    return torch.cat(
+        [module(Xt[s : s + batch_size]) for s in range(0, len(Xt), batch_size)]
+    )
 
 
 @torch.inference_mode()
@@ -92,7 +93,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     X, y = make_classification(
-        args.n_samples, args.n_features, n_informative=10, weights=[0.9],
+        args.n_samples,
+        args.n_features,
+        n_informative=10,
+        weights=[0.9],
         random_state=0,
     )
     X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
@@ -101,8 +105,11 @@ def main(argv=None):
         lambda: plain_fit(X, y, args.epochs, args.batch_size, 0), args.repeat
     )
     clf = SiameseClassifier(
-        max_epochs=args.epochs, batch_size=args.batch_size, early_stopping=False,
-        validation_fraction=0.0, random_state=0,
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        early_stopping=False,
+        validation_fraction=0.0,
+        random_state=0,
     )
     t_fit, _ = timed(lambda: clf.fit(X, y), args.repeat)
     t_fwd, _ = timed(lambda: plain_forward(module, X), args.repeat + 1)
@@ -110,8 +117,13 @@ def main(argv=None):
     t_proba, proba = timed(lambda: clf.predict_proba(X), args.repeat + 1)
     t_plain_proba, plain_proba = timed(
         lambda: plain_predict_proba(
-            clf.net_.module_, X, clf.references_, clf._reference_codes,
-            len(clf.classes_), clf.n_neighbors, clf.temperature_,
+            clf.net_.module_,
+            X,
+            clf.references_,
+            clf._reference_codes,
+            len(clf.classes_),
+            clf.n_neighbors,
+            clf.temperature_,
         ),
         args.repeat + 1,
     )
@@ -125,8 +137,7 @@ def main(argv=None):
         ("predict", "plain forward pass", args.n_samples / t_fwd, 1.0),
         ("predict", "transform", args.n_samples / t_transform, t_fwd / t_transform),
         ("predict", "plain forward+references", args.n_samples / t_plain_proba, 1.0),
-        ("predict", "predict_proba", args.n_samples / t_proba,
-         t_plain_proba / t_proba),
+        ("predict", "predict_proba", args.n_samples / t_proba, t_plain_proba / t_proba),
     ]
     print(
         f"{args.n_samples} samples x {args.n_features} features, {args.epochs} "

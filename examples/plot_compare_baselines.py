@@ -70,8 +70,13 @@ for i, model_name in enumerate(models):
     acc = [scores[d, model_name]["test_score"] for d in datasets]
     fit = [scores[d, model_name]["fit_time"] for d in datasets]
     offset = x + (i - (len(models) - 1) / 2) * width
-    ax_acc.bar(offset, [a.mean() for a in acc], width,
-               yerr=[a.std() for a in acc], label=model_name)
+    ax_acc.bar(
+        offset,
+        [a.mean() for a in acc],
+        width,
+        yerr=[a.std() for a in acc],
+        label=model_name,
+    )
     ax_time.bar(offset, [f.mean() for f in fit], width, label=model_name)
 for ax in (ax_acc, ax_time):
     ax.set_xticks(x, list(datasets))
