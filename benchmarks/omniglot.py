@@ -9,8 +9,10 @@ runs, ``fit_references`` with the one drawing of each of its 20 characters
 
 As is usual on Omniglot, each character's drawings turned by 90, 180 and 270
 degrees are added as new characters (4x the classes), and training images get
-small random affine distortions (``augment=True``). The budget is a number of
-epochs; wall times are printed to put it in context.
+small random affine distortions (``augment=True``). The loss is ``"prototype"``
+on batches of 128 characters x 2 drawings, with a cosine learning-rate schedule.
+The budget is a number of epochs; wall and CPU times are printed to put it in
+context (they depend on the machine and on what else runs on it).
 
 In the same run, the references: pixel-space 1-nearest-neighbour on the same
 trials (euclidean distance between the images), and chance (5%). With
@@ -20,8 +22,9 @@ Data: the folder holding ``images_background_small1.zip``,
 ``images_background_small2.zip`` and ``all_runs.zip`` of the brendenlake/omniglot
 repository (not downloaded).
 
-Run: ``python benchmarks/omniglot.py --data PATH [--epochs 40] [--seed 0]
-[--compare-losses]``
+Run: ``python benchmarks/omniglot.py --data PATH [--epochs 16] [--seed 0]
+[--loss prototype] [--samples-per-class 2] [--no-augment] [--no-rotations]
+[--compare-losses EPOCHS]``
 """
 
 import argparse
@@ -67,7 +70,7 @@ def pixel_1nn_accuracy(trials):
     return correct / trials.query_target.size
 
 
-def make_classifier(loss, epochs, seed, augment=True, samples_per_class=4):
+def make_classifier(loss, epochs, seed, augment=True, samples_per_class=2):
     return SiameseClassifier(
         encoder="cnn",
         embedding_dim=64,
@@ -111,7 +114,7 @@ def main(argv=None):
     parser.add_argument("--no-rotations", action="store_true")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument(
-        "--samples-per-class", type=int, default=4, help="K of the 256-image batches"
+        "--samples-per-class", type=int, default=2, help="K of the 256-image batches"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

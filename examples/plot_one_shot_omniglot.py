@@ -66,8 +66,9 @@ print(trials.DESCR)
 # against the mean embedding of each character in the batch; batches hold 64
 # characters with 4 drawings each. ``augment=True`` distorts every drawing by a
 # small random affine transform each time it is drawn. Two passes over the data
-# keep this example short; more epochs (and the rotated characters added as new
-# classes, see ``benchmarks/omniglot.py``) do better.
+# keep this example short; longer training, with the rotated characters added
+# as new classes and batches of 128 characters x 2 drawings, does better
+# (``benchmarks/omniglot.py``).
 clf = SiameseClassifier(
     encoder="cnn",
     embedding_dim=64,
