@@ -2,10 +2,21 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_iris
+from threadpoolctl import threadpool_limits
 
-# The suite runs in parallel processes (pytest -n); one torch thread each keeps
-# them from competing for the same cores, which slows small models severalfold.
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """One torch and BLAS thread per test process.
+
+    The suite runs in parallel processes (pytest -n); tiny models gain nothing
+    from threads, and threads competing for the same cores slow them severalfold.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)

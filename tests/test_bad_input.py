@@ -19,7 +19,6 @@ import pytest
 import scipy.sparse as sp
 import torch
 from sklearn.exceptions import NotFittedError
-from threadpoolctl import threadpool_limits
 
 from sksiamese import SiameseClassifier, SiamesePairClassifier, TrainingDivergedError
 from sksiamese._cli import main
@@ -839,16 +838,6 @@ PAIR_CASES = [
     Pair("pairs-transform-single-vectors", "pairs", "transform", (pairs[:, 0],), None),
     Pair("pairs-predict-side-by-side", "pairs", "predict_proba", (flat,), None),
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny fits run fastest, and steadiest on a busy machine, on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

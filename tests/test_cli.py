@@ -7,24 +7,12 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from sklearn.datasets import load_breast_cancer, load_wine
-from threadpoolctl import threadpool_limits
 
 from sksiamese import _cli
 from sksiamese._cli import main, read_csv
 
 FAST = ["--folds", "2", "--max-epochs", "2", "--quiet"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small fits run fastest, and steadiest on a busy machine, on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
 
 
 def write_csv(path, header, rows):

@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from imblearn.pipeline import make_pipeline as make_imb_pipeline
 from imblearn.under_sampling import RandomUnderSampler
 from sklearn.exceptions import NotFittedError
@@ -24,15 +23,6 @@ from sksiamese._threshold import select_threshold
 from sksiamese.datasets import make_survey
 
 SMALL = dict(hidden_layer_sizes=(32,), embedding_dim=8, max_epochs=15, random_state=0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny networks gain nothing from threads, and lose much on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

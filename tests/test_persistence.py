@@ -14,23 +14,12 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits, load_wine
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import train_test_split
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 import sksiamese._persistence as persistence
 from sksiamese import SiameseClassifier, SiamesePairClassifier, load
 
 SMALL = dict(hidden_layer_sizes=(16,), embedding_dim=4, max_epochs=3, random_state=0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small fits run fastest, and steadiest on a busy machine, on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,9 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from sklearn.datasets import load_iris
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from sksiamese import SiameseClassifier, SiamesePairClassifier
 from sksiamese.plotting import (
@@ -24,16 +22,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 SMALL = dict(hidden_layer_sizes=(16,), embedding_dim=4, max_epochs=4, random_state=0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small fits run fastest, and steadiest on a busy machine, on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)

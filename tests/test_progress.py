@@ -1,24 +1,12 @@
 """``verbose=2``: a progress bar over the balanced batches of each epoch."""
 
 import pytest
-import torch
 from sklearn.datasets import load_wine
-from threadpoolctl import threadpool_limits
 
 from sksiamese import SiameseClassifier
 from sksiamese._progress import BalancedProgressBar
 
 SMALL = dict(hidden_layer_sizes=(8,), embedding_dim=2, max_epochs=2, random_state=0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small fits run fastest, and steadiest on a busy machine, on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

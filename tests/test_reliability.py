@@ -14,7 +14,6 @@ from hypothesis.extra.numpy import arrays
 from sklearn.exceptions import NotFittedError
 from skorch import NeuralNet
 from skorch.callbacks import Callback
-from threadpoolctl import threadpool_limits
 
 import sksiamese._net
 from sksiamese import SiameseClassifier, SiamesePairClassifier, TrainingDivergedError
@@ -27,16 +26,6 @@ TINY = dict(
     batch_size=16,
     random_state=0,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny fits run fastest, and steadiest on a busy machine, on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
