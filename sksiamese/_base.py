@@ -218,6 +218,11 @@ class _BaseSiamese(BaseEstimator):
         X = self._validate_X(X, reset=False)
         return self._scaler.transform(X)
 
+    def _embed(self, X):
+        """Embeddings of raw ``X`` for a fitted estimator (scaled in blocks)."""
+        X = self._validate_X(X, reset=False)
+        return self.net_.embed(X, prepare=self._scaler.transform)
+
     # -- network ---------------------------------------------------------------
 
     def _build_module(self, n_inputs, head, probe, device):
@@ -382,7 +387,7 @@ class _BaseSiamese(BaseEstimator):
         X_embedded : ndarray of shape (n_samples, embedding_dim)
         """
         check_is_fitted(self)
-        return self.net_.embed(self._encode(X)).astype(np.float64)
+        return self._embed(X).astype(np.float64)
 
     def pair_distance(self, X1, X2):
         """Dissimilarity of row ``i`` of ``X1`` and row ``i`` of ``X2``.

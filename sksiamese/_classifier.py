@@ -405,6 +405,7 @@ class SiameseClassifier(
             )
         else:
             R, r_codes = self._select_references(E[train], codes[train], rng)
+            held = held[_cap_per_class(codes[held], _CALIBRATION_PER_CLASS, rng)]
             S = net.class_dissimilarity(
                 E[held], R, r_codes, len(classes), self.n_neighbors
             )
@@ -492,15 +493,15 @@ class SiameseClassifier(
 
     @staticmethod
     def _class_centres(E, k, rng):
+        # k-means on a subsample is as good as on everything for k centres and
+        # keeps this step cheap on hundreds of thousands of samples.
+        if len(E) > 20 * k:
+            E = E[rng.choice(len(E), 20 * k, replace=False)]
         E = np.unique(E, axis=0)  # repeated rows (e.g. oversampled) count once
         if len(E) <= k:
             return E
-        # k-means on a subsample is as good as on everything for k centres and
-        # keeps this step cheap on hundreds of thousands of samples.
-        if len(E) > 50 * k:
-            E = E[rng.choice(len(E), 50 * k, replace=False)]
         km = KMeans(
-            n_clusters=k, n_init=1, max_iter=100, random_state=rng.randint(2**31 - 1)
+            n_clusters=k, n_init=1, max_iter=50, random_state=rng.randint(2**31 - 1)
         )
         return km.fit(E.astype(np.float64)).cluster_centers_.astype(np.float32)
 
@@ -514,18 +515,25 @@ class SiameseClassifier(
         for c in range(n_classes):
             idx = rng.permutation(np.flatnonzero(codes == c))
             half[idx[: len(idx) // 2]] = True
-        S = np.empty((len(codes), n_classes))
-        d_all, same_all = [], []
+        S_all, y_all, d_all, same_all = [], [], [], []
         for q in (half, ~half):
             r = ~q
             R, r_codes = self._select_references(E[r], codes[r], rng)
-            S[q] = net.class_dissimilarity(
-                E[q], R, r_codes, n_classes, self.n_neighbors
+            q = np.flatnonzero(q)
+            q = q[_cap_per_class(codes[q], _CALIBRATION_PER_CLASS, rng)]
+            S_all.append(
+                net.class_dissimilarity(E[q], R, r_codes, n_classes, self.n_neighbors)
             )
+            y_all.append(codes[q])
             d, same = self._calibration_pairs(net, E[q], codes[q], E[r], codes[r], rng)
             d_all.append(d)
             same_all.append(same)
-        return S, codes, np.concatenate(d_all), np.concatenate(same_all)
+        return (
+            np.concatenate(S_all),
+            np.concatenate(y_all),
+            np.concatenate(d_all),
+            np.concatenate(same_all),
+        )
 
     @staticmethod
     def _calibration_pairs(net, Q, q_codes, R, r_codes, rng, max_queries=10_000):
@@ -745,7 +753,7 @@ class SiameseClassifier(
 
     def _class_dissimilarity(self, X):
         check_is_fitted(self)
-        E = self.net_.embed(self._encode(X))
+        E = self._embed(X)
         return self.net_.class_dissimilarity(
             E,
             self.references_,
@@ -924,6 +932,23 @@ class SiameseClassifier(
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64"]
         return tags
+
+
+# Calibration fits one or two numbers: a few thousand samples of each class
+# determine them as well as hundreds of thousands, at a fraction of the cost.
+_CALIBRATION_PER_CLASS = 2000
+
+
+def _cap_per_class(codes, cap, rng):
+    """Sorted positions of at most ``cap`` randomly chosen samples per class."""
+    counts = np.bincount(codes)
+    if counts.max() <= cap:
+        return np.arange(len(codes))
+    keep = []
+    for c in np.flatnonzero(counts):
+        idx = np.flatnonzero(codes == c)
+        keep.append(idx if len(idx) <= cap else rng.choice(idx, cap, replace=False))
+    return np.sort(np.concatenate(keep))
 
 
 def _fit_temperature(S, codes, n_classes):

@@ -101,6 +101,17 @@ class SiameseNet(NeuralNet):
         super().__init__(*args, **kwargs)
         self.mixed_precision = mixed_precision
 
+    def _set_training(self, training=True):
+        # skorch sets the mode before every step; walking the module tree each
+        # time costs more than a small encoder's forward pass. Skip the walk
+        # when every module is already in the requested mode.
+        for name in self._modules + self._criteria:
+            module = getattr(self, name + "_")
+            if isinstance(module, torch.nn.Module) and any(
+                m.training != training for m in module.modules()
+            ):
+                module.train(training)
+
     def _to_device(self, x):
         # Asynchronous when the source is pinned host memory.
         if isinstance(x, torch.Tensor):
@@ -129,18 +140,27 @@ class SiameseNet(NeuralNet):
     # -- inference without DataLoaders: embed once, compare to references --------
 
     @torch.inference_mode()
-    def embed(self, X, batch_size=4096):
-        """Embeddings of the rows of float32 ``X`` as a float32 numpy array."""
+    def embed(self, X, batch_size=4096, prepare=None):
+        """Embeddings of the rows of ``X`` as a float32 numpy array.
+
+        ``X`` holds float32 encoder inputs, or raw rows that ``prepare`` turns
+        into them block by block (scaling a block that sits in the CPU cache is
+        faster than scaling the whole array first).
+        """
         module = self.module_
         module.eval()
         out = []
-        X = torch.as_tensor(X)
         for start in range(0, len(X), batch_size):
-            xb = X[start : start + batch_size].to(self.device, non_blocking=True)
+            xb = X[start : start + batch_size]
+            if prepare is not None:
+                xb = prepare(xb)
+            xb = torch.as_tensor(xb).to(self.device, non_blocking=True)
             out.append(module(xb).float().cpu())
         E = torch.cat(out).numpy()
-        bad = ~np.isfinite(E).all(axis=1)
-        if bad.any():
+        # A float64 sum of float32 values cannot overflow: it is finite exactly
+        # when every value is, and costs one pass instead of a mask.
+        if not np.isfinite(E.sum(dtype=np.float64)):
+            bad = ~np.isfinite(E).all(axis=1)
             # Distances to NaN would give NaN probabilities and arbitrary labels.
             raise ValueError(
                 f"The encoder returned NaN or infinite embeddings for {bad.sum()} "

@@ -54,18 +54,23 @@ class BlankAwareScaler:
     def transform(self, X):
         """Return a float32 array of ``n_features + n_blank_columns`` columns."""
         with np.errstate(over="ignore", invalid="ignore"):
-            Z = (X - self.mean_.astype(X.dtype)) / self.scale_.astype(X.dtype)
-        blank = np.isnan(Z)
-        if blank.any():
-            Z[blank] = 0.0
-        with np.errstate(over="ignore"):
+            Z = X - self.mean_.astype(X.dtype)
+            Z /= self.scale_.astype(X.dtype)
             Z = Z.astype(np.float32, copy=False)
+        # One pass when everything is finite, the common case.
+        blank = None
         if not np.isfinite(Z).all():
-            raise ValueError(
-                "X holds values too large to scale for float32 computation "
-                "(after scaling some exceed 3e38). Rescale or clip the input."
-            )
+            blank = np.isnan(Z)
+            Z[blank] = 0.0
+            if not np.isfinite(Z).all():
+                raise ValueError(
+                    "X holds values too large to scale for float32 computation "
+                    "(after scaling some exceed 3e38). Rescale or clip the input."
+                )
         if len(self.blank_columns_):
-            flags = blank[:, self.blank_columns_].astype(np.float32)
+            if blank is None:
+                flags = np.zeros((len(Z), len(self.blank_columns_)), np.float32)
+            else:
+                flags = blank[:, self.blank_columns_].astype(np.float32)
             Z = np.hstack([Z, flags])
         return np.ascontiguousarray(Z)
