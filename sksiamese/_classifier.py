@@ -75,13 +75,14 @@ class SiameseClassifier(
     encoder_params : dict, default=None
         Keyword arguments for ``encoder`` when it is a module class.
 
-    loss : {"contrastive", "bce", "triplet", "prototype"}, default="contrastive"
-        Training objective over the samples of a batch. ``"contrastive"``: all
-        in-batch pairs, same pairs pulled together and different pairs pushed
-        ``margin`` apart. ``"bce"``: a learned sigmoid head on ``|a - b|`` (Koch
-        et al.); ``distance`` is then not used. ``"triplet"``: batch semi-hard
-        triplets. ``"prototype"``: softmax over distances to the in-batch class
-        means (prototypical networks).
+    loss : {"prototype", "contrastive", "bce", "triplet"}, default="prototype"
+        Training objective over the samples of a batch. ``"prototype"``: softmax
+        over distances to the in-batch class means (prototypical networks).
+        ``"contrastive"``: all in-batch pairs, same pairs pulled together and
+        different pairs pushed ``margin`` apart. ``"bce"``: a learned sigmoid
+        head on ``|a - b|`` (Koch et al.); ``distance`` is then not used.
+        ``"triplet"``: batch semi-hard triplets. The default was chosen by
+        measurement (see the User Guide, "Choosing the loss").
 
     distance : {"euclidean", "manhattan", "cosine"}, default="euclidean"
         Distance between embeddings.
@@ -98,6 +99,19 @@ class SiameseClassifier(
 
     n_neighbors : int, default=5
         Number of closest references of each class averaged into its score.
+
+    class_weight : dict, "balanced" or None, default=None
+        Weight of each class in the training loss, as ``{label: weight}``; a
+        pair counts with the mean weight of its two samples. Batches are
+        class-balanced already, so every class counts equally without weights:
+        None and ``"balanced"`` (accepted for symmetry with scikit-learn's
+        estimators) are the same. A dict such as ``{0: 1, 1: 5}`` makes the
+        loss around class 1 count five times more; classes left out weigh 1.
+        The weights also act as class priors in :meth:`predict_proba` (its
+        log-odds shift by ``log(w_1 / w_0)``), so that :meth:`predict` favours
+        heavy classes as in scikit-learn's estimators. To trade recall against
+        precision on held-out data, :meth:`calibrate_threshold` is the
+        measured alternative.
 
     max_epochs : int, default=100
         Maximum number of passes over the training data.
@@ -243,6 +257,7 @@ class SiameseClassifier(
             Interval(numbers.Integral, 1, None, closed="left"),
         ],
         "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
         "samples_per_class": [Interval(numbers.Integral, 2, None, closed="left"), None],
         "augment": ["boolean"],
         "mixed_precision": ["boolean"],
@@ -257,11 +272,12 @@ class SiameseClassifier(
         dropout=0.0,
         image_shape=None,
         encoder_params=None,
-        loss="contrastive",
+        loss="prototype",
         distance="euclidean",
         margin=1.0,
         references=100,
         n_neighbors=5,
+        class_weight=None,
         max_epochs=100,
         batch_size=128,
         samples_per_class=None,
@@ -290,6 +306,7 @@ class SiameseClassifier(
         self.margin = margin
         self.references = references
         self.n_neighbors = n_neighbors
+        self.class_weight = class_weight
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.samples_per_class = samples_per_class
@@ -372,7 +389,7 @@ class SiameseClassifier(
             )
             net = self._make_net(
                 module,
-                InBatchLoss(self.loss, self.margin),
+                InBatchLoss(self.loss, self.margin, self._class_weights(classes)),
                 None if held is None else (Z[held], codes[held]),
                 rng,
                 device,
@@ -440,6 +457,32 @@ class SiameseClassifier(
         if scaler.n_outputs != int(np.prod(self.image_shape_)):
             raise ValueError("augment=True does not accept blanks (NaN) in images.")
         return self.image_shape_
+
+    def _class_weights(self, classes):
+        """``class_weight`` as one weight per class code, or None."""
+        if self.class_weight is None or isinstance(self.class_weight, str):
+            return None
+        position = {label: i for i, label in enumerate(classes.tolist())}
+        weights = np.ones(len(classes))
+        for label, weight in self.class_weight.items():
+            label = label.item() if isinstance(label, np.generic) else label
+            if label not in position:
+                raise ValueError(
+                    f"class_weight names the class {label!r}, which is not among "
+                    f"the classes of y: {classes.tolist()}."
+                )
+            if (
+                not isinstance(weight, numbers.Real)
+                or isinstance(weight, bool)
+                or not np.isfinite(weight)
+                or weight <= 0
+            ):
+                raise ValueError(
+                    "class_weight values must be positive finite numbers; got "
+                    f"{weight!r} for class {label!r}."
+                )
+            weights[position[label]] = float(weight)
+        return weights
 
     def _encode_labels(self, y, method):
         y = column_or_1d(y, warn=True)
@@ -625,7 +668,7 @@ class SiameseClassifier(
             )
             net = self._make_net(
                 module,
-                InBatchLoss(self.loss, self.margin),
+                InBatchLoss(self.loss, self.margin, self._class_weights(classes)),
                 None,
                 rng,
                 device,
@@ -762,6 +805,20 @@ class SiameseClassifier(
             self.n_neighbors,
         )
 
+    def _log_prior(self):
+        """Log of ``class_weight`` for the classes of ``classes_`` (0 without)."""
+        if self.class_weight is None or isinstance(self.class_weight, str):
+            return np.zeros(len(self.classes_))
+        weights = {
+            (k.item() if isinstance(k, np.generic) else k): v
+            for k, v in self.class_weight.items()
+        }
+        # Classes added by fit_references that class_weight does not name weigh 1.
+        return np.log([float(weights.get(c, 1.0)) for c in self.classes_.tolist()])
+
+    def _logits(self, S):
+        return -S / self.temperature_ + self._log_prior()
+
     def decision_function(self, X):
         """Class scores: minus the class dissimilarities over the temperature.
 
@@ -778,7 +835,7 @@ class SiameseClassifier(
             is positive; otherwise one column per class (log-probabilities up
             to a constant per row).
         """
-        logits = -self._class_dissimilarity(X) / self.temperature_
+        logits = self._logits(self._class_dissimilarity(X))
         if len(self.classes_) == 2:
             return logits[:, 1] - logits[:, 0] - logit(self.threshold_)
         return logits
@@ -795,7 +852,7 @@ class SiameseClassifier(
         proba : ndarray of shape (n_samples, n_classes)
             Columns in the order of ``classes_``.
         """
-        return softmax(-self._class_dissimilarity(X) / self.temperature_, axis=1)
+        return softmax(self._logits(self._class_dissimilarity(X)), axis=1)
 
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`.
@@ -812,7 +869,7 @@ class SiameseClassifier(
             return np.log(self.predict_proba(X))
 
     def predict(self, X):
-        """Label of the closest class.
+        """Label of the closest class (the most probable one with ``class_weight``).
 
         With two classes and a threshold set by :meth:`calibrate_threshold`,
         ``classes_[1]`` where its probability exceeds ``threshold_``.
@@ -829,8 +886,8 @@ class SiameseClassifier(
         check_is_fitted(self)
         if self.threshold_ not in (None, 0.5):
             return self.classes_[(self.decision_function(X) > 0).astype(int)]
-        S = self._class_dissimilarity(X)
-        return self.classes_[np.argmin(S, axis=1)]
+        logits = self._logits(self._class_dissimilarity(X))
+        return self.classes_[np.argmax(logits, axis=1)]
 
     def calibrate_threshold(
         self,
@@ -911,7 +968,7 @@ class SiameseClassifier(
             raise ValueError(
                 f"y contains labels not in classes_: {np.unique(y[unknown]).tolist()}."
             )
-        logits = -S / self.temperature_
+        logits = self._logits(S)
         log_odds = logits[:, 1] - logits[:, 0]
         t = select_threshold(
             log_odds,

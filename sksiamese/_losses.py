@@ -12,30 +12,41 @@ from torch import nn
 LOSSES = ("contrastive", "bce", "triplet", "prototype")
 
 
-def _balanced_mean(values, positive):
+def _weighted_mean(values, weights=None):
+    if weights is None:
+        return values.mean()
+    return (values * weights).sum() / weights.sum()
+
+
+def _balanced_mean(values, positive, weights=None):
     """Mean over positive pairs and mean over negative pairs, averaged.
 
     Keeps the loss from being dominated by negative pairs, which are far more
-    numerous in a batch with many classes.
+    numerous in a batch with many classes. ``weights`` (one per pair) make the
+    two means weighted ones.
     """
-    terms = [values[m].mean() for m in (positive, ~positive) if m.any()]
+    terms = [
+        _weighted_mean(values[m], None if weights is None else weights[m])
+        for m in (positive, ~positive)
+        if m.any()
+    ]
     return torch.stack(terms).mean()
 
 
-def contrastive_loss(d, same, margin=1.0):
+def contrastive_loss(d, same, margin=1.0, weights=None):
     """Hadsell, Chopra and LeCun (2006): pull same pairs together, push different
     pairs at least ``margin`` apart."""
     values = torch.where(same, d.pow(2), F.relu(margin - d).pow(2))
-    return _balanced_mean(values, same)
+    return _balanced_mean(values, same, weights)
 
 
-def bce_pair_loss(d, same):
+def bce_pair_loss(d, same, weights=None):
     """Binary cross-entropy on the logit ``-d`` of "same" (Koch et al. 2015)."""
     values = F.binary_cross_entropy_with_logits(-d, same.to(d.dtype), reduction="none")
-    return _balanced_mean(values, same)
+    return _balanced_mean(values, same, weights)
 
 
-def triplet_loss(D, y, margin=1.0):
+def triplet_loss(D, y, margin=1.0, sample_weight=None):
     """Batch semi-hard triplet loss (Schroff et al. 2015).
 
     For each anchor-positive pair, the negative is the closest one that is still
@@ -56,10 +67,13 @@ def triplet_loss(D, y, margin=1.0):
     closest_semi_hard = torch.where(semi_hard, d_an, inf).min(dim=1).values
     hardest = torch.where(neg, d_an, -inf).max(dim=1).values
     d_neg = torch.where(semi_hard.any(dim=1), closest_semi_hard, hardest)
-    return F.relu(d_ap - d_neg + margin).mean()
+    values = F.relu(d_ap - d_neg + margin)
+    return _weighted_mean(
+        values, None if sample_weight is None else sample_weight[anchor]
+    )
 
 
-def prototype_loss(emb, y, module):
+def prototype_loss(emb, y, module, sample_weight=None):
     """Prototypical-network loss (Snell, Swersky and Zemel 2017) inside a batch.
 
     Each sample is classified by softmax over its dissimilarity to the mean
@@ -82,7 +96,8 @@ def prototype_loss(emb, y, module):
     logits = torch.where(onehot.bool(), own[:, None], logits)
     if module.head is None and module.distance == "cosine":
         logits = 10.0 * logits
-    return F.cross_entropy(logits, codes)
+    values = F.cross_entropy(logits, codes, reduction="none")
+    return _weighted_mean(values, sample_weight)
 
 
 class InBatchLoss(nn.Module):
@@ -94,26 +109,39 @@ class InBatchLoss(nn.Module):
     loss : {"contrastive", "bce", "triplet", "prototype"}
     margin : float
         Margin of the contrastive and triplet losses.
+    class_weight : sequence of float, default=None
+        Weight of each class code: a sample's terms (a pair's: the mean of its
+        two samples' weights; a triplet's: its anchor's) count that much.
     """
 
-    def __init__(self, loss="contrastive", margin=1.0):
+    def __init__(self, loss="contrastive", margin=1.0, class_weight=None):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}.")
         self.loss = loss
         self.margin = margin
+        # Weight of each class code, or None for equal weights.
+        self.class_weight = (
+            None
+            if class_weight is None
+            else torch.as_tensor(class_weight, dtype=torch.float32)
+        )
 
     def forward(self, emb, y, module):
+        w = None
+        if self.class_weight is not None:
+            w = self.class_weight.to(emb.device)[y]
         if self.loss == "prototype":
-            return prototype_loss(emb, y, module)
+            return prototype_loss(emb, y, module, w)
         D = module.pairwise(emb, emb)
         if self.loss == "triplet":
-            return triplet_loss(D, y, self.margin)
+            return triplet_loss(D, y, self.margin, w)
         i, j = torch.triu_indices(len(y), len(y), offset=1, device=emb.device)
         d, same = D[i, j], y[i] == y[j]
+        pair_w = None if w is None else (w[i] + w[j]) / 2
         if self.loss == "bce":
-            return bce_pair_loss(d, same)
-        return contrastive_loss(d, same, self.margin)
+            return bce_pair_loss(d, same, pair_w)
+        return contrastive_loss(d, same, self.margin, pair_w)
 
 
 class RowPairLoss(nn.Module):

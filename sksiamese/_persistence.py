@@ -106,7 +106,13 @@ class _Encoder:
             return [self(v, where) for v in value]
         if isinstance(value, dict):
             if not all(isinstance(k, str) for k in value):
-                raise TypeError(f"{where}: only dicts with str keys can be saved.")
+                # e.g. class_weight={0: 1.0, 1: 5.0}: keys saved as values.
+                return {
+                    "__items__": [
+                        [self(k, where), self(v, f"{where}[{k!r}]")]
+                        for k, v in value.items()
+                    ]
+                }
             return {
                 "__dict__": {k: self(v, f"{where}[{k!r}]") for k, v in value.items()}
             }
@@ -276,6 +282,14 @@ class _Decoder:
             return tuple(self(v, where) for v in value[tag])
         if keys == {"__dict__"} and isinstance(value[tag], dict):
             return {k: self(v, f"{where}[{k!r}]") for k, v in value[tag].items()}
+        if keys == {"__items__"} and isinstance(value[tag], list):
+            items = [self(item, where) for item in value[tag]]
+            if not all(isinstance(item, list) and len(item) == 2 for item in items):
+                self.fail(f"{where} holds invalid dict items")
+            try:
+                return dict(items)
+            except TypeError:
+                self.fail(f"{where} holds an unhashable dict key")
         if keys == {"__object_array__", "shape"}:
             items, shape = value["__object_array__"], value["shape"]
             if not isinstance(items, list) or not all(

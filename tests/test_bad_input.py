@@ -373,7 +373,7 @@ CASES = [
     ),
     Case(
         "margin-so-large-the-loss-overflows",
-        {"margin": 1e20},
+        {"loss": "contrastive", "margin": 1e20},
         "fit",
         (X, y),
         TrainingDivergedError,

@@ -316,3 +316,57 @@ def test_blank_indicator_beats_minus_one_and_median_imputation():
         auc[name] = roc_auc_score(y_test, clf.predict_proba(encode(X_test))[:, 1])
     assert auc["indicator"] > auc["minus one"] + 0.02, auc
     assert auc["indicator"] > auc["median"] + 0.02, auc
+
+
+# -- class weights ----------------------------------------------------------------
+
+
+def test_class_weight_balanced_is_what_balanced_batches_already_do(survey):
+    X_train, y_train, *_ = survey
+    plain = SiameseClassifier(**SMALL).fit(X_train, y_train)
+    balanced = SiameseClassifier(class_weight="balanced", **SMALL).fit(X_train, y_train)
+    np.testing.assert_array_equal(plain.transform(X_train), balanced.transform(X_train))
+
+
+def test_class_weight_dict_shapes_the_embedding(survey):
+    X_train, y_train, _, _, X_test, y_test = survey
+    plain = SiameseClassifier(**SMALL).fit(X_train, y_train)
+    weighted = SiameseClassifier(class_weight={1: 5.0}, **SMALL).fit(X_train, y_train)
+    assert not np.allclose(plain.transform(X_test), weighted.transform(X_test))
+    # Still a working classifier of the rare cases.
+    proba = weighted.predict_proba(X_test)[:, 1]
+    assert roc_auc_score(y_test, proba) > 0.75
+    assert balanced_accuracy_score(y_test, weighted.predict(X_test)) > 0.6
+
+
+@pytest.mark.parametrize(
+    "class_weight, message",
+    [
+        ({2: 1.0}, "class_weight names the class 2"),
+        ({1: 0.0}, "positive finite numbers"),
+        ({1: np.inf}, "positive finite numbers"),
+        ({1: "high"}, "positive finite numbers"),
+    ],
+)
+def test_class_weight_errors(survey, class_weight, message):
+    X_train, y_train, *_ = survey
+    clf = SiameseClassifier(class_weight=class_weight, **SMALL)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        clf.fit(X_train, y_train)
+
+
+def test_class_weight_acts_as_a_prior_on_the_decision(fitted, survey):
+    *_, X_test, y_test = survey
+    weighted = copy.deepcopy(fitted).set_params(class_weight={1: 5.0})
+    # Same encoder and references: the log-odds move by exactly log(5).
+    shift = weighted.decision_function(X_test) - fitted.decision_function(X_test)
+    np.testing.assert_allclose(shift, np.log(5.0), rtol=1e-6)
+    proba = weighted.predict_proba(X_test)
+    np.testing.assert_array_equal(
+        weighted.predict(X_test), weighted.classes_[proba.argmax(1)]
+    )
+    # More of the rare cases are found, at the cost of more false alarms.
+    assert recall_score(y_test, weighted.predict(X_test)) >= recall_score(
+        y_test, fitted.predict(X_test)
+    )
+    assert weighted.predict(X_test).mean() > fitted.predict(X_test).mean()

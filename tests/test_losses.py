@@ -88,3 +88,46 @@ def test_smallest_matches_sorted_pairwise(distance, head):
     module = module.double()
     expected = torch.sort(module.pairwise(a, b), dim=1).values[:, :3]
     torch.testing.assert_close(module.smallest(a, b, 3), expected)
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype"])
+def test_class_weight_of_ones_changes_nothing(loss):
+    torch.manual_seed(0)
+    module = _module(head=loss == "bce")
+    emb = torch.randn(12, 2)
+    y = torch.tensor([0] * 4 + [1] * 4 + [2] * 4)
+    plain = InBatchLoss(loss)(emb, y, module)
+    ones = InBatchLoss(loss, class_weight=[1.0, 1.0, 1.0])(emb, y, module)
+    doubled = InBatchLoss(loss, class_weight=[2.0, 2.0, 2.0])(emb, y, module)
+    assert ones.item() == pytest.approx(plain.item(), rel=1e-6)
+    # Only relative weights matter.
+    assert doubled.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_class_weight_reaches_the_terms_of_each_loss():
+    torch.manual_seed(0)
+    module = _module()
+    emb = torch.randn(8, 2)
+    y = torch.tensor([0] * 4 + [1] * 4)
+    heavy = [1.0, 1e6]  # practically only class 1's terms count
+    # prototype: the mean cross-entropy of class 1's samples alone.
+    per_sample = []
+    for i in range(8):
+        per_sample.append(prototype_loss(emb, y, module, torch.eye(8)[i]))
+    expected = torch.stack(per_sample[4:]).mean()
+    got = InBatchLoss("prototype", class_weight=heavy)(emb, y, module)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-4)
+    # contrastive: same pairs of class 0 no longer count, those of class 1 do.
+    i, j = torch.triu_indices(8, 8, offset=1)
+    D = module.pairwise(emb, emb)
+    d, same = D[i, j], y[i] == y[j]
+    w = torch.tensor(heavy)[y]
+    pair_w = (w[i] + w[j]) / 2
+    values = torch.where(same, d.pow(2), torch.relu(1.0 - d).pow(2))
+    same1 = same & (y[i] == 1)
+    expected = (
+        values[same1].mean()
+        + (values[~same] * pair_w[~same]).sum() / pair_w[~same].sum()
+    ) / 2
+    got = InBatchLoss("contrastive", class_weight=heavy)(emb, y, module)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-4)
