@@ -385,9 +385,13 @@ class _BaseSiamese(BaseEstimator):
         Returns
         -------
         X_embedded : ndarray of shape (n_samples, embedding_dim)
+            float32 for float32 input, else float64.
         """
         check_is_fitted(self)
-        return self._embed(X).astype(np.float64)
+        X = self._validate_X(X, reset=False)
+        E = self.net_.embed(X, prepare=self._scaler.transform)
+        # float32 stays float32 (as in scikit-learn's transformers); else float64.
+        return E if X.dtype == np.float32 else E.astype(np.float64)
 
     def pair_distance(self, X1, X2):
         """Dissimilarity of row ``i`` of ``X1`` and row ``i`` of ``X2``.
