@@ -19,10 +19,9 @@ from ._base import (
 )
 from ._compat import StrOptions, _fit_context, validate_data
 from ._losses import RowPairLoss
+from ._threshold import select_threshold
 
 THRESHOLD_STRATEGIES = ("accuracy", "f_beta", "max_tpr", "max_tnr")
-# Rates are ratios of counts: a bound such as 0.7 must accept 7 / 10.
-_EPS = 1e-12
 
 
 class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
@@ -686,40 +685,16 @@ def select_distance_threshold(
     """
     d = np.asarray(d, dtype=np.float64)
     same = np.asarray(same, dtype=bool)
-    n_pos = int(same.sum())
-    n_neg = len(same) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if same.all() or not same.any():
         raise ValueError(
             "Choosing a threshold needs both same (1) and different (0) pairs; "
-            f"got only {'different' if n_pos == 0 else 'same'} pairs."
+            f"got only {'same' if same.any() else 'different'} pairs."
         )
-    order = np.argsort(d, kind="stable")
-    s, pos = d[order], same[order]
-    # Cut k calls the pairs of the k smallest distinct dissimilarities same;
-    # only cuts between distinct values can be realised by a threshold.
-    ends = np.r_[np.flatnonzero(np.diff(s) != 0) + 1, len(s)]
-    tp = np.r_[0, np.cumsum(pos)[ends - 1]]
-    fp = np.r_[0, np.cumsum(~pos)[ends - 1]]
-    tpr, tnr = tp / n_pos, 1.0 - fp / n_neg
-    if strategy == "accuracy":
-        best = np.argmax(tp - fp)  # correct pairs: tp + n_neg - fp
-    elif strategy == "f_beta":
-        b2 = beta**2
-        denom = (1 + b2) * tp + b2 * (n_pos - tp) + fp
-        best = np.argmax(np.where(denom > 0, (1 + b2) * tp / np.maximum(denom, 1), 0))
-    elif strategy == "max_tpr":
-        # TPR grows and TNR shrinks with k; cut 0 (nothing same) is feasible.
-        top = tpr[np.flatnonzero(tnr >= min_tnr - _EPS)[-1]]
-        best = np.flatnonzero(tpr == top)[0]
-    elif strategy == "max_tnr":
-        top = tnr[np.flatnonzero(tpr >= min_tpr - _EPS)[0]]
-        best = np.flatnonzero(tnr == top)[-1]
-    else:
+    if strategy not in THRESHOLD_STRATEGIES:
         raise ValueError(
             f"strategy must be one of {THRESHOLD_STRATEGIES}; got {strategy!r}."
         )
-    if best == 0:
-        return float(s[0] - max(1.0, abs(s[0])))
-    if best == len(ends):
-        return float(s[-1] + max(1.0, abs(s[-1])))
-    return float((s[ends[best - 1] - 1] + s[ends[best - 1]]) / 2.0)
+    # "same" when d < threshold is "positive" when -d > -threshold.
+    return -select_threshold(
+        -d, same, strategy, beta=beta, min_tnr=min_tnr, min_tpr=min_tpr
+    )
