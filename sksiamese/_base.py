@@ -306,6 +306,19 @@ class _BaseSiamese(BaseEstimator):
         training batches with (see :class:`BalancedBatchIterator`), or None;
         ``batch_device`` the device to keep training data on (see
         :func:`data_device`), or None."""
+        for name in ("lr", "weight_decay"):
+            # The optimizer works in float32: a larger value is an overflow in
+            # torch, not a learning rate.
+            value = getattr(self, name)
+            try:
+                ok = abs(float(value)) <= float(np.finfo(np.float32).max)
+            except OverflowError:
+                ok = False
+            if not ok:
+                raise ValueError(
+                    f"{name} must be a finite float32 number (at most 3.4e38); "
+                    f"got {value!r}."
+                )
         callbacks = [("divergence_guard", _DivergenceGuard())]
         if valid is not None and self.early_stopping:
             callbacks.append(

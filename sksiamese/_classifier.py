@@ -121,7 +121,8 @@ class SiameseClassifier(
 
     samples_per_class : int, default=None
         Samples of each class in a batch (``K``); by default
-        ``batch_size // n_classes``, at least 2.
+        ``batch_size // n_classes``, at least 2, and at most the size of the
+        largest class (a batch larger than the data would only repeat it).
 
     augment : bool, default=False
         Distort each training image, every time it is drawn, by a small random

@@ -92,6 +92,11 @@ class BalancedBatchSampler:
                 f"got {len(self.classes)}."
             )
         self.pools = [np.flatnonzero(y_codes == c) for c in range(len(self.classes))]
+        if samples_per_class is None:
+            # No class gets more places in a batch than the largest class has
+            # samples: a batch larger than the data would only repeat them.
+            largest = max(len(p) for p in self.pools)
+            samples_per_class = max(2, min(batch_size // len(self.classes), largest))
         self.n_per_batch, self.samples_per_class = batch_layout(
             len(self.classes), batch_size, samples_per_class
         )

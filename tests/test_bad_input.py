@@ -372,6 +372,22 @@ CASES = [
         re.escape(PARAM.format("n_neighbors")),
     ),
     Case(
+        "lr-beyond-float",
+        {"lr": 10**400},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape("lr must be a finite float32 number (at most 3.4e38); got 1000"),
+    ),
+    Case(
+        "lr-beyond-float32",
+        {"lr": 1e300},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape("lr must be a finite float32 number (at most 3.4e38); got 1e+300"),
+    ),
+    Case(
         "margin-so-large-the-loss-overflows",
         {"loss": "contrastive", "margin": 1e20},
         "fit",

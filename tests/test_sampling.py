@@ -72,3 +72,20 @@ def test_same_seed_same_batches():
 def test_single_class_is_refused():
     with pytest.raises(ValueError, match="at least 2 classes"):
         BalancedBatchSampler(np.zeros(5), batch_size=4)
+
+
+def test_batches_are_never_larger_than_the_largest_class_allows():
+    # 15 + 15 samples and a batch of a million: one batch of each sample once,
+    # not a million indices repeating 30 samples.
+    y = np.array([0] * 15 + [1] * 15)
+    sampler = BalancedBatchSampler(y, batch_size=10**6, random_state=0)
+    batches = list(sampler)
+    assert len(batches) == 1
+    assert sorted(batches[0]) == list(range(30))
+    # A rare class is still cycled up to the size of the largest one.
+    y = np.array([0] * 40 + [1] * 4)
+    (batch,) = list(BalancedBatchSampler(y, batch_size=10**6, random_state=0))
+    assert np.bincount(y[batch]).tolist() == [40, 40]
+    # An explicit samples_per_class is taken as given.
+    sampler = BalancedBatchSampler(y, batch_size=100, samples_per_class=50)
+    assert sampler.samples_per_class == 50
