@@ -70,6 +70,19 @@ def test_save_load_round_trip(fitted, saved, wine):
     assert clone(loaded).get_params() == fitted.get_params()
 
 
+def test_class_weight_with_int_labels_round_trips(wine, tmp_path):
+    # JSON objects only have str keys; a class_weight keyed by int labels must
+    # come back keyed by the same ints, with the same effect on predictions.
+    X_train, X_test, y_train, _ = wine
+    clf = SiameseClassifier(class_weight={0: 1.0, 2: 3.0}, **SMALL)
+    clf.fit(X_train, y_train)
+    clf.save(tmp_path / "weighted.zip")
+    loaded = load(tmp_path / "weighted.zip")
+    assert loaded.class_weight == {0: 1.0, 2: 3.0}
+    assert all(type(k) is int for k in loaded.class_weight)
+    assert_same_predictions(clf, loaded, X_test)
+
+
 def test_file_holds_no_pickle(saved):
     with zipfile.ZipFile(saved) as zf:
         assert sorted(zf.namelist()) == sorted(persistence._MEMBERS)
