@@ -228,6 +228,12 @@ class _BaseSiamese(BaseEstimator):
     def _build_module(self, n_inputs, head, probe, device):
         """The twin module on ``device``, checked on two rows of ``probe``."""
         encoder = self.encoder
+        if encoder == "mlp" and self.encoder_params:
+            raise ValueError(
+                "encoder_params are for encoder='cnn' or a module class; the 'mlp' "
+                "encoder is set by hidden_layer_sizes, embedding_dim and dropout. "
+                f"Got encoder_params={self.encoder_params!r}."
+            )
         if encoder == "mlp":
             sizes = np.asarray(self.hidden_layer_sizes, dtype=object)
             # A width of 0 would train a constant network without complaint.
@@ -250,7 +256,24 @@ class _BaseSiamese(BaseEstimator):
                 raise ValueError(
                     "encoder='cnn' does not accept blanks (NaN) in images."
                 )
-            encoder = CNNEncoder(self.image_shape_, self.embedding_dim)
+            params = dict(self.encoder_params or {})
+            unknown = sorted(set(params) - {"channels", "n_blocks"})
+            if unknown:
+                raise ValueError(
+                    f"encoder_params for encoder='cnn' may set 'channels' and "
+                    f"'n_blocks'; got unknown {unknown}."
+                )
+            for key, value in params.items():
+                if (
+                    not isinstance(value, numbers.Integral)
+                    or isinstance(value, bool)
+                    or value < 1
+                ):
+                    raise ValueError(
+                        f"encoder_params[{key!r}] must be a positive int; got "
+                        f"{value!r}."
+                    )
+            encoder = CNNEncoder(self.image_shape_, self.embedding_dim, **params)
         elif isinstance(encoder, nn.Module):
             encoder = copy.deepcopy(encoder)
         elif isinstance(encoder, type) and issubclass(encoder, nn.Module):

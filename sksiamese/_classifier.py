@@ -73,7 +73,10 @@ class SiameseClassifier(
         features, a square grey-scale image is assumed.
 
     encoder_params : dict, default=None
-        Keyword arguments for ``encoder`` when it is a module class.
+        Keyword arguments for ``encoder`` when it is a module class; for
+        ``"cnn"``, ``channels`` (filters per convolution, default 64) and
+        ``n_blocks`` (at most this many conv blocks, default 4). Not used by
+        ``"mlp"``, which ``hidden_layer_sizes`` and ``dropout`` set.
 
     loss : {"prototype", "contrastive", "bce", "triplet"}, default="prototype"
         Training objective over the samples of a batch. ``"prototype"``: softmax

@@ -68,7 +68,10 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         each side of a pair given as flat rows.
 
     encoder_params : dict, default=None
-        Keyword arguments for ``encoder`` when it is a module class.
+        Keyword arguments for ``encoder`` when it is a module class; for
+        ``"cnn"``, ``channels`` (filters per convolution, default 64) and
+        ``n_blocks`` (at most this many conv blocks, default 4). Not used by
+        ``"mlp"``, which ``hidden_layer_sizes`` and ``dropout`` set.
 
     loss : {"contrastive", "bce"}, default="contrastive"
         ``"contrastive"`` (Hadsell et al.): same pairs are pulled together and

@@ -84,6 +84,35 @@ def test_flat_rows_with_image_shape_equal_image_arrays(fitted_cnn, digits):
     )
 
 
+def test_encoder_params_shape_the_cnn(digits):
+    images, X_test, y, y_test = digits
+    params = dict(CNN, max_epochs=2)
+    clf = SiameseClassifier(encoder_params={"channels": 8, "n_blocks": 2}, **params)
+    clf.fit(images, y)
+    convs = [m for m in clf.net_.module_.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 8]
+    assert clf.score(X_test, y_test) > 0.5
+
+
+@pytest.mark.parametrize(
+    "encoder, encoder_params, message",
+    [
+        ("cnn", {"width": 8}, "may set 'channels' and 'n_blocks'; got unknown"),
+        ("cnn", {"channels": 0}, "encoder_params['channels'] must be a positive"),
+        ("mlp", {"channels": 8}, "encoder_params are for encoder='cnn'"),
+    ],
+)
+def test_encoder_params_that_would_be_ignored_are_refused(
+    digits, encoder, encoder_params, message
+):
+    images, _, y, _ = digits
+    clf = SiameseClassifier(
+        **dict(CNN, encoder=encoder, encoder_params=encoder_params, max_epochs=1)
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        clf.fit(images.reshape(len(images), -1), y)
+
+
 def test_images_of_another_shape_are_refused(fitted_cnn):
     msg = "X has images of shape (1, 4, 16), but SiameseClassifier was fitted on"
     with pytest.raises(ValueError, match=re.escape(msg)):
