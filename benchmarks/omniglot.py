@@ -9,8 +9,11 @@ runs, ``fit_references`` with the one drawing of each of its 20 characters
 
 As is usual on Omniglot, each character's drawings turned by 90, 180 and 270
 degrees are added as new characters (4x the classes), and training images get
-small random affine distortions (``augment=True``). The loss is ``"prototype"``
-on batches of 128 characters x 2 drawings, with a cosine learning-rate schedule.
+small random affine distortions (``augment=True``). The encoder is the Conv-4
+network with 96 filters per convolution (``encoder_params={"channels": 96}``;
+64, the library's default, reached 90.5% in 270 s of training here, 96 reached
+92.0% in 453 s). The loss is ``"prototype"`` on batches of 128 characters x 2
+drawings, with a cosine learning-rate schedule.
 The budget is a number of epochs; wall and CPU times are printed to put it in
 context (they depend on the machine and on what else runs on it).
 
@@ -23,8 +26,8 @@ Data: the folder holding ``images_background_small1.zip``,
 repository (not downloaded).
 
 Run: ``python benchmarks/omniglot.py --data PATH [--epochs 16] [--seed 0]
-[--loss prototype] [--samples-per-class 2] [--no-augment] [--no-rotations]
-[--compare-losses EPOCHS]``
+[--loss prototype] [--samples-per-class 2] [--channels 96] [--no-augment]
+[--no-rotations] [--compare-losses EPOCHS]``
 """
 
 import argparse
@@ -70,9 +73,10 @@ def pixel_1nn_accuracy(trials):
     return correct / trials.query_target.size
 
 
-def make_classifier(loss, epochs, seed, augment=True, samples_per_class=2):
+def make_classifier(loss, epochs, seed, augment=True, samples_per_class=2, channels=96):
     return SiameseClassifier(
         encoder="cnn",
+        encoder_params={"channels": channels},
         embedding_dim=64,
         loss=loss,
         augment=augment,
@@ -116,6 +120,9 @@ def main(argv=None):
     parser.add_argument(
         "--samples-per-class", type=int, default=2, help="K of the 256-image batches"
     )
+    parser.add_argument(
+        "--channels", type=int, default=96, help="filters per convolution"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--compare-losses",
@@ -151,13 +158,23 @@ def main(argv=None):
     augment = not args.no_augment
     if args.epochs:
         clf = make_classifier(
-            args.loss, args.epochs, args.seed, augment, args.samples_per_class
+            args.loss,
+            args.epochs,
+            args.seed,
+            augment,
+            args.samples_per_class,
+            args.channels,
         )
         rows.append(run(f"SiameseClassifier {args.loss}", clf, X, y, trials))
     for loss in ("prototype", "contrastive", "triplet", "bce"):
         if args.compare_losses:
             clf = make_classifier(
-                loss, args.compare_losses, args.seed, augment, args.samples_per_class
+                loss,
+                args.compare_losses,
+                args.seed,
+                augment,
+                args.samples_per_class,
+                args.channels,
             )
             rows.append(run(f"  {loss}", clf, X, y, trials))
 
