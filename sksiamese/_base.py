@@ -219,8 +219,8 @@ class _BaseSiamese(BaseEstimator):
         return self._scaler.transform(X)
 
     def _embed(self, X):
-        """Embeddings of raw ``X`` for a fitted estimator (scaled in blocks)."""
-        X = self._validate_X(X, reset=False)
+        """Embeddings of validated, unscaled rows ``X`` of a fitted estimator
+        (scaled block by block while embedding)."""
         return self.net_.embed(X, prepare=self._scaler.transform)
 
     # -- network ---------------------------------------------------------------
@@ -425,7 +425,7 @@ class _BaseSiamese(BaseEstimator):
         """
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
-        E = self.net_.embed(X, prepare=self._scaler.transform)
+        E = self._embed(X)
         # float32 stays float32 (as in scikit-learn's transformers); else float64.
         return E if X.dtype == np.float32 else E.astype(np.float64)
 

@@ -462,8 +462,12 @@ class SiameseClassifier(
             raise ValueError("augment=True does not accept blanks (NaN) in images.")
         return self.image_shape_
 
-    def _class_weights(self, classes):
-        """``class_weight`` as one weight per class code, or None."""
+    def _class_weights(self, classes, strict=True):
+        """``class_weight`` as one weight per class of ``classes``, or None.
+
+        A label that ``classes`` lacks is an error when ``strict``, else
+        skipped (classes replaced by fit_references); unnamed classes weigh 1.
+        """
         if self.class_weight is None or isinstance(self.class_weight, str):
             return None
         position = {label: i for i, label in enumerate(classes.tolist())}
@@ -471,6 +475,8 @@ class SiameseClassifier(
         for label, weight in self.class_weight.items():
             label = label.item() if isinstance(label, np.generic) else label
             if label not in position:
+                if not strict:
+                    continue
                 raise ValueError(
                     f"class_weight names the class {label!r}, which is not among "
                     f"the classes of y: {classes.tolist()}."
@@ -800,7 +806,7 @@ class SiameseClassifier(
 
     def _class_dissimilarity(self, X):
         check_is_fitted(self)
-        E = self._embed(X)
+        E = self._embed(self._validate_X(X, reset=False))
         return self.net_.class_dissimilarity(
             E,
             self.references_,
@@ -811,14 +817,8 @@ class SiameseClassifier(
 
     def _log_prior(self):
         """Log of ``class_weight`` for the classes of ``classes_`` (0 without)."""
-        if self.class_weight is None or isinstance(self.class_weight, str):
-            return np.zeros(len(self.classes_))
-        weights = {
-            (k.item() if isinstance(k, np.generic) else k): v
-            for k, v in self.class_weight.items()
-        }
-        # Classes added by fit_references that class_weight does not name weigh 1.
-        return np.log([float(weights.get(c, 1.0)) for c in self.classes_.tolist()])
+        weights = self._class_weights(self.classes_, strict=False)
+        return np.zeros(len(self.classes_)) if weights is None else np.log(weights)
 
     def _logits(self, S):
         return -S / self.temperature_ + self._log_prior()

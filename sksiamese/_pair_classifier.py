@@ -542,7 +542,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
                 dtype=[np.float64, np.float32],
                 ensure_all_finite="allow-nan",
             )
-            return self.net_.embed(X, prepare=self._scaler.transform).astype(np.float64)
+            return self._embed(X).astype(np.float64)
         if len(shape) == 2 and shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {shape[1]} features, but {type(self).__name__} is "

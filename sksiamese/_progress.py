@@ -28,11 +28,12 @@ class BalancedProgressBar(ProgressBar):
         key = (training, len(y))
         if key not in self.counts_:
             params = net.get_params_for(name)
-            n_classes = len(np.unique(y))
+            counts = np.unique(y, return_counts=True)[1]
             p, k = batch_layout(
-                max(n_classes, 2),
+                max(len(counts), 2),
                 params.get("batch_size", net.batch_size),
                 params.get("samples_per_class"),
+                largest_class=counts.max(),
             )
             self.counts_[key] = max(1, math.ceil(len(y) / (p * k)))
         return self.counts_[key]

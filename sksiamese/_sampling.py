@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 
-def batch_layout(n_classes, batch_size, samples_per_class=None):
+def batch_layout(n_classes, batch_size, samples_per_class=None, largest_class=None):
     """Return ``(P, K)``: classes per batch and samples per class.
 
     Parameters
@@ -21,7 +21,11 @@ def batch_layout(n_classes, batch_size, samples_per_class=None):
     batch_size : int
         Requested number of samples per batch (at least 4).
     samples_per_class : int or None, default=None
-        ``K``. When None, as many as fit: ``batch_size // n_classes``, at least 2.
+        ``K``. When None, as many as fit: ``batch_size // n_classes``, at least 2,
+        and at most ``largest_class``.
+    largest_class : int or None, default=None
+        Number of samples of the largest class: no class gets more places in a
+        batch, since a batch larger than the data would only repeat it.
 
     Returns
     -------
@@ -36,9 +40,14 @@ def batch_layout(n_classes, batch_size, samples_per_class=None):
     (64, 2)
     >>> batch_layout(1000, 128, samples_per_class=8)
     (16, 8)
+    >>> batch_layout(2, 10**6, largest_class=15)
+    (2, 15)
     """
     if samples_per_class is None:
-        samples_per_class = max(2, batch_size // n_classes)
+        samples_per_class = batch_size // n_classes
+        if largest_class is not None:
+            samples_per_class = min(samples_per_class, largest_class)
+        samples_per_class = max(2, samples_per_class)
     n_per_batch = max(2, min(n_classes, batch_size // samples_per_class))
     return n_per_batch, samples_per_class
 
@@ -92,13 +101,11 @@ class BalancedBatchSampler:
                 f"got {len(self.classes)}."
             )
         self.pools = [np.flatnonzero(y_codes == c) for c in range(len(self.classes))]
-        if samples_per_class is None:
-            # No class gets more places in a batch than the largest class has
-            # samples: a batch larger than the data would only repeat them.
-            largest = max(len(p) for p in self.pools)
-            samples_per_class = max(2, min(batch_size // len(self.classes), largest))
         self.n_per_batch, self.samples_per_class = batch_layout(
-            len(self.classes), batch_size, samples_per_class
+            len(self.classes),
+            batch_size,
+            samples_per_class,
+            largest_class=max(len(p) for p in self.pools),
         )
         size = self.n_per_batch * self.samples_per_class
         self.n_batches = (

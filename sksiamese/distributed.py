@@ -383,8 +383,12 @@ def _train_logging(train, verbose):
 
 
 def _layout(estimator, codes):
+    counts = np.unique(codes, return_counts=True)[1]
     return batch_layout(
-        len(np.unique(codes)), estimator.batch_size, estimator.samples_per_class
+        len(counts),
+        estimator.batch_size,
+        estimator.samples_per_class,
+        largest_class=counts.max(),
     )
 
 

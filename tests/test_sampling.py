@@ -19,6 +19,15 @@ def test_batch_layout(n_classes, batch_size, k, expected):
     assert batch_layout(n_classes, batch_size, k) == expected
 
 
+@pytest.mark.parametrize(
+    "largest, k, expected",
+    [(15, None, (2, 15)), (1, None, (2, 2)), (10**6, None, (2, 64)), (15, 50, (2, 50))],
+)
+def test_batch_layout_caps_default_k_at_the_largest_class(largest, k, expected):
+    batch_size = 128 if largest == 10**6 else 10**6
+    assert batch_layout(2, batch_size, k, largest_class=largest) == expected
+
+
 def test_balanced_batches_on_imbalanced_labels():
     # 95 of class 0, 5 of class 1: every batch still holds 4 of each.
     y = np.array([0] * 95 + [1] * 5)
