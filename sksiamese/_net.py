@@ -103,13 +103,11 @@ class SiameseNet(NeuralNet):
 
     def _set_training(self, training=True):
         # skorch sets the mode before every step; walking the module tree each
-        # time costs more than a small encoder's forward pass. Skip the walk
-        # when every module is already in the requested mode.
+        # time costs a few percent of a small encoder's step. ``train()`` sets
+        # every submodule, so a root already in the requested mode is left be.
         for name in self._modules + self._criteria:
             module = getattr(self, name + "_")
-            if isinstance(module, torch.nn.Module) and any(
-                m.training != training for m in module.modules()
-            ):
+            if isinstance(module, torch.nn.Module) and module.training != training:
                 module.train(training)
 
     def _to_device(self, x):
@@ -156,18 +154,20 @@ class SiameseNet(NeuralNet):
                 xb = prepare(xb)
             xb = torch.as_tensor(xb).to(self.device, non_blocking=True)
             out.append(module(xb).float().cpu())
-        E = torch.cat(out).numpy()
-        # A float64 sum of float32 values cannot overflow: it is finite exactly
-        # when every value is, and costs one pass instead of a mask.
-        if not np.isfinite(E.sum(dtype=np.float64)):
-            bad = ~np.isfinite(E).all(axis=1)
+        E = torch.cat(out)
+        # A sum is finite exactly when every value is, unless the sum itself
+        # overflows; one cheap pass decides, the exact check runs only then.
+        if not torch.isfinite(E.sum()):
+            bad = ~torch.isfinite(E).all(dim=1).numpy()
             # Distances to NaN would give NaN probabilities and arbitrary labels.
-            raise ValueError(
-                f"The encoder returned NaN or infinite embeddings for {bad.sum()} "
-                f"of {len(E)} samples (the first is row {np.flatnonzero(bad)[0]}). "
-                "Their values may lie far outside those seen in fit: rescale or "
-                "clip them."
-            )
+            if bad.any():
+                raise ValueError(
+                    f"The encoder returned NaN or infinite embeddings for "
+                    f"{bad.sum()} of {len(E)} samples (the first is row "
+                    f"{np.flatnonzero(bad)[0]}). Their values may lie far outside "
+                    "those seen in fit: rescale or clip them."
+                )
+        E = E.numpy()
         return E
 
     @torch.inference_mode()

@@ -1,8 +1,9 @@
-"""Input encoding: scaling, and blanks kept apart from zeros (numpy only)."""
+"""Input encoding: scaling, and blanks kept apart from zeros."""
 
 import warnings
 
 import numpy as np
+import torch
 
 
 class BlankAwareScaler:
@@ -28,6 +29,13 @@ class BlankAwareScaler:
         self.n_features_ = X.shape[1]
         blank = np.isnan(X)
         self.blank_columns_ = np.flatnonzero(blank.any(axis=0))
+        # numpy's nan-functions copy the data; without blanks the plain ones
+        # give the same result several times faster.
+        has_blank = len(self.blank_columns_) > 0
+        if has_blank:
+            max_fn, mean_fn, std_fn = np.nanmax, np.nanmean, np.nanstd
+        else:
+            max_fn, mean_fn, std_fn = np.max, np.mean, np.std
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
             if self.scaling in ("standard", "global"):
@@ -35,11 +43,11 @@ class BlankAwareScaler:
                 # Divided by the largest magnitude first: squares of values
                 # above ~1e19 (float32) or ~1e154 (float64) would overflow, and
                 # an infinite std would leave such features unscaled.
-                size = np.nanmax(np.abs(X), axis=axis)
+                size = max_fn(np.abs(X), axis=axis)
                 size = np.where(np.isfinite(size) & (size > 0), size, 1.0)
                 unit = X / size.astype(X.dtype)
-                mean = np.nanmean(unit, axis=axis) * size
-                std = np.nanstd(unit, axis=axis) * size
+                mean = mean_fn(unit, axis=axis) * size
+                std = std_fn(unit, axis=axis) * size
             else:
                 mean, std = 0.0, 1.0
         mean = np.asarray(np.where(np.isfinite(mean), mean, 0.0))
@@ -74,3 +82,43 @@ class BlankAwareScaler:
                 flags = blank[:, self.blank_columns_].astype(np.float32)
             Z = np.hstack([Z, flags])
         return np.ascontiguousarray(Z)
+
+    def tensor_transform(self):
+        """A function of a block of rows that returns ``transform(block)`` as a
+        float32 tensor, computed with torch when the block is finite.
+
+        Torch's vectorised kernels scale a block several times faster than
+        numpy's temporaries, which matters when prediction is little more than
+        one small forward pass. The operations are those of :meth:`transform`
+        (subtract, divide, cast), so the values are identical; blocks with
+        blanks or values that overflow take :meth:`transform` itself.
+        """
+        # As in transform: statistics beyond float32 become inf in float32.
+        with np.errstate(over="ignore", invalid="ignore"):
+            params = {
+                dtype: (
+                    torch.from_numpy(np.asarray(self.mean_, dtype=dtype)),
+                    torch.from_numpy(np.asarray(self.scale_, dtype=dtype)),
+                )
+                for dtype in (np.float32, np.float64)
+            }
+        n_flags = len(self.blank_columns_)
+
+        def prepare(X):
+            fast = (
+                X.dtype.type in params
+                and X.flags.c_contiguous
+                and X.flags.writeable  # torch.from_numpy warns on read-only arrays
+            )
+            if fast:
+                mean, scale = params[X.dtype.type]
+                Z = (torch.from_numpy(X) - mean).div_(scale).to(torch.float32)
+                # A sum is finite only if every value is (a float32 overflow of
+                # the sum itself just sends the block to the careful path).
+                if torch.isfinite(Z.sum()):
+                    if n_flags:
+                        Z = torch.cat([Z, Z.new_zeros((len(Z), n_flags))], dim=1)
+                    return Z
+            return torch.from_numpy(self.transform(X))
+
+        return prepare
