@@ -531,13 +531,31 @@ def _rebuild_net(estimator, spec, weights, device, fail):
         fail("the fitted input scaler is missing")
     state = weights["module"]
     probe = np.zeros((2, scaler.n_outputs), dtype=np.float32)
+    head = "head.weight" in state
+    # First on PyTorch's meta device, which allocates nothing: a file that names
+    # a huge network is refused before any memory is taken for it.
+    try:
+        with torch.device("meta"):
+            shapes = estimator._build_module(
+                scaler.n_outputs, head=head, probe=probe, device="meta"
+            ).state_dict()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        fail(f"the network cannot be rebuilt ({exc})")
+    expected = {k: tuple(v.shape) for k, v in shapes.items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != found:
+        differ = sorted(set(expected.items()) ^ set(found.items()))[0][0]
+        fail(
+            "the saved weights do not fit the network (first difference: "
+            f"{differ!r}, expected {expected.get(differ)}, found {found.get(differ)})"
+        )
     # Building the module draws initial weights; keep the caller's torch random
     # stream as it was, since those weights are replaced at once.
     with estimator._seeded(0, device):
         try:
             module = estimator._build_module(
                 scaler.n_outputs,
-                head="head.weight" in state,
+                head=head,
                 probe=probe,
                 device=device,
             )

@@ -402,3 +402,19 @@ def test_not_a_model_file(tmp_path):
         load(path)
     with pytest.raises(FileNotFoundError):
         load(tmp_path / "missing.zip")
+
+
+def test_huge_network_in_metadata_is_refused_before_allocating(saved, tmp_path):
+    """A file naming a network of 3.6 GB of weights is refused from the shapes
+    alone: peak memory does not grow by the size of that network."""
+    import resource
+
+    edit = _set("params", "hidden_layer_sizes", value={"__tuple__": [30_000, 30_000]})
+    path = _rewrite(
+        saved, tmp_path / "bad.zip", **{"metadata.json": _edited_metadata(saved, edit)}
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    with pytest.raises(ValueError, match="saved weights do not fit the network"):
+        load(path)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown < 1_000_000, f"peak memory grew by {grown / 1e6:.1f} GB"
