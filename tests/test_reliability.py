@@ -558,3 +558,48 @@ def test_small_blocks_give_the_same_scores(data, block_spy, monkeypatch, loss):
     np.testing.assert_allclose(clf.predict_proba(Q), expected, rtol=1e-12)
     assert len(block_spy) > 100
     assert max(block_spy) <= 2**10
+
+
+def test_fits_in_threads_repeat_sequential_fits():
+    """Two fits in two threads of one process (joblib's threading backend, an
+    in-process Dask cluster) give the weights of the same fits one after the
+    other, although torch's random generator is shared by the process. The
+    encoders meet at a barrier while they draw their weights, which interleaves
+    the two fits if nothing keeps them apart."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=1.0)
+
+    class Rendezvous(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:  # the other fit is not here
+                pass
+            self.layer = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.layer(x)
+
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(40, 4)), np.arange(40) % 2
+
+    def fit(seed):
+        clf = SiameseClassifier(Rendezvous, max_epochs=1, random_state=seed)
+        return clf.fit(X, y).net_.module_.state_dict()
+
+    threaded = [None, None]
+
+    def run(i):
+        threaded[i] = fit(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for seed in (0, 1):
+        sequential = fit(seed)
+        for name, value in sequential.items():
+            torch.testing.assert_close(threaded[seed][name], value, rtol=0, atol=0)
