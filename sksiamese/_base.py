@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+import math
 import numbers
 import threading
 
@@ -37,7 +38,8 @@ class _DivergenceGuard(Callback):
     )
 
     def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
-        if training and loss is not None and not torch.isfinite(loss):
+        # A Python float check: cheaper than a tensor op at every step.
+        if training and loss is not None and not math.isfinite(loss.item()):
             epoch = len(net.history)
             raise TrainingDivergedError(
                 f"Training diverged: the loss became {loss.item()} in epoch {epoch}. "

@@ -458,3 +458,49 @@ def test_batches_can_be_gathered_on_the_training_device(wine):
         plan.net.partial_fit(plan.Z[plan.train], plan.codes[plan.train])
     clf._fit_finish(plan)
     np.testing.assert_array_equal(clf.predict_proba(X_test), expected)
+
+
+class _EncoderDtypes(Callback):
+    """Records the dtype of the encoder's output at every training forward."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.dtypes = set()
+        net.module_.encoder.register_forward_hook(
+            lambda module, args, out: (
+                self.dtypes.add(out.dtype) if module.training else None
+            )
+        )
+
+
+@pytest.mark.parametrize("mixed", [True, False])
+def test_mixed_precision_runs_the_encoder_in_bfloat16(wine, mixed):
+    X_train, _, y_train, _ = wine
+    clf = SiameseClassifier(
+        mixed_precision=mixed, callbacks=[_EncoderDtypes()], **SMALL
+    ).fit(X_train, y_train)
+    # The estimator trains with copies of its callbacks.
+    spy = next(cb for _, cb in clf.net_.callbacks_ if isinstance(cb, _EncoderDtypes))
+    assert spy.dtypes == ({torch.bfloat16} if mixed else {torch.float32})
+
+
+def test_gradient_callbacks_see_every_step(wine):
+    """on_grad_computed reaches callbacks (e.g. gradient clipping) once per
+    step, with the gradients of every parameter."""
+    X_train, _, y_train, _ = wine
+
+    class GradSpy(Callback):
+        def initialize(self):
+            self.calls, self.with_grad = 0, []
+            return self
+
+        def on_grad_computed(self, net, named_parameters, **kwargs):
+            self.calls += 1
+            self.with_grad.append(all(p.grad is not None for _, p in named_parameters))
+
+    clf = SiameseClassifier(callbacks=[GradSpy()], **SMALL).fit(X_train, y_train)
+    spy = next(cb for _, cb in clf.net_.callbacks_ if isinstance(cb, GradSpy))
+    n_steps = sum(
+        "train_loss" in batch for epoch in clf.history_ for batch in epoch["batches"]
+    )
+    assert spy.calls == n_steps > 0
+    assert all(spy.with_grad)
