@@ -1,6 +1,7 @@
 """The skorch side: the balanced batch iterator and the net that trains the twin."""
 
 import contextlib
+import warnings
 
 import numpy as np
 import torch
@@ -55,9 +56,13 @@ class BalancedBatchIterator:
         n_batches=None,
         device=None,
     ):
-        self.X = torch.as_tensor(np.asarray(dataset.X))
-        y = np.asarray(dataset.y)
-        self.y = torch.as_tensor(y)
+        X, y = np.asarray(dataset.X), np.asarray(dataset.y)
+        with warnings.catch_warnings():
+            # Read-only arrays (e.g. from Ray's object store) are shared, not
+            # copied: batches are gathered by indexing, which copies, so the
+            # data are never written and torch's warning does not apply.
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            self.X, self.y = torch.as_tensor(X), torch.as_tensor(y)
         self.device = device
         if device is not None:
             self.X, self.y = self.X.to(device), self.y.to(device)

@@ -98,3 +98,26 @@ def test_batches_are_never_larger_than_the_largest_class_allows():
     # An explicit samples_per_class is taken as given.
     sampler = BalancedBatchSampler(y, batch_size=100, samples_per_class=50)
     assert sampler.samples_per_class == 50
+
+
+def test_iterator_takes_read_only_data_without_warning():
+    """Arrays from Ray's object store are read-only; the iterator shares them
+    (it never writes them) without torch's non-writable warning."""
+    import warnings
+
+    from skorch.dataset import Dataset
+
+    from sksiamese._net import BalancedBatchIterator
+
+    X = np.arange(40, dtype=np.float32).reshape(20, 2)
+    y = np.arange(20) % 2
+    X.flags.writeable = False
+    y.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batches = list(BalancedBatchIterator(Dataset(X, y), 8, random_state=0))
+    assert sum(len(yb) for _, yb in batches) >= 20
+    for Xb, yb in batches:
+        np.testing.assert_array_equal(Xb.numpy(), X[Xb.numpy()[:, 0].astype(int) // 2])
+        assert set(np.bincount(yb.numpy())) == {4}
+    np.testing.assert_array_equal(X, np.arange(40).reshape(20, 2))
