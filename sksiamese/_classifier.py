@@ -78,9 +78,13 @@ class SiameseClassifier(
         ``n_blocks`` (at most this many conv blocks, default 4). Not used by
         ``"mlp"``, which ``hidden_layer_sizes`` and ``dropout`` set.
 
-    loss : {"prototype", "contrastive", "bce", "triplet"}, default="prototype"
+    loss : {"prototype", "nca", "contrastive", "bce", "triplet"}, \
+            default="prototype"
         Training objective over the samples of a batch. ``"prototype"``: softmax
         over distances to the in-batch class means (prototypical networks).
+        ``"nca"``: softmax over distances to the other samples of the batch
+        (neighbourhood components analysis), for classes made of several
+        clusters.
         ``"contrastive"``: all in-batch pairs, same pairs pulled together and
         different pairs pushed ``margin`` apart. ``"bce"``: a learned sigmoid
         head on ``|a - b|`` (Koch et al.); ``distance`` is then not used.

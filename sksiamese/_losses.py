@@ -1,4 +1,4 @@
-"""Pair, triplet and prototype losses (torch only).
+"""Pair, triplet, prototype and neighbourhood losses (torch only).
 
 Every loss takes a matrix (or a vector) of *dissimilarities* produced by
 :meth:`SiameseModule.pairwise` (or ``rowwise``): a distance for the metric losses,
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("contrastive", "bce", "triplet", "prototype")
+LOSSES = ("contrastive", "bce", "triplet", "prototype", "nca")
 
 
 def _weighted_mean(values, weights=None):
@@ -100,13 +100,42 @@ def prototype_loss(emb, y, module, sample_weight=None):
     return _weighted_mean(values, sample_weight)
 
 
+def nca_loss(emb, y, module, sample_weight=None):
+    """Neighbourhood components analysis (Goldberger et al. 2004) inside a batch,
+    the soft nearest neighbour loss of Frosst, Papernot and Hinton (2019).
+
+    Each sample picks another sample of the batch with probability softmax of
+    minus their dissimilarity (squared for the euclidean distance); the loss is
+    minus the log probability that it picks one of its own class. A sample only
+    needs to be near *some* samples of its class, not near the class mean, so a
+    class made of several clusters can stay several clusters. Cosine distances
+    are scaled by 10, as in :func:`prototype_loss`.
+    """
+    D = module.pairwise(emb, emb, squared=True)
+    if module.head is None and module.distance == "cosine":
+        D = 10.0 * D
+    eye = torch.eye(len(y), dtype=torch.bool, device=emb.device)
+    logits = (-D).masked_fill(eye, float("-inf"))
+    same = (y[:, None] == y[None, :]) & ~eye
+    # Every class of a balanced batch has at least 2 samples; a sample alone in
+    # its class (possible in a user's batch) has nothing to pick and no term.
+    has_mate = same.any(dim=1)
+    if not has_mate.any():
+        return emb.sum() * 0.0
+    log_p = torch.logsumexp(
+        logits.masked_fill(~same, float("-inf")), dim=1
+    ) - torch.logsumexp(logits, dim=1)
+    weights = None if sample_weight is None else sample_weight[has_mate]
+    return _weighted_mean(-log_p[has_mate], weights)
+
+
 class InBatchLoss(nn.Module):
     """Loss over all pairs (or triplets, or prototypes) formed inside a batch of
     labelled samples.
 
     Parameters
     ----------
-    loss : {"contrastive", "bce", "triplet", "prototype"}
+    loss : {"contrastive", "bce", "triplet", "prototype", "nca"}
     margin : float
         Margin of the contrastive and triplet losses.
     class_weight : sequence of float, default=None
@@ -133,6 +162,8 @@ class InBatchLoss(nn.Module):
             w = self.class_weight.to(emb.device)[y]
         if self.loss == "prototype":
             return prototype_loss(emb, y, module, w)
+        if self.loss == "nca":
+            return nca_loss(emb, y, module, w)
         D = module.pairwise(emb, emb)
         if self.loss == "triplet":
             return triplet_loss(D, y, self.margin, w)

@@ -159,6 +159,8 @@ def test_losses_and_distances_fit(wine):
         ("bce", "euclidean"),
         ("triplet", "cosine"),
         ("prototype", "manhattan"),
+        ("nca", "euclidean"),
+        ("nca", "cosine"),
     ]:
         clf = SiameseClassifier(loss=loss, distance=distance, **SMALL)
         assert clf.fit(X_train, y_train).score(X_test, y_test) > 0.85, loss

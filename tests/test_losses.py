@@ -5,6 +5,7 @@ from sksiamese._losses import (
     InBatchLoss,
     RowPairLoss,
     contrastive_loss,
+    nca_loss,
     prototype_loss,
     triplet_loss,
 )
@@ -40,7 +41,33 @@ def test_prototype_loss_prefers_tight_classes():
     assert prototype_loss(tight, y, module) < 0.01 < prototype_loss(mixed, y, module)
 
 
-@pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype"])
+def test_nca_loss_lets_a_class_keep_two_clusters():
+    """Class 0 in two tight clusters on either side of class 1: every sample
+    sits next to its own class (NCA loss near 0), but class 0's mean sits on
+    class 1 (prototype loss high)."""
+    module = _module()
+    cluster = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [0.1, 0.1]])
+    emb = torch.cat([cluster - 10.0, cluster + 10.0, cluster])
+    y = torch.tensor([0] * 8 + [1] * 4)
+    assert nca_loss(emb, y, module) < 0.01
+    assert prototype_loss(emb, y, module) > 1.0
+
+
+def test_nca_loss_values():
+    """Three points on a line: the probability that each picks its class mate,
+    written out by hand."""
+    module = _module()
+    emb = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+    y = torch.tensor([0, 0, 1])
+    e = torch.exp
+    p0 = e(-torch.tensor(1.0)) / (e(-torch.tensor(1.0)) + e(-torch.tensor(9.0)))
+    p1 = e(-torch.tensor(1.0)) / (e(-torch.tensor(1.0)) + e(-torch.tensor(4.0)))
+    # Sample 2 has no class mate in the batch: no term.
+    expected = -(torch.log(p0) + torch.log(p1)) / 2
+    assert nca_loss(emb, y, module).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype", "nca"])
 @pytest.mark.parametrize("distance", ["euclidean", "manhattan", "cosine"])
 def test_in_batch_losses_train_an_encoder(loss, distance):
     torch.manual_seed(0)
@@ -90,7 +117,7 @@ def test_smallest_matches_sorted_pairwise(distance, head):
     torch.testing.assert_close(module.smallest(a, b, 3), expected)
 
 
-@pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype"])
+@pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype", "nca"])
 def test_class_weight_of_ones_changes_nothing(loss):
     torch.manual_seed(0)
     module = _module(head=loss == "bce")

@@ -179,7 +179,7 @@ def test_failed_partial_fit_leaves_model_unchanged(
 # -- divergence -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype"])
+@pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype", "nca"])
 def test_divergence_stops_with_advice(data, loss):
     X, y = data
     clf = SiameseClassifier(**TINY, loss=loss, lr=1e6)
@@ -313,7 +313,9 @@ def _assert_valid_outputs(clf, X):
     dataset=datasets(),
     params=st.fixed_dictionaries(
         {
-            "loss": st.sampled_from(["contrastive", "bce", "triplet", "prototype"]),
+            "loss": st.sampled_from(
+                ["contrastive", "bce", "triplet", "prototype", "nca"]
+            ),
             "distance": st.sampled_from(["euclidean", "manhattan", "cosine"]),
             "references": st.sampled_from(["all", "prototypes", 2]),
             "n_neighbors": st.sampled_from([1, 2, 10]),
