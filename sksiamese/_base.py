@@ -105,7 +105,7 @@ _TORCH_RNG_LOCK = threading.RLock()
 def fused_optimizer(module, device):
     """Whether ``torch.optim.AdamW(fused=True)`` can train ``module`` on
     ``device``: one kernel per step instead of a loop over the parameters
-    (about 15% faster steps for a small MLP on the CPU), the same algorithm.
+    (10-15% faster steps for a small MLP on the CPU), the same algorithm.
     PyTorch has it for CPU and CUDA tensors since 2.4, for floating point
     parameters only."""
     version = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
