@@ -108,9 +108,8 @@ def fused_optimizer(module, device):
     (10-15% faster steps for a small MLP on the CPU), the same algorithm.
     PyTorch has it for CPU and CUDA tensors since 2.4, for floating point
     parameters only."""
-    version = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
     return (
-        version >= (2, 4)
+        torch.__version__ >= "2.4"  # a TorchVersion: compares as a version
         and torch.device(device).type in ("cpu", "cuda")
         and all(p.is_floating_point() for p in module.parameters())
     )

@@ -1,7 +1,6 @@
 """The skorch side: the balanced batch iterator and the net that trains the twin."""
 
 import contextlib
-import warnings
 
 import numpy as np
 import torch
@@ -10,6 +9,7 @@ from skorch.callbacks import Callback
 from skorch.utils import TeeGenerator, to_tensor
 
 from ._augment import random_affine
+from ._preprocessing import shared_tensor
 from ._sampling import BalancedBatchSampler
 
 # Upper bound on the number of float32 values in one block of a
@@ -56,13 +56,10 @@ class BalancedBatchIterator:
         n_batches=None,
         device=None,
     ):
-        X, y = np.asarray(dataset.X), np.asarray(dataset.y)
-        with warnings.catch_warnings():
-            # Read-only arrays (e.g. from Ray's object store) are shared, not
-            # copied: batches are gathered by indexing, which copies, so the
-            # data are never written and torch's warning does not apply.
-            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-            self.X, self.y = torch.as_tensor(X), torch.as_tensor(y)
+        # Shared, not copied, even when read-only: batches are gathered by
+        # indexing, which copies, so the data are never written.
+        y = np.asarray(dataset.y)
+        self.X, self.y = shared_tensor(np.asarray(dataset.X)), shared_tensor(y)
         self.device = device
         if device is not None:
             self.X, self.y = self.X.to(device), self.y.to(device)
@@ -200,8 +197,7 @@ class SiameseNet(NeuralNet):
                     f"{np.flatnonzero(bad)[0]}). Their values may lie far outside "
                     "those seen in fit: rescale or clip them."
                 )
-        E = E.numpy()
-        return E
+        return E.numpy()
 
     @torch.inference_mode()
     def rowwise(self, A, B):

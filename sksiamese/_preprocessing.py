@@ -6,6 +6,16 @@ import numpy as np
 import torch
 
 
+def shared_tensor(array):
+    """``torch.as_tensor(array)``, sharing memory with ``array`` even when it is
+    read-only (e.g. from Ray's object store), without torch's warning: callers
+    read the tensor (index it, or compute new tensors from it), never write it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return torch.as_tensor(array)
+
+
 class BlankAwareScaler:
     """Scale features and encode blanks (NaN) as value 0 plus a "was blank" flag.
 
@@ -105,14 +115,9 @@ class BlankAwareScaler:
         n_flags = len(self.blank_columns_)
 
         def prepare(X):
-            fast = (
-                X.dtype.type in params
-                and X.flags.c_contiguous
-                and X.flags.writeable  # torch.from_numpy warns on read-only arrays
-            )
-            if fast:
+            if X.dtype.type in params and X.flags.c_contiguous:
                 mean, scale = params[X.dtype.type]
-                Z = (torch.from_numpy(X) - mean).div_(scale).to(torch.float32)
+                Z = (shared_tensor(X) - mean).div_(scale).to(torch.float32)
                 # A sum is finite only if every value is (a float32 overflow of
                 # the sum itself just sends the block to the careful path).
                 if torch.isfinite(Z.sum()):

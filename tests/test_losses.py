@@ -57,14 +57,18 @@ def test_nca_loss_values():
     """Three points on a line: the probability that each picks its class mate,
     written out by hand."""
     module = _module()
-    emb = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+    emb = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]], requires_grad=True)
     y = torch.tensor([0, 0, 1])
     e = torch.exp
     p0 = e(-torch.tensor(1.0)) / (e(-torch.tensor(1.0)) + e(-torch.tensor(9.0)))
     p1 = e(-torch.tensor(1.0)) / (e(-torch.tensor(1.0)) + e(-torch.tensor(4.0)))
     # Sample 2 has no class mate in the batch: no term.
     expected = -(torch.log(p0) + torch.log(p1)) / 2
-    assert nca_loss(emb, y, module).item() == pytest.approx(expected.item(), rel=1e-5)
+    value = nca_loss(emb, y, module)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    # The lone sample's empty row gives no NaN gradient.
+    value.backward()
+    assert torch.isfinite(emb.grad).all()
 
 
 @pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype", "nca"])
