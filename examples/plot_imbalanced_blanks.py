@@ -63,7 +63,7 @@ plt.tight_layout()
 # Side by side in cross-validation
 # --------------------------------
 # :class:`~sksiamese.SiameseClassifier` takes the blanks as they are: each
-# becomes 0 (the training mean after scaling) plus a "was blank" column.
+# becomes 0 (the training median after scaling) plus a "was blank" column.
 # Logistic regression needs them imputed (here the median, plus the same
 # indicator columns); the tree ensembles take blanks natively. The baselines
 # weight classes; the Siamese network draws class-balanced batches instead.

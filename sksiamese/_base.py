@@ -165,7 +165,7 @@ class _BaseSiamese(BaseEstimator):
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "callbacks": [list, None],
-        "scaling": [StrOptions({"auto", "standard", "global"}), None],
+        "scaling": [StrOptions({"auto", "robust", "standard", "global"}), None],
         "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -230,7 +230,7 @@ class _BaseSiamese(BaseEstimator):
     def _make_scaler(self):
         scaling = self.scaling
         if scaling == "auto":
-            scaling = "global" if self.image_shape_ is not None else "standard"
+            scaling = "global" if self.image_shape_ is not None else "robust"
         return BlankAwareScaler(scaling)
 
     def _encode(self, X):

@@ -162,10 +162,15 @@ class SiameseClassifier(
         Extra skorch callbacks (learning-rate schedules, checkpoints, progress
         bars, ...). They are copied at ``fit``.
 
-    scaling : {"auto", "standard", "global"} or None, default="auto"
-        Input scaling fitted on the training data: per feature (``"standard"``),
-        one mean and scale for all features (``"global"``, for images), or none.
-        ``"auto"`` is ``"global"`` for images and ``"standard"`` otherwise.
+    scaling : {"auto", "robust", "standard", "global"} or None, default="auto"
+        Input scaling fitted on the training data. ``"robust"``: per feature,
+        minus the median, divided by the interquartile range (half the range
+        when the quartiles coincide), then smoothly clipped by
+        ``z / sqrt(1 + (z / 3) ** 2)``, so that skewed features and outliers
+        do not crowd the bulk of the data into a narrow band. ``"standard"``:
+        per-feature mean and standard deviation. ``"global"``: one mean and
+        standard deviation for all features (images). None: no scaling.
+        ``"auto"`` is ``"global"`` for images and ``"robust"`` otherwise.
         Blanks (NaN) are then set to 0 and flagged in an extra column.
 
     device : str, default="auto"

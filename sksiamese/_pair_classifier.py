@@ -119,11 +119,13 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         Extra skorch callbacks (learning-rate schedules, checkpoints, progress
         bars, ...). They are copied at ``fit``.
 
-    scaling : {"auto", "standard", "global"} or None, default="auto"
+    scaling : {"auto", "robust", "standard", "global"} or None, default="auto"
         Input scaling fitted on the individual vectors of both sides of the
-        training pairs: per feature (``"standard"``), one mean and scale for
-        all features (``"global"``, for images), or none. ``"auto"`` is
-        ``"global"`` for images and ``"standard"`` otherwise. Blanks (NaN) are
+        training pairs: per feature, robust (median and interquartile range,
+        then smooth clipping towards +-3, as in :class:`SiameseClassifier`)
+        or standard (mean and standard deviation); one mean and scale for all
+        features (``"global"``, for images); or none. ``"auto"`` is
+        ``"global"`` for images and ``"robust"`` otherwise. Blanks (NaN) are
         then set to 0 and flagged in an extra column.
 
     device : str, default="auto"

@@ -91,6 +91,7 @@ class NaNAbove100(Linear3):
 # Fitted models, built once per module, keyed by name.
 FITTED = {
     "mlp": dict(FAST),
+    "mlp_standard": dict(FAST, scaling="standard"),
     "binary": dict(FAST),
     "nan_above_100": dict(FAST, encoder=NaNAbove100(), scaling=None),
     "pairs": dict(FAST),
@@ -543,12 +544,20 @@ CASES = [
         "Input X contains infinity",
     ),
     Case(
-        "predict-beyond-float32-after-scaling",
-        "mlp",
+        "predict-beyond-float32-after-standard-scaling",
+        "mlp_standard",
         "predict",
         (X * 1e300,),
         ValueError,
         "X holds values too large to scale for float32 computation",
+    ),
+    # The default robust scaling clips far values smoothly towards +-3.
+    Case(
+        "predict-beyond-float32-after-robust-scaling",
+        "mlp",
+        "predict",
+        (X * 1e300,),
+        None,
     ),
     Case(
         "predict-sparse",

@@ -103,6 +103,10 @@ def test_scaling_is_fitted_on_the_vectors_of_both_sides(digit_pairs):
     X, y = digit_pairs[0][:100], digit_pairs[1][:100]
     clf = SiamesePairClassifier(**TINY, validation_fraction=0).fit(X, y)
     vectors = X.reshape(-1, X.shape[2])
+    # The default robust scaling centres each feature on its median.
+    np.testing.assert_allclose(clf._scaler.mean_, np.median(vectors, axis=0))
+    clf = SiamesePairClassifier(**TINY, validation_fraction=0, scaling="standard")
+    clf.fit(X, y)
     np.testing.assert_allclose(clf._scaler.mean_, vectors.mean(0))
 
 

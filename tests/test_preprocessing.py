@@ -19,7 +19,7 @@ def _rows(dtype, blanks, seed=0):
     return X.astype(dtype)
 
 
-@pytest.mark.parametrize("scaling", ["standard", "global", None])
+@pytest.mark.parametrize("scaling", ["robust", "standard", "global", None])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("blanks_in_fit", [False, True])
 def test_tensor_transform_equals_transform(scaling, dtype, blanks_in_fit):
@@ -29,6 +29,7 @@ def test_tensor_transform_equals_transform(scaling, dtype, blanks_in_fit):
         _rows(dtype, blanks=False, seed=1),  # the torch path
         _rows(dtype, blanks=True, seed=2),  # blanks: the numpy path
         np.asfortranarray(_rows(dtype, blanks=False, seed=3)),  # not C-ordered
+        _rows(dtype, blanks=False, seed=4)[::-2],  # negative strides
     ):
         Z = prepare(X)
         assert isinstance(Z, torch.Tensor) and Z.dtype == torch.float32
@@ -49,6 +50,73 @@ def test_tensor_transform_refuses_values_too_large_for_float32():
     scaler = BlankAwareScaler().fit(np.array([[0.0], [1.0], [2.0]]))
     with pytest.raises(ValueError, match="too large to scale"):
         scaler.tensor_transform()(np.array([[1e300]]))
+
+
+def test_robust_scaling_centres_spreads_and_clips():
+    rng = np.random.RandomState(0)
+    n = 2000
+    X = np.column_stack(
+        [
+            rng.lognormal(0.0, 2.0, n),  # heavy right tail (a lab value)
+            rng.rand(n) < 0.05,  # a rare yes: both quartiles are 0
+            np.full(n, 7.0),  # constant
+            rng.normal(5.0, 2.0, n),
+        ]
+    ).astype(float)
+    X[rng.rand(n) < 0.1, 3] = np.nan
+    scaler = BlankAwareScaler("robust").fit(X)
+    q1, median, q3 = np.nanquantile(X, [0.25, 0.5, 0.75], axis=0)
+    np.testing.assert_allclose(scaler.mean_, median)
+    # Interquartile range; half the range (0.5) for the rare yes/no answer.
+    np.testing.assert_allclose(scaler.scale_, [q3[0] - q1[0], 0.5, 1.0, q3[3] - q1[3]])
+    Z = scaler.transform(X)
+    assert Z.shape == (n, 5)  # plus one "was blank" column
+    z = (X - median) / scaler.scale_
+    # Smooth clipping: the middle keeps its place, far values stay below 3.
+    np.testing.assert_allclose(
+        Z[:, 0], z[:, 0] / np.sqrt(1 + (z[:, 0] / 3) ** 2), rtol=1e-6
+    )
+    assert np.abs(Z[:, :4]).max() < 3
+    assert z[:, 0].max() > 100 and 2.9 < Z[:, 0].max() < 3
+    inner = np.abs(z[:, 3]) < 0.1
+    np.testing.assert_allclose(Z[inner, 3], z[inner, 3], atol=1e-3)
+    np.testing.assert_allclose(np.unique(Z[:, 1]), [0.0, 2 / np.sqrt(1 + 4 / 9)])
+    assert np.all(Z[:, 2] == 0.0)
+    blank = np.isnan(X[:, 3])
+    np.testing.assert_array_equal(Z[:, 4], blank)
+    assert np.all(Z[blank, 3] == 0.0)  # a blank sits at the median
+
+
+def test_robust_scaling_of_many_rows_uses_a_sample_for_the_quartiles():
+    rng = np.random.RandomState(0)
+    n = 3 * BlankAwareScaler._QUANTILE_ROWS
+    X = np.column_stack([rng.lognormal(0.0, 1.0, n), np.zeros(n)])
+    X[-1, 1] = 4.0  # one rare value, which a sample of rows would likely miss
+    scaler = BlankAwareScaler("robust").fit(X)
+    q1, median, q3 = np.quantile(X[:, 0], [0.25, 0.5, 0.75])
+    np.testing.assert_allclose(scaler.mean_[0], median, rtol=0.03)
+    np.testing.assert_allclose(scaler.scale_[0], q3 - q1, rtol=0.03)
+    # The range, and so the spread of a feature with equal quartiles, is exact.
+    assert scaler.scale_[1] == 2.0
+    # Same data, same statistics.
+    again = BlankAwareScaler("robust").fit(X)
+    np.testing.assert_array_equal(again.mean_, scaler.mean_)
+
+
+def test_robust_scaling_of_values_near_the_float_limits():
+    X = np.array([[-1e308], [0.0], [1e308], [1e307]])
+    scaler = BlankAwareScaler("robust").fit(X)
+    Z = scaler.transform(np.array([[1e308], [-1e308], [0.0]]))
+    assert np.isfinite(Z).all()
+    assert Z[0, 0] > 0 > Z[1, 0] and np.abs(Z).max() <= 3
+    # Far beyond float32 after scaling: clipped, not an overflow error.
+    small = BlankAwareScaler("robust").fit(np.array([[0.0], [1e-30], [2e-30]]))
+    np.testing.assert_allclose(
+        small.transform(np.array([[1.0], [-1.0]])), [[3.0], [-3.0]]
+    )
+    np.testing.assert_allclose(
+        small.tensor_transform()(np.array([[1.0]])).numpy(), [[3.0]]
+    )
 
 
 def test_transform_matches_scaling_before_embedding():
