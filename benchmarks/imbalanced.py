@@ -18,7 +18,9 @@ Datasets (binary, the rare class is 1; nothing is downloaded):
 Tables, all from stratified 5-fold cross-validation in this one run:
 
 1. average precision, ROC AUC and balanced accuracy at the default threshold of
-   SiameseClassifier (defaults, after a StandardScaler), the same inside an
+   SiameseClassifier (defaults, after a StandardScaler), five of them with
+   different seeds and their probabilities averaged (scikit-learn's
+   ``BaggingClassifier`` without resampling), the same inside an
    ``imblearn`` pipeline after a RandomUnderSampler, LogisticRegression
    (class_weight="balanced"; median imputation plus blank indicators),
    RandomForestClassifier(class_weight="balanced_subsample") and
@@ -51,7 +53,11 @@ from imblearn.pipeline import make_pipeline as make_imb_pipeline
 from imblearn.under_sampling import RandomUnderSampler
 from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer, load_digits
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import (
+    BaggingClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
@@ -149,6 +155,11 @@ def siamese(seed, **params):
 def models(seed):
     return {
         "SiameseClassifier": siamese(seed),
+        # The User Guide's recipe for small data: five seeds, probabilities
+        # averaged (every member trains on all the rows).
+        "Siamese, 5 seeds averaged": BaggingClassifier(
+            siamese(seed), n_estimators=5, bootstrap=False, random_state=seed
+        ),
         "Siamese+undersample": make_imb_pipeline(
             StandardScaler(),
             RandomUnderSampler(random_state=seed),
@@ -329,18 +340,21 @@ def main(argv=None):
         )
         print("\nTargets for SiameseClassifier: AP within 0.02 of the best baseline,")
         print("balanced accuracy at the default threshold above every baseline.")
-        for d, rows in main_results.items():
-            ours = rows["SiameseClassifier"]
-            base = {k: v for k, v in rows.items() if not k.startswith("Siamese")}
-            best_ap = max(v["AP"].mean() for v in base.values())
-            best_ba = max(v["bal acc"].mean() for v in base.values())
-            gap = ours["AP"].mean() - best_ap
-            print(
-                f"  {d:<14} AP {ours['AP'].mean():.3f} vs best {best_ap:.3f} "
-                f"({gap:+.3f}: {'met' if gap >= -0.02 else 'NOT met'}); "
-                f"bal acc {ours['bal acc'].mean():.3f} vs best {best_ba:.3f} "
-                f"({'met' if ours['bal acc'].mean() > best_ba else 'NOT met'})"
-            )
+        for row in ("SiameseClassifier", "Siamese, 5 seeds averaged"):
+            print(f"{row}:")
+            for d, rows in main_results.items():
+                ours = rows[row]
+                base = {k: v for k, v in rows.items() if not k.startswith("Siamese")}
+                best_ap = max(v["AP"].mean() for v in base.values())
+                best_ba = max(v["bal acc"].mean() for v in base.values())
+                gap = ours["AP"].mean() - best_ap
+                met_ba = ours["bal acc"].mean() > best_ba
+                print(
+                    f"  {d:<14} AP {ours['AP'].mean():.3f} vs best {best_ap:.3f} "
+                    f"({gap:+.3f}: {'met' if gap >= -0.02 else 'NOT met'}); "
+                    f"bal acc {ours['bal acc'].mean():.3f} vs best {best_ba:.3f} "
+                    f"({'met' if met_ba else 'NOT met'})"
+                )
     if "2" in args.tables:
         blank_data = {d: v for d, v in data.items() if np.isnan(v[0]).any()}
         blank_results = {

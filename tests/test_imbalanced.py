@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from imblearn.pipeline import make_pipeline as make_imb_pipeline
 from imblearn.under_sampling import RandomUnderSampler
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import (
@@ -370,3 +371,30 @@ def test_class_weight_acts_as_a_prior_on_the_decision(fitted, survey):
         y_test, fitted.predict(X_test)
     )
     assert weighted.predict(X_test).mean() > fitted.predict(X_test).mean()
+
+
+# -- ensembles --------------------------------------------------------------------
+
+
+def test_bagging_over_seeds_with_blanks(survey):
+    # The User Guide's recipe for small data: several seeds, probabilities averaged.
+    from sklearn.ensemble import BaggingClassifier
+
+    X_train, y_train, _, _, X_test, y_test = survey
+    bag = BaggingClassifier(
+        SiameseClassifier(**SMALL), n_estimators=3, bootstrap=False, random_state=0
+    )
+    proba = bag.fit(X_train, y_train).predict_proba(X_test)[:, 1]
+    members = bag.estimators_
+    # Blanks reach every member; each trained with its own seed on all the rows.
+    assert all(m.n_features_in_ == X_train.shape[1] for m in members)
+    assert len({m.random_state for m in members}) == 3
+    member_proba = [m.predict_proba(X_test)[:, 1] for m in members]
+    np.testing.assert_allclose(proba, np.mean(member_proba, axis=0), rtol=1e-6)
+    assert len({round(float(p[0]), 6) for p in member_proba}) == 3
+    # Same random_state, same ensemble.
+    again = clone(bag).fit(X_train, y_train).predict_proba(X_test)[:, 1]
+    np.testing.assert_array_equal(proba, again)
+    aucs = [roc_auc_score(y_test, p) for p in member_proba]
+    assert roc_auc_score(y_test, proba) >= np.mean(aucs) - 0.01
+    assert roc_auc_score(y_test, proba) > 0.75
