@@ -165,6 +165,13 @@ def models(seed):
             RandomUnderSampler(random_state=seed),
             SiameseClassifier(random_state=seed),
         ),
+        **baselines(seed),
+    }
+
+
+def baselines(seed):
+    """The class-weighted baselines (also used by ``scaling.py``)."""
+    return {
         "LogReg(balanced)": make_pipeline(
             SimpleImputer(strategy="median", add_indicator=True),
             StandardScaler(),
