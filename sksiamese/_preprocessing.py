@@ -164,16 +164,16 @@ class BlankAwareScaler:
             if X.dtype.type in params and X.flags.c_contiguous:
                 mean, scale = params[X.dtype.type]
                 if robust:
+                    # Finite t (checked by one sum) means finite clipped values.
                     Z, t, finite = _robust_block(shared_tensor(X), mean, scale)
-                    if not finite:  # blanks, or far values: the careful path
-                        return torch.from_numpy(self.transform(X))
-                    Z = _clip_with(Z, t)
+                    if finite:
+                        Z = _clip_with(Z, t).to(torch.float32)
                 else:
-                    Z = (shared_tensor(X) - mean).div_(scale)
-                Z = Z.to(torch.float32)
-                # A sum is finite only if every value is (a float32 overflow of
-                # the sum itself just sends the block to the careful path).
-                if torch.isfinite(Z.sum()):
+                    Z = (shared_tensor(X) - mean).div_(scale).to(torch.float32)
+                    # A sum is finite only if every value is (a float32 overflow
+                    # of the sum itself just sends the block to the careful path).
+                    finite = bool(torch.isfinite(Z.sum()))
+                if finite:
                     if n_flags:
                         Z = torch.cat([Z, Z.new_zeros((len(Z), n_flags))], dim=1)
                     return Z
