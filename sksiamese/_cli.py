@@ -137,33 +137,23 @@ def _read_columns_csv(path, header, target, delimiter):
                 if not row:
                     continue
                 if len(row) != len(header):
-                    raise InputError(
-                        f"line {reader.line_num} of {path} has {len(row)} fields; "
-                        f"the header has {len(header)}"
-                    )
+                    _wrong_field_count(path, reader.line_num, len(row), len(header))
                 for values, cell in zip(lists, row, strict=True):
                     values.append(cell)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
-    blanks = set(BLANKS)
-    out = {}
-    for name, values in cells.items():
-        values = [v.strip() for v in values]
-        if name == target:
-            out[name] = [None if v in blanks else v for v in values]
-            continue
-        try:
-            out[name] = np.array(
-                [np.nan if v in blanks else float(v) for v in values], dtype=float
-            )
-        except ValueError:
-            out[name] = [None if v in blanks else v for v in values]
-    return out
+    return {
+        name: _parse_cells(values, numeric=name != target)
+        for name, values in cells.items()
+    }
 
 
 def _read_columns_pandas(path, header, target, delimiter):
     import pandas as pd
 
+    # pandas fills the missing fields of a short row as blanks; refuse such
+    # rows first, as the csv module path does.
+    _check_short_rows(path, len(header), delimiter)
     try:
         df = pd.read_csv(
             path,
@@ -187,6 +177,51 @@ def _read_columns_pandas(path, header, target, delimiter):
         else:
             out[name] = [None if pd.isna(v) else str(v).strip() for v in col]
     return out
+
+
+def _check_short_rows(path, n_fields, delimiter):
+    """Refuse a non-empty line with fewer fields than the header.
+
+    Counts delimiters line by line, which is exact for lines without quotes;
+    a file with quotes is checked by the csv module instead (a quoted field may
+    hold the delimiter or a line break).
+    """
+    sep = delimiter.encode()
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            if b'"' in line:
+                break
+            if number > 1 and line.strip() and line.count(sep) < n_fields - 1:
+                _wrong_field_count(path, number, line.count(sep) + 1, n_fields)
+        else:
+            return
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        next(reader, None)
+        for row in reader:
+            if row and len(row) < n_fields:
+                _wrong_field_count(path, reader.line_num, len(row), n_fields)
+
+
+def _wrong_field_count(path, line, n_fields, n_header):
+    raise InputError(
+        f"line {line} of {path} has {n_fields} fields; the header has {n_header}"
+    )
+
+
+def _parse_cells(values, numeric):
+    """Text cells of one column: blanks as None (labels) or NaN (numbers); a
+    list of str/None when ``numeric`` is False or a cell is not a number."""
+    blanks = set(BLANKS)
+    values = [v.strip() for v in values]
+    if numeric:
+        try:
+            return np.array(
+                [np.nan if v in blanks else float(v) for v in values], dtype=float
+            )
+        except ValueError:
+            pass
+    return [None if v in blanks else v for v in values]
 
 
 def _parse_labels(labels, target):

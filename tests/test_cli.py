@@ -273,6 +273,34 @@ def test_bad_input_one_line_exit_2(capsys, tmp_path, make, extra, message):
     assert message in err
 
 
+def test_short_rows_are_refused_with_pandas(capsys, tmp_path):
+    pytest.importorskip("pandas")
+    path = tmp_path / "short.csv"
+    # The target first: the missing field would be a feature, silently blank.
+    rows = [f"{'ab'[i % 2]},{i},{i % 3}" for i in range(12)]
+    path.write_text("y,a,b\n" + "\n".join(rows[:5] + ["b,7"] + rows[5:]) + "\n")
+    code, _, err = run(capsys, "compare", str(path), "--target", "y", *FAST)
+    assert code == 2
+    assert "line 7 of" in err and "has 2 fields; the header has 3" in err
+    # Quoted fields may hold the delimiter: those files are checked by csv.
+    path.write_text('y,a,b\n"a,x",1,2\n"b,y",3\n')
+    code, _, err = run(capsys, "compare", str(path), "--target", "y", *FAST)
+    assert code == 2
+    assert "line 3 of" in err and "has 2 fields; the header has 3" in err
+
+
+def test_empty_last_cells_are_blanks_not_short_rows(tmp_path):
+    from sksiamese._cli import read_csv
+
+    path = tmp_path / "blanks.csv"
+    path.write_text("y,a,b\na,1, \nb,2,NA\na,3,4\nb,4,\n")
+    X, y, names = read_csv(str(path), "y")
+    assert names == ["a", "b"]
+    np.testing.assert_array_equal(X[:, 0], [1, 2, 3, 4])
+    np.testing.assert_array_equal(np.isnan(X[:, 1]), [True, True, False, True])
+    assert X[2, 1] == 4.0
+
+
 def test_ragged_rows_are_refused_without_pandas(capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
     path = tmp_path / "ragged.csv"
