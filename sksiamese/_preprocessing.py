@@ -63,8 +63,10 @@ class BlankAwareScaler:
             warnings.simplefilter("ignore", RuntimeWarning)
             if self.scaling == "robust":
                 # In units of the largest magnitude, as below: differences of
-                # values near the float limits would overflow.
-                size = max_fn(np.abs(X), axis=0)
+                # values near the float limits would overflow. The range (over
+                # every row: a rare value must not be missed) gives both.
+                hi, lo = max_fn(X, axis=0), min_fn(X, axis=0)
+                size = np.maximum(np.abs(hi), np.abs(lo))
                 size = np.where(np.isfinite(size) & (size > 0), size, 1.0)
                 rows = X
                 if len(X) > self._QUANTILE_ROWS:
@@ -74,8 +76,7 @@ class BlankAwareScaler:
                     rows = X[np.sort(pick)]
                 unit = rows / size.astype(X.dtype)
                 q1, median, q3 = quantile_fn(unit, [0.25, 0.5, 0.75], axis=0)
-                # The range over every row: a rare value must not be missed.
-                half_range = (max_fn(X, axis=0) / size - min_fn(X, axis=0) / size) / 2
+                half_range = (hi / size - lo / size) / 2
                 spread = np.where(q3 > q1, q3 - q1, half_range)
                 mean, std = median * size, spread * size
             elif self.scaling in ("standard", "global"):
@@ -102,10 +103,7 @@ class BlankAwareScaler:
     def transform(self, X):
         """Return a float32 array of ``n_features + n_blank_columns`` columns."""
         if self.scaling == "robust":
-            mean, scale = (
-                torch.from_numpy(np.asarray(a, dtype=X.dtype))
-                for a in (self.mean_, self.scale_)
-            )
+            mean, scale = self._tensor_params(X.dtype)
             if not (X.flags.c_contiguous or X.flags.f_contiguous):
                 X = np.ascontiguousarray(X)  # torch takes no negative strides
             Z, t, finite = _robust_block(shared_tensor(X), mean, scale)
@@ -148,15 +146,9 @@ class BlankAwareScaler:
         (subtract, divide, clip, cast), so the values are identical; blocks with
         blanks or values that overflow take :meth:`transform` itself.
         """
-        # As in transform: statistics beyond float32 become inf in float32.
-        with np.errstate(over="ignore", invalid="ignore"):
-            params = {
-                dtype: (
-                    torch.from_numpy(np.asarray(self.mean_, dtype=dtype)),
-                    torch.from_numpy(np.asarray(self.scale_, dtype=dtype)),
-                )
-                for dtype in (np.float32, np.float64)
-            }
+        params = {
+            dtype: self._tensor_params(dtype) for dtype in (np.float32, np.float64)
+        }
         n_flags = len(self.blank_columns_)
         robust = self.scaling == "robust"
 
@@ -180,6 +172,15 @@ class BlankAwareScaler:
             return torch.from_numpy(self.transform(X))
 
         return prepare
+
+    def _tensor_params(self, dtype):
+        """``mean_`` and ``scale_`` as tensors of ``dtype`` (statistics beyond
+        float32 become inf in float32, as in the numpy path)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return tuple(
+                torch.from_numpy(np.asarray(a, dtype=dtype))
+                for a in (self.mean_, self.scale_)
+            )
 
 
 def _robust_block(X, median, spread):
