@@ -20,7 +20,8 @@ PyTorch has one):
   scaling, robust scaling and smooth clipping written in numpy, costs a plain
   pass, i.e. the share of the gap due to scaling); and the plain forward pass
   over rows scaled beforehand, followed by a plain comparison with the same
-  references (``torch.cdist``, the k closest per class, softmax) vs
+  references (``torch.cdist``, the closest references of each class that hold
+  the same share of it, their weighted mean distance, softmax) vs
   ``predict_proba`` (checked to give the same probabilities).
 
 Prints samples per second and the ratio to the plain loop (higher is better; the
@@ -45,6 +46,7 @@ from sklearn.datasets import make_classification
 from sksiamese import SiameseClassifier
 from sksiamese._base import fused_optimizer
 from sksiamese._losses import InBatchLoss
+from sksiamese._net import _MAX_NEIGHBOURHOOD
 from sksiamese._networks import MLPEncoder, SiameseModule
 
 
@@ -81,17 +83,32 @@ def plain_forward(module, X, batch_size=4096):
 
 
 @torch.inference_mode()
-def plain_predict_proba(module, X, R, r_codes, n_classes, k, temperature):
-    """Forward pass, then mean distance to the k closest references of each
-    class and a softmax: what predict_proba computes, written plainly."""
+def plain_predict_proba(module, X, R, r_codes, weights, n_classes, k, temperature):
+    """Forward pass, then for each class the weighted mean distance over the
+    closest references that hold the same share of every class (at least k of
+    them), and a softmax: what predict_proba computes, written plainly."""
     E = plain_forward(module, X).double()
     R = torch.from_numpy(R).double()
+    weights = torch.from_numpy(weights).double()
     r_codes = torch.from_numpy(r_codes)
+    counts = torch.bincount(r_codes, minlength=n_classes)
+    share = min(k / counts.min().item(), _MAX_NEIGHBOURHOOD)
     scores = []
     for c in range(n_classes):
-        d = torch.cdist(E, R[r_codes == c])
-        kc = min(k, d.shape[1])
-        scores.append(torch.topk(d, kc, dim=1, largest=False).values.mean(1))
+        w_c = weights[r_codes == c]
+        want = share * w_c.sum()
+        kc = min(k, len(w_c))
+        # Enough references to hold ``want`` samples, even the lightest ones.
+        needed = int(torch.searchsorted(w_c.sort().values.cumsum(0), want)) + 1
+        fetch = min(len(w_c), max(kc, needed))
+        d, idx = torch.topk(
+            torch.cdist(E, R[r_codes == c]), fetch, dim=1, largest=False
+        )
+        w = w_c[idx]
+        total = w.cumsum(1)
+        cover = total[:, kc - 1].clamp(min=want)
+        take = torch.minimum((cover[:, None] - total + w).clamp(min=0), w)
+        scores.append((take * d).sum(1) / take.sum(1))
     return torch.softmax(-torch.stack(scores, 1) / temperature, dim=1).numpy()
 
 
@@ -178,6 +195,7 @@ def main(argv=None):
                 X_scaled,
                 clf.references_,
                 clf._reference_codes,
+                clf._reference_weights,
                 len(clf.classes_),
                 clf.n_neighbors,
                 clf.temperature_,

@@ -105,7 +105,17 @@ class SiameseClassifier(
         "gold standard" set that keeps prediction fast on large data).
 
     n_neighbors : int, default=5
-        Number of closest references of each class averaged into its score.
+        Number of closest references averaged into the score of the class with
+        the fewest references. Every other class is scored on its closest
+        references that hold the same share of its training samples (a k-means
+        centre counts for the samples of its cluster), at most a quarter of the
+        class and never fewer than ``n_neighbors`` references. Classes of equal
+        size whose references are samples are all scored on their
+        ``n_neighbors`` closest references; across
+        classes of different sizes, the scores compare how dense each class is
+        around the query rather than how many of its references are near, so a
+        rare class is not outvoted merely for being rare (a balanced
+        k-nearest-neighbour rule).
 
     class_weight : dict, "balanced" or None, default=None
         Weight of each class in the training loss, as ``{label: weight}``; a
@@ -434,16 +444,16 @@ class SiameseClassifier(
                 net, E, codes, len(classes), rng
             )
         else:
-            R, r_codes = self._select_references(E[train], codes[train], rng)
+            R, r_codes, r_weights = self._select_references(E[train], codes[train], rng)
             held = held[_cap_per_class(codes[held], _CALIBRATION_PER_CLASS, rng)]
             S = net.class_dissimilarity(
-                E[held], R, r_codes, len(classes), self.n_neighbors
+                E[held], R, r_codes, len(classes), self.n_neighbors, r_weights
             )
             y_cal = codes[held]
             d_pairs, same = self._calibration_pairs(
                 net, E[held], codes[held], E[train], codes[train], rng
             )
-        R, r_codes = self._select_references(E, codes, rng)
+        R, r_codes, r_weights = self._select_references(E, codes, rng)
 
         self.classes_ = classes
         self.net_ = net
@@ -452,6 +462,7 @@ class SiameseClassifier(
         self.n_epochs_ = len(net.history)
         self.references_ = R
         self._reference_codes = r_codes
+        self._reference_weights = r_weights
         self.reference_labels_ = classes[r_codes]
         self.temperature_ = _fit_temperature(S, y_cal, len(classes))
         self.threshold_ = 0.5 if len(classes) == 2 else None
@@ -539,29 +550,35 @@ class SiameseClassifier(
         return np.sort(train), np.sort(held)
 
     def _select_references(self, E, codes, rng):
-        """The reference embeddings kept for prediction, and their class codes."""
+        """The reference embeddings kept for prediction, their class codes and
+        the number of training samples each stands for."""
         if self.references == "all":
-            return E, codes
+            return E, codes, np.ones(len(E))
         present = np.unique(codes)
         groups = [E[codes == c] for c in present]
         if self.references == "prototypes":
-            R = [g.mean(0, keepdims=True) for g in groups]
+            kept = [(g.mean(0, keepdims=True), np.array([len(g)])) for g in groups]
         else:
-            R = [self._class_centres(g, self.references, rng) for g in groups]
+            kept = [self._class_centres(g, self.references, rng) for g in groups]
         r_codes = np.concatenate(
-            [np.full(len(r), c) for c, r in zip(present, R, strict=True)]
+            [np.full(len(r), c) for c, (r, _) in zip(present, kept, strict=True)]
         )
-        return np.concatenate(R).astype(np.float32), r_codes
+        R = np.concatenate([r for r, _ in kept]).astype(np.float32)
+        return R, r_codes, np.concatenate([w for _, w in kept]).astype(np.float64)
 
     @staticmethod
     def _class_centres(E, k, rng):
+        """At most ``k`` centres of the rows ``E`` and how many rows each holds."""
+        n = len(E)
         # k-means on a subsample is as good as on everything for k centres and
         # keeps this step cheap on hundreds of thousands of samples.
-        if len(E) > 20 * k:
-            E = E[rng.choice(len(E), 20 * k, replace=False)]
-        E = np.unique(E, axis=0)  # repeated rows (e.g. oversampled) count once
+        if n > 20 * k:
+            E = E[rng.choice(n, 20 * k, replace=False)]
+        # Repeated rows (e.g. oversampled) are placed once but keep their count.
+        E, counts = np.unique(E, axis=0, return_counts=True)
+        counts = counts * (n / counts.sum())
         if len(E) <= k:
-            return E
+            return E, counts
         E = E.astype(np.float64)
         seed = rng.randint(2**31 - 1)
         # Plain k-means++ seeding (one candidate per centre instead of
@@ -569,7 +586,10 @@ class SiameseClassifier(
         # Lloyd iterations that follow end within 2% of the same inertia.
         init, _ = kmeans_plusplus(E, k, random_state=seed, n_local_trials=1)
         km = KMeans(n_clusters=k, init=init, n_init=1, max_iter=50, random_state=seed)
-        return km.fit(E).cluster_centers_.astype(np.float32)
+        km.fit(E)
+        held = np.bincount(km.labels_, weights=counts, minlength=k)
+        keep = held > 0
+        return km.cluster_centers_[keep].astype(np.float32), held[keep]
 
     def _crossfit_scores(self, net, E, codes, n_classes, rng):
         """Calibration data without a held-out split: two stratified halves,
@@ -584,11 +604,13 @@ class SiameseClassifier(
         S_all, y_all, d_all, same_all = [], [], [], []
         for q in (half, ~half):
             r = ~q
-            R, r_codes = self._select_references(E[r], codes[r], rng)
+            R, r_codes, r_weights = self._select_references(E[r], codes[r], rng)
             q = np.flatnonzero(q)
             q = q[_cap_per_class(codes[q], _CALIBRATION_PER_CLASS, rng)]
             S_all.append(
-                net.class_dissimilarity(E[q], R, r_codes, n_classes, self.n_neighbors)
+                net.class_dissimilarity(
+                    E[q], R, r_codes, n_classes, self.n_neighbors, r_weights
+                )
             )
             y_all.append(codes[q])
             d, same = self._calibration_pairs(net, E[q], codes[q], E[r], codes[r], rng)
@@ -807,10 +829,11 @@ class SiameseClassifier(
                 f"X and y have different numbers of samples: {len(Z)} and {len(codes)}."
             )
         E = self.net_.embed(Z)
-        R, r_codes = self._select_references(E, codes, check_random_state(0))
+        R, r_codes, r_weights = self._select_references(E, codes, check_random_state(0))
         self.classes_ = classes
         self.references_ = R
         self._reference_codes = r_codes
+        self._reference_weights = r_weights
         self.reference_labels_ = classes[r_codes]
         self.threshold_ = 0.5 if len(classes) == 2 else None
         return self
@@ -826,6 +849,8 @@ class SiameseClassifier(
             self._reference_codes,
             len(self.classes_),
             self.n_neighbors,
+            # Model files written before references had weights: one sample each.
+            getattr(self, "_reference_weights", None),
         )
 
     def _log_prior(self):

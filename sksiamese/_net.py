@@ -16,6 +16,10 @@ from ._sampling import BalancedBatchSampler
 # query x reference dissimilarity computation (64 MB).
 _BLOCK_VALUES = 2**24
 
+# Largest fraction of a class that its neighbourhood in class_dissimilarity
+# covers when another class has very few references.
+_MAX_NEIGHBOURHOOD = 0.25
+
 
 class BalancedBatchIterator:
     """skorch ``iterator_train``: class-balanced batches from a skorch Dataset.
@@ -207,9 +211,23 @@ class SiameseNet(NeuralNet):
         return self.module_.rowwise(a, b).cpu().numpy()
 
     @torch.inference_mode()
-    def class_dissimilarity(self, Q, R, r_codes, n_classes, n_neighbors):
-        """Mean dissimilarity of each query to its ``n_neighbors`` closest
-        references of each class.
+    def class_dissimilarity(
+        self, Q, R, r_codes, n_classes, n_neighbors, r_weights=None
+    ):
+        """Mean dissimilarity of each query to its closest references of each
+        class, over neighbourhoods that hold the same fraction of every class.
+
+        The class with the fewest references is judged on its ``n_neighbors``
+        closest ones; every other class on its closest references that stand
+        for the same fraction of its training samples (at most a quarter of
+        them, and never fewer than ``n_neighbors`` references). The mean is
+        weighted by the samples each reference stands for. Among classes of
+        equal size whose references are single samples this is the plain mean
+        over the ``n_neighbors`` closest references; across classes of
+        different sizes it compares densities
+        rather than counts (a balanced k-nearest-neighbour rule), so that a
+        large class does not win a query merely for having more references
+        near it.
 
         Parameters
         ----------
@@ -219,6 +237,9 @@ class SiameseNet(NeuralNet):
             Class code of each reference, in ``range(n_classes)``.
         n_classes : int
         n_neighbors : int
+        r_weights : ndarray of shape (n_references,), default=None
+            Training samples each reference stands for (a k-means centre, its
+            cluster); None: one each.
 
         Returns
         -------
@@ -233,9 +254,26 @@ class SiameseNet(NeuralNet):
         # query's scores then do not depend on which other queries share its block.
         order = np.argsort(r_codes, kind="stable")
         R = torch.as_tensor(R[order], device=self.device, dtype=torch.float64)
+        if r_weights is None:
+            W = np.ones(len(order))
+        else:
+            W = np.asarray(r_weights, dtype=np.float64)[order]
         bounds = np.searchsorted(r_codes[order], np.arange(n_classes + 1))
+        counts = np.diff(bounds)
+        # Samples each class's neighbourhood holds: the same share of every class.
+        share = min(n_neighbors / counts[counts > 0].min(), _MAX_NEIGHBOURHOOD)
+        want = share * np.bincount(r_codes[order], weights=W, minlength=n_classes)
+        # Enough closest references to hold them, even if they were the lightest.
+        fetch = np.zeros(n_classes, dtype=int)
+        for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            lightest = np.cumsum(np.sort(W[lo:hi]))
+            needed = np.searchsorted(lightest, want[c] * (1 - 1e-9)) + 1
+            fetch[c] = min(hi - lo, max(n_neighbors, needed))
+        W = torch.as_tensor(W, device=self.device)
         ref_block = max(1, min(len(R), _BLOCK_VALUES // (256 * width)))
         q_block = max(1, _BLOCK_VALUES // (ref_block * width))
+        # Kept distances, weights and indices stay within the block budget too.
+        q_block = max(1, min(q_block, _BLOCK_VALUES // (4 * max(1, fetch.max()))))
         out = np.empty((len(Q), n_classes), dtype=np.float64)
         for qs in range(0, len(Q), q_block):
             q = torch.as_tensor(
@@ -250,12 +288,23 @@ class SiameseNet(NeuralNet):
                 best = None
                 for rs in range(lo, hi, ref_block):
                     block = R[rs : min(hi, rs + ref_block)]
-                    d = module.smallest(q, block, min(k, len(block)))
+                    d, idx = module.smallest(
+                        q, block, min(fetch[c], len(block)), indices=True
+                    )
+                    w = W[rs + idx]
                     if best is not None:
-                        d = torch.cat([best, d], dim=1)
-                        # Blocks may be narrower than k (wide pair heads).
-                        kept = min(k, d.shape[1])
-                        d = torch.topk(d, kept, dim=1, largest=False).values
-                    best = d
-                out[qs : qs + len(q), c] = best.mean(1).cpu().numpy()
+                        d = torch.cat([best[0], d], dim=1)
+                        w = torch.cat([best[1], w], dim=1)
+                        # Blocks may be narrower than fetch (wide pair heads).
+                        kept = min(fetch[c], d.shape[1])
+                        d, pick = torch.topk(d, kept, dim=1, largest=False)
+                        w = torch.gather(w, 1, pick)
+                    best = (d, w)
+                d, w = best
+                total = w.cumsum(1)
+                # At least the k closest references, whatever they weigh.
+                cover = torch.clamp(total[:, k - 1], min=want[c])
+                take = torch.minimum((cover[:, None] - (total - w)).clamp(min=0), w)
+                score = (take * d).sum(1) / take.sum(1)
+                out[qs : qs + len(q), c] = score.cpu().numpy()
         return out

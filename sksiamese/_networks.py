@@ -126,9 +126,9 @@ class SiameseModule(nn.Module):
             return torch.cdist(a, b, p=1.0)
         return 1.0 - F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
 
-    def smallest(self, a, b, k):
+    def smallest(self, a, b, k, indices=False):
         """The ``k`` smallest dissimilarities of each row of ``a`` to the rows of
-        ``b``, ascending.
+        ``b``, ascending (with their column indices in ``b`` if ``indices``).
 
         Equal to ``topk(pairwise(a, b), k, largest=False)`` but cheaper: for the
         euclidean and cosine distances, rows are ranked by one matrix product
@@ -136,12 +136,15 @@ class SiameseModule(nn.Module):
         """
         if self.head is None and self.distance == "euclidean":
             part = torch.addmm(b.pow(2).sum(1)[None, :], a, b.T, alpha=-2.0)
-            part = torch.topk(part, k, dim=1, largest=False).values
-            return (part + a.pow(2).sum(1)[:, None]).clamp(min=1e-12).sqrt()
-        if self.head is None and self.distance == "cosine":
+            part, idx = torch.topk(part, k, dim=1, largest=False)
+            d = (part + a.pow(2).sum(1)[:, None]).clamp(min=1e-12).sqrt()
+        elif self.head is None and self.distance == "cosine":
             sim = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
-            return 1.0 - torch.topk(sim, k, dim=1).values
-        return torch.topk(self.pairwise(a, b), k, dim=1, largest=False).values
+            sim, idx = torch.topk(sim, k, dim=1)
+            d = 1.0 - sim
+        else:
+            d, idx = torch.topk(self.pairwise(a, b), k, dim=1, largest=False)
+        return (d, idx) if indices else d
 
     def rowwise(self, a, b, squared=False):
         """Dissimilarity of row ``i`` of ``a`` to row ``i`` of ``b``."""

@@ -420,7 +420,7 @@ class _TuneReport(Callback):
 
         plan, est = self.plan, self.estimator
         metrics = _epoch_metrics(net)
-        R, r_codes = est._select_references(
+        R, r_codes, r_weights = est._select_references(
             net.embed(plan.Z[self.ref_idx]),
             plan.codes[self.ref_idx],
             check_random_state(0),
@@ -431,6 +431,7 @@ class _TuneReport(Callback):
             r_codes,
             len(plan.classes),
             est.n_neighbors,
+            r_weights,
         )
         metrics["valid_balanced_accuracy"] = float(
             balanced_accuracy_score(plan.codes[plan.held], np.argmin(S, axis=1))
