@@ -263,17 +263,51 @@ class SiameseNet(NeuralNet):
         # Samples each class's neighbourhood holds: the same share of every class.
         share = min(n_neighbors / counts[counts > 0].min(), _MAX_NEIGHBOURHOOD)
         want = share * np.bincount(r_codes[order], weights=W, minlength=n_classes)
-        # Enough closest references to hold them, even if they were the lightest.
-        fetch = np.zeros(n_classes, dtype=int)
+        # References to fetch per query: enough to hold ``want`` samples if
+        # they weigh what the class's references weigh on average (twice over);
+        # queries whose closest references are lighter than that fetch again,
+        # enough even if they were the lightest of the class.
+        guess = np.minimum(
+            counts, np.maximum(n_neighbors, np.ceil(2 * share * counts))
+        ).astype(int)
+        most = guess.copy()
         for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
             lightest = np.cumsum(np.sort(W[lo:hi]))
             needed = np.searchsorted(lightest, want[c] * (1 - 1e-9)) + 1
-            fetch[c] = min(hi - lo, max(n_neighbors, needed))
+            most[c] = min(hi - lo, max(guess[c], needed))
         W = torch.as_tensor(W, device=self.device)
         ref_block = max(1, min(len(R), _BLOCK_VALUES // (256 * width)))
         q_block = max(1, _BLOCK_VALUES // (ref_block * width))
         # Kept distances, weights and indices stay within the block budget too.
-        q_block = max(1, min(q_block, _BLOCK_VALUES // (4 * max(1, fetch.max()))))
+        q_block = max(1, min(q_block, _BLOCK_VALUES // (4 * max(1, most.max()))))
+
+        def closest(q, lo, hi, fetch):
+            """Distances to the ``fetch`` closest references of ``R[lo:hi]``,
+            ascending, and their weights."""
+            best = None
+            for rs in range(lo, hi, ref_block):
+                block = R[rs : min(hi, rs + ref_block)]
+                d, idx = module.smallest(q, block, min(fetch, len(block)), indices=True)
+                w = W[rs + idx]
+                if best is not None:
+                    d = torch.cat([best[0], d], dim=1)
+                    w = torch.cat([best[1], w], dim=1)
+                    # Blocks may be narrower than fetch (wide pair heads).
+                    d, pick = torch.topk(
+                        d, min(fetch, d.shape[1]), dim=1, largest=False
+                    )
+                    w = torch.gather(w, 1, pick)
+                best = (d, w)
+            return best
+
+        def share_mean(d, w, k, want):
+            """Weighted mean of ``d`` over the closest references that hold
+            ``want`` samples, and at least the ``k`` closest, whatever they weigh."""
+            total = w.cumsum(1)
+            cover = torch.clamp(total[:, k - 1], min=want)
+            take = torch.minimum((cover[:, None] - (total - w)).clamp(min=0), w)
+            return (take * d).sum(1) / take.sum(1)
+
         out = np.empty((len(Q), n_classes), dtype=np.float64)
         for qs in range(0, len(Q), q_block):
             q = torch.as_tensor(
@@ -285,26 +319,12 @@ class SiameseNet(NeuralNet):
                     out[qs : qs + len(q), c] = np.inf
                     continue
                 k = min(n_neighbors, hi - lo)
-                best = None
-                for rs in range(lo, hi, ref_block):
-                    block = R[rs : min(hi, rs + ref_block)]
-                    d, idx = module.smallest(
-                        q, block, min(fetch[c], len(block)), indices=True
-                    )
-                    w = W[rs + idx]
-                    if best is not None:
-                        d = torch.cat([best[0], d], dim=1)
-                        w = torch.cat([best[1], w], dim=1)
-                        # Blocks may be narrower than fetch (wide pair heads).
-                        kept = min(fetch[c], d.shape[1])
-                        d, pick = torch.topk(d, kept, dim=1, largest=False)
-                        w = torch.gather(w, 1, pick)
-                    best = (d, w)
-                d, w = best
-                total = w.cumsum(1)
-                # At least the k closest references, whatever they weigh.
-                cover = torch.clamp(total[:, k - 1], min=want[c])
-                take = torch.minimum((cover[:, None] - (total - w)).clamp(min=0), w)
-                score = (take * d).sum(1) / take.sum(1)
+                d, w = closest(q, lo, hi, guess[c])
+                score = share_mean(d, w, k, want[c])
+                if most[c] > guess[c]:
+                    short = torch.nonzero(w.sum(1) < want[c] * (1 - 1e-9))[:, 0]
+                    if len(short):
+                        d, w = closest(q[short], lo, hi, most[c])
+                        score[short] = share_mean(d, w, k, want[c])
                 out[qs : qs + len(q), c] = score.cpu().numpy()
         return out

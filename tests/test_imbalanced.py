@@ -324,6 +324,47 @@ def test_neighbourhoods_on_hand_built_distances(fitted):
     )
 
 
+def _share_scores(Q, R, codes, k, weights, cap=0.25):
+    """class_dissimilarity's rule, written plainly: sort everything."""
+    counts = np.bincount(codes)
+    share = min(k / counts.min(), cap)
+    D = np.linalg.norm(Q[:, None] - R[None], axis=2)
+    S = np.empty((len(Q), len(counts)))
+    for c in range(len(counts)):
+        d, w = D[:, codes == c], weights[codes == c]
+        order = np.argsort(d, axis=1, kind="stable")
+        d, w = np.take_along_axis(d, order, 1), w[order]
+        total = np.cumsum(w, axis=1)
+        cover = np.maximum(total[:, min(k, counts[c]) - 1], share * w.sum(1))
+        take = np.clip(cover[:, None] - (total - w), 0, w)
+        S[:, c] = (take * d).sum(1) / take.sum(1)
+    return S
+
+
+def test_neighbourhoods_of_light_and_heavy_references(fitted):
+    # Class 0: 40 light references (one sample each) spread around the
+    # queries and 10 heavy ones (100 samples each) far off; a quarter of its
+    # 1,040 samples is 260, more than all its light references hold, so the
+    # scores reach the heavy ones (a second, wider search for those queries).
+    rng = np.random.RandomState(0)
+    R = np.vstack(
+        [
+            rng.normal(size=(40, 3)),
+            rng.normal(size=(10, 3)) + 6,
+            rng.normal(size=(10, 3)) - 3,
+        ]
+    )
+    codes = np.repeat([0, 0, 1], [40, 10, 10])
+    weights = np.concatenate([np.ones(40), np.full(10, 100.0), rng.uniform(1, 3, 10)])
+    Q = rng.normal(size=(300, 3)) * 2
+    S = fitted.net_.class_dissimilarity(Q, R, codes, 2, 5, weights)
+    np.testing.assert_allclose(S, _share_scores(Q, R, codes, 5, weights), rtol=1e-10)
+    # Unit weights and classes of very different sizes.
+    ones = np.ones(len(R))
+    S = fitted.net_.class_dissimilarity(Q, R, codes, 2, 3, ones)
+    np.testing.assert_allclose(S, _share_scores(Q, R, codes, 3, ones), rtol=1e-10)
+
+
 def test_neighbourhoods_balance_the_errors_of_a_rare_class(fitted):
     # 2,000 references of one class against 40 of another, one standard
     # deviation apart 2.5 times over. Judged on their 5 closest references,
