@@ -111,11 +111,10 @@ class SiameseClassifier(
         centre counts for the samples of its cluster), at most a quarter of the
         class and never fewer than ``n_neighbors`` references. Classes of equal
         size whose references are samples are all scored on their
-        ``n_neighbors`` closest references; across
-        classes of different sizes, the scores compare how dense each class is
-        around the query rather than how many of its references are near, so a
-        rare class is not outvoted merely for being rare (a balanced
-        k-nearest-neighbour rule).
+        ``n_neighbors`` closest references; across classes of different sizes,
+        the scores compare how dense each class is around the query rather
+        than how many of its references are near, so a rare class is not
+        outvoted merely for being rare (a balanced k-nearest-neighbour rule).
 
     class_weight : dict, "balanced" or None, default=None
         Weight of each class in the training loss, as ``{label: weight}``; a
@@ -568,7 +567,8 @@ class SiameseClassifier(
 
     @staticmethod
     def _class_centres(E, k, rng):
-        """At most ``k`` centres of the rows ``E`` and how many rows each holds."""
+        """At most ``k`` centres of the rows ``E``, and how many of the rows
+        each stands for (counted in all of ``E`` when k-means saw a subsample)."""
         n = len(E)
         # k-means on a subsample is as good as on everything for k centres and
         # keeps this step cheap on hundreds of thousands of samples.

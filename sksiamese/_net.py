@@ -224,10 +224,9 @@ class SiameseNet(NeuralNet):
         weighted by the samples each reference stands for. Among classes of
         equal size whose references are single samples this is the plain mean
         over the ``n_neighbors`` closest references; across classes of
-        different sizes it compares densities
-        rather than counts (a balanced k-nearest-neighbour rule), so that a
-        large class does not win a query merely for having more references
-        near it.
+        different sizes it compares densities rather than counts (a balanced
+        k-nearest-neighbour rule), so that a large class does not win a query
+        merely for having more references near it.
 
         Parameters
         ----------
