@@ -59,6 +59,7 @@ def test_save_load_round_trip(fitted, saved, wine):
     assert loaded.get_params() == fitted.get_params()
     np.testing.assert_array_equal(loaded.classes_, fitted.classes_)
     np.testing.assert_array_equal(loaded.references_, fitted.references_)
+    np.testing.assert_array_equal(loaded._reference_weights, fitted._reference_weights)
     assert loaded.temperature_ == fitted.temperature_
     assert loaded.n_features_in_ == fitted.n_features_in_
     assert loaded.n_epochs_ == fitted.n_epochs_
