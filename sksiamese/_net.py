@@ -257,11 +257,12 @@ class SiameseNet(NeuralNet):
             W = np.ones(len(order))
         else:
             W = np.asarray(r_weights, dtype=np.float64)[order]
-        bounds = np.searchsorted(r_codes[order], np.arange(n_classes + 1))
+        sorted_codes = r_codes[order]
+        bounds = np.searchsorted(sorted_codes, np.arange(n_classes + 1))
         counts = np.diff(bounds)
         # Samples each class's neighbourhood holds: the same share of every class.
         share = min(n_neighbors / counts[counts > 0].min(), _MAX_NEIGHBOURHOOD)
-        want = share * np.bincount(r_codes[order], weights=W, minlength=n_classes)
+        want = share * np.bincount(sorted_codes, weights=W, minlength=n_classes)
         # References to fetch per query: enough to hold ``want`` samples if
         # they weigh what the class's references weigh on average (twice over);
         # queries whose closest references are lighter than that fetch again,
