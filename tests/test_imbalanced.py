@@ -326,10 +326,10 @@ def test_neighbourhoods_on_hand_built_distances(fitted):
     )
 
 
-def _share_scores(Q, R, codes, k, weights, cap=0.25):
+def _share_scores(Q, R, codes, k, weights):
     """class_dissimilarity's rule, written plainly: sort everything."""
     counts = np.bincount(codes)
-    share = min(k / counts.min(), cap)
+    share = min(k / counts.min(), 0.25)
     D = np.linalg.norm(Q[:, None] - R[None], axis=2)
     S = np.empty((len(Q), len(counts)))
     for c in range(len(counts)):
@@ -341,6 +341,15 @@ def _share_scores(Q, R, codes, k, weights, cap=0.25):
         take = np.clip(cover[:, None] - (total - w), 0, w)
         S[:, c] = (take * d).sum(1) / take.sum(1)
     return S
+
+
+def _five_closest_scores(Q, R, codes):
+    """The rule before the shares: mean distance to the 5 closest references
+    of every class."""
+    D = np.linalg.norm(Q[:, None] - R[None], axis=2)
+    return np.stack(
+        [np.sort(D[:, codes == c])[:, :5].mean(1) for c in range(codes.max() + 1)], 1
+    )
 
 
 def test_neighbourhoods_of_light_and_heavy_references(fitted):
@@ -380,8 +389,7 @@ def test_neighbourhoods_balance_the_errors_of_a_rare_class(fitted):
     Q = np.vstack([rng.normal(size=(2000, 2)), rng.normal(size=(2000, 2)) + shift])
     y = np.repeat([0, 1], 2000)
     S = fitted.net_.class_dissimilarity(Q, R, codes, 2, 5)
-    D = np.linalg.norm(Q[:, None] - R[None], axis=2)
-    closest = np.stack([np.sort(D[:, codes == c])[:, :5].mean(1) for c in (0, 1)], 1)
+    closest = _five_closest_scores(Q, R, codes)
     balanced = balanced_accuracy_score(y, S.argmin(1))
     assert balanced > 0.85
     assert balanced > balanced_accuracy_score(y, closest.argmin(1)) + 0.15
@@ -400,10 +408,9 @@ def test_share_of_class_scores_raise_balanced_accuracy_on_rare_digits():
     shares, closest = [], []
     for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(X, y):
         clf = SiameseClassifier(**SMALL).fit(X[train], y[train])
-        E, R = clf.transform(X[test]), clf.references_
-        D = np.linalg.norm(E[:, None] - R[None], axis=2)
-        codes = clf._reference_codes
-        plain = np.stack([np.sort(D[:, codes == c])[:, :5].mean(1) for c in (0, 1)], 1)
+        plain = _five_closest_scores(
+            clf.transform(X[test]), clf.references_, clf._reference_codes
+        )
         shares.append(balanced_accuracy_score(y[test], clf.predict(X[test])))
         closest.append(balanced_accuracy_score(y[test], plain.argmin(1)))
     assert np.mean(shares) > np.mean(closest), (shares, closest)
