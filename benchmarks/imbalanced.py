@@ -309,6 +309,15 @@ def print_table(title, results, metrics):
             print(f"{data_name:<14} {name:<36}{cells}")
 
 
+def limit_threads(threads):
+    """Give every model the same compute (torch and the BLAS / OpenMP pools on
+    ``threads`` threads) and silence scikit-learn's UserWarnings (also used by
+    ``scaling.py``)."""
+    warnings.filterwarnings("ignore", category=UserWarning)
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=5)
@@ -317,9 +326,7 @@ def main(argv=None):
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    torch.set_num_threads(args.threads)
-    threadpool_limits(args.threads)
+    limit_threads(args.threads)
 
     start = time.perf_counter()
     data = {}

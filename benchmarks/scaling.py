@@ -17,14 +17,11 @@ Run: ``python benchmarks/scaling.py [--seeds 0,1] [--folds 5] [--datasets ...]``
 
 import argparse
 import time
-import warnings
 
 import numpy as np
-import torch
-from imbalanced import baselines  # this folder's rare-case benchmark
+from imbalanced import baselines, limit_threads  # this folder's rare-case benchmark
 from sklearn.metrics import average_precision_score, balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold
-from threadpoolctl import threadpool_limits
 
 from sksiamese import SiameseClassifier
 
@@ -97,9 +94,7 @@ def main(argv=None):
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    torch.set_num_threads(args.threads)
-    threadpool_limits(args.threads)
+    limit_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
 
     start = time.perf_counter()
