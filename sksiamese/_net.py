@@ -263,6 +263,9 @@ class SiameseNet(NeuralNet):
         # Samples each class's neighbourhood holds: the same share of every class.
         share = min(n_neighbors / counts[counts > 0].min(), _MAX_NEIGHBOURHOOD)
         want = share * np.bincount(sorted_codes, weights=W, minlength=n_classes)
+        # A neighbourhood holds ``want`` once its weights reach this (sums of
+        # weights may round just below it).
+        enough = want * (1 - 1e-9)
         # References to fetch per query: enough to hold ``want`` samples if
         # they weigh what the class's references weigh on average (twice over);
         # queries whose closest references are lighter than that fetch again,
@@ -273,7 +276,7 @@ class SiameseNet(NeuralNet):
         most = guess.copy()
         for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
             lightest = np.cumsum(np.sort(W[lo:hi]))
-            needed = np.searchsorted(lightest, want[c] * (1 - 1e-9)) + 1
+            needed = np.searchsorted(lightest, enough[c]) + 1
             most[c] = min(hi - lo, max(guess[c], needed))
         W = torch.as_tensor(W, device=self.device)
         ref_block = max(1, min(len(R), _BLOCK_VALUES // (256 * width)))
@@ -322,7 +325,7 @@ class SiameseNet(NeuralNet):
                 d, w = closest(q, lo, hi, guess[c])
                 score = share_mean(d, w, k, want[c])
                 if most[c] > guess[c]:
-                    short = torch.nonzero(w.sum(1) < want[c] * (1 - 1e-9))[:, 0]
+                    short = torch.nonzero(w.sum(1) < enough[c])[:, 0]
                     if len(short):
                         d, w = closest(q[short], lo, hi, most[c])
                         score[short] = share_mean(d, w, k, want[c])
