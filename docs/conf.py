@@ -1,7 +1,10 @@
 """Sphinx configuration of the sksiamese documentation.
 
-Build with ``make -C docs html`` (warnings are errors). Everything is built
-offline: no inventories, images or data are fetched.
+Build with ``make -C docs html`` (warnings are errors). By default everything
+is built offline: no inventories, images or data are fetched. With
+``SKSIAMESE_DOCS_INTERSPHINX=1`` (a build with network access, such as the
+published documentation), references to scikit-learn, skorch, PyTorch, NumPy,
+SciPy and imbalanced-learn become links to their documentation.
 """
 
 import os
@@ -57,9 +60,22 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = True
 
-# Nothing is fetched at build time, so there are no inventories of other
-# projects: references to them are shown as code, without a link. References to
-# sksiamese itself must resolve.
+# Links into other projects' documentation need their inventories, fetched at
+# build time: only when asked for. Without them, references to those projects
+# are shown as code, without a link. References to sksiamese itself must
+# always resolve.
+if os.environ.get("SKSIAMESE_DOCS_INTERSPHINX") == "1":
+    extensions.append("sphinx.ext.intersphinx")
+    intersphinx_mapping = {
+        "python": ("https://docs.python.org/3", None),
+        "numpy": ("https://numpy.org/doc/stable", None),
+        "scipy": ("https://docs.scipy.org/doc/scipy", None),
+        "sklearn": ("https://scikit-learn.org/stable", None),
+        "skorch": ("https://skorch.readthedocs.io/en/stable", None),
+        "torch": ("https://docs.pytorch.org/docs/stable", None),
+        "imblearn": ("https://imbalanced-learn.org/stable", None),
+        "matplotlib": ("https://matplotlib.org/stable", None),
+    }
 nitpicky = True
 nitpick_ignore_regex = [
     (

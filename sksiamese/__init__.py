@@ -1,16 +1,29 @@
 """Scikit-learn compatible Siamese (twin) network classifiers on PyTorch and skorch."""
 
-from ._base import TrainingDivergedError
-from ._classifier import SiameseClassifier
-from ._pair_classifier import SiamesePairClassifier
-from ._persistence import load
+import importlib
 
 __version__ = "0.1.0.dev0"
 
-__all__ = [
-    "SiameseClassifier",
-    "SiamesePairClassifier",
-    "TrainingDivergedError",
-    "__version__",
-    "load",
-]
+# Public names and the modules that define them. They are imported on first
+# use (PEP 562), so that ``import sksiamese`` and the command line's
+# ``--help`` do not pay for importing torch.
+_PUBLIC = {
+    "SiameseClassifier": "._classifier",
+    "SiamesePairClassifier": "._pair_classifier",
+    "TrainingDivergedError": "._base",
+    "load": "._persistence",
+}
+
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_PUBLIC})

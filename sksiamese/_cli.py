@@ -34,15 +34,48 @@ MODELS = {
     "boosting": "HistGradientBoostingClassifier",
 }
 
+# The scores of this command; any scikit-learn classification scorer name
+# (``neg_log_loss``, ``roc_auc_ovr``, ``f1``, ...) is accepted too.
 SCORES = {
-    "balanced_accuracy": "balanced accuracy (mean of per-class recall)",
-    "accuracy": "fraction of correct predictions",
     "roc_auc": "ROC AUC (one-vs-rest, macro-averaged for more than 2 classes)",
     "average_precision": "average precision (macro over classes when more than 2)",
+    "balanced_accuracy": "balanced accuracy (mean of per-class recall) at each "
+    "model's default threshold",
+    "tuned_balanced_accuracy": "two classes: balanced accuracy at the threshold "
+    "tuned on the training fold by TunedThresholdClassifierCV(scoring="
+    "'balanced_accuracy', cv=3), the same protocol for every model",
+    "geometric_mean": "geometric mean of the per-class recalls (imbalanced-learn's "
+    "geometric_mean_score)",
+    "accuracy": "fraction of correct predictions",
     "f1_macro": "F1 score averaged over classes",
     "log_loss": "log loss of the predicted probabilities (lower is better)",
 }
-DEFAULT_SCORING = "balanced_accuracy,roc_auc,average_precision"
+# Default scores: ranking first; then decisions at the default threshold and,
+# for two classes, at a tuned one; G-mean when one class is rare.
+DEFAULT_SCORING = "roc_auc,average_precision,balanced_accuracy"
+BINARY_SCORING = "tuned_balanced_accuracy"
+RARE_SCORING = "geometric_mean"
+RARE_SHARE = 0.2
+TUNED = "tuned_balanced_accuracy"
+# Prefixes of scikit-learn's scorer names that apply to classifiers.
+_SKLEARN_CLASSIFIER_SCORERS = (
+    "accuracy",
+    "average_precision",
+    "balanced_accuracy",
+    "d2_brier_score",
+    "d2_log_loss_score",
+    "f1",
+    "jaccard",
+    "matthews_corrcoef",
+    "neg_brier_score",
+    "neg_log_loss",
+    "neg_negative_likelihood_ratio",
+    "positive_likelihood_ratio",
+    "precision",
+    "recall",
+    "roc_auc",
+    "top_k_accuracy",
+)
 
 
 class InputError(Exception):
@@ -63,9 +96,8 @@ def read_csv(path, target, delimiter=","):
     """Features and labels from a CSV file with a header row.
 
     Every column except ``target`` must be numeric; the cells listed in
-    ``BLANKS`` are blanks (NaN). pandas reads the file when it is installed
-    (faster, less memory), else the standard library's :mod:`csv` module; both
-    follow the same rules.
+    ``BLANKS`` are blanks (NaN). Read with the standard library's :mod:`csv`
+    module, so quoted fields may hold the delimiter.
 
     Returns
     -------
@@ -78,30 +110,31 @@ def read_csv(path, target, delimiter=","):
         raise InputError(f"no such file: {path}")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f, delimiter=delimiter), None)
+            reader = csv.reader(f, delimiter=delimiter)
+            header = next(reader, None)
+            if not header:
+                raise InputError(
+                    f"{path} is empty; expected a header row of column names"
+                )
+            header = [h.strip() for h in header]
+            _check_header(path, header, target, delimiter)
+            cells = [[] for _ in header]
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise InputError(
+                        f"line {reader.line_num} of {path} has {len(row)} fields; "
+                        f"the header has {len(header)}"
+                    )
+                for values, cell in zip(cells, row, strict=True):
+                    values.append(cell)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
-    if not header:
-        raise InputError(f"{path} is empty; expected a header row of column names")
-    header = [h.strip() for h in header]
-    duplicated = sorted({h for h in header if header.count(h) > 1})
-    if duplicated:
-        raise InputError(f"{path} has duplicate column names: {duplicated}")
-    if target not in header:
-        shown = ", ".join(repr(h) for h in header[:10])
-        more = f" and {len(header) - 10} more" if len(header) > 10 else ""
-        raise InputError(
-            f"no column {target!r} in {path}; the columns are {shown}{more}"
-        )
-    if len(header) < 2:
-        raise InputError(f"{path} has no feature columns besides {target!r}")
-    try:
-        import pandas  # noqa: F401
-    except ImportError:
-        columns = _read_columns_csv(path, header, target, delimiter)
-    else:
-        columns = _read_columns_pandas(path, header, target, delimiter)
-
+    columns = {
+        name: _parse_cells(values, numeric=name != target)
+        for name, values in zip(header, cells, strict=True)
+    }
     labels = columns.pop(target)
     if not labels:
         raise InputError(f"{path} has a header but no data rows")
@@ -118,95 +151,46 @@ def read_csv(path, target, delimiter=","):
                 f"column {name!r} is not numeric (e.g. {bad!r}); encode it as "
                 "numbers, or drop it"
             )
+        if np.isnan(values).all():
+            raise InputError(
+                f"column {name!r} is blank in every row; drop it (no model can "
+                "learn from it)"
+            )
+        if np.isinf(values).any():
+            raise InputError(f"column {name!r} holds infinite values")
     names = list(columns)
     X = np.column_stack([columns[n] for n in names])
-    infinite = np.flatnonzero(np.isinf(X).any(axis=0))
-    if len(infinite):
-        raise InputError(f"column {names[infinite[0]]!r} holds infinite values")
     return X, _parse_labels(labels, target), names
 
 
-def _read_columns_csv(path, header, target, delimiter):
-    cells = {name: [] for name in header}
-    lists = list(cells.values())
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f, delimiter=delimiter)
-            next(reader)
-            for row in reader:
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    _wrong_field_count(path, reader.line_num, len(row), len(header))
-                for values, cell in zip(lists, row, strict=True):
-                    values.append(cell)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from None
-    return {
-        name: _parse_cells(values, numeric=name != target)
-        for name, values in cells.items()
-    }
-
-
-def _read_columns_pandas(path, header, target, delimiter):
-    import pandas as pd
-
-    # pandas fills the missing fields of a short row as blanks; refuse such
-    # rows first, as the csv module path does.
-    _check_short_rows(path, len(header), delimiter)
-    try:
-        df = pd.read_csv(
-            path,
-            sep=delimiter,
-            header=0,
-            names=header,
-            dtype={target: str},
-            na_values=list(BLANKS),
-            keep_default_na=False,
-            skipinitialspace=True,
-            encoding="utf-8-sig",
+def _check_header(path, header, target, delimiter):
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    if duplicated:
+        raise InputError(f"{path} has duplicate column names: {duplicated}")
+    unnamed = [i + 1 for i, h in enumerate(header) if not h]
+    if unnamed:
+        raise InputError(
+            f"column {unnamed[0]} of {path} has no name; a row index written by "
+            "pandas (DataFrame.to_csv without index=False) looks like this, and "
+            "would be read as a feature: drop the column or name it"
         )
-    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
-        message = str(exc).strip().splitlines()[-1]
-        raise InputError(f"cannot read {path}: {message}") from None
-    out = {}
-    for name in header:
-        col = df[name]
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            out[name] = col.to_numpy(dtype=float, na_value=np.nan)
-        else:
-            out[name] = [None if pd.isna(v) else str(v).strip() for v in col]
-    return out
-
-
-def _check_short_rows(path, n_fields, delimiter):
-    """Refuse a non-empty line with fewer fields than the header.
-
-    Counts delimiters line by line, which is exact for lines without quotes;
-    a file with quotes is checked by the csv module instead (a quoted field may
-    hold the delimiter or a line break).
-    """
-    sep = delimiter.encode()
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, start=1):
-            if b'"' in line:
-                break
-            if number > 1 and line.strip() and line.count(sep) < n_fields - 1:
-                _wrong_field_count(path, number, line.count(sep) + 1, n_fields)
-        else:
-            return
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        next(reader, None)
-        for row in reader:
-            if row and len(row) < n_fields:
-                _wrong_field_count(path, reader.line_num, len(row), n_fields)
-
-
-def _wrong_field_count(path, line, n_fields, n_header):
-    raise InputError(
-        f"line {line} of {path} has {n_fields} fields; the header has {n_header}"
-    )
+    if target not in header:
+        shown = ", ".join(repr(h) for h in header[:10])
+        more = f" and {len(header) - 10} more" if len(header) > 10 else ""
+        hint = ""
+        others = [d for d in (";", "\t", "|", ",") if d != delimiter]
+        found = [d for d in others if len(header) == 1 and d in header[0]]
+        if found:
+            shown_d = "tab" if found[0] == "\t" else repr(found[0])
+            hint = (
+                f"; the header is one column holding {shown_d}: if that separates "
+                f"the fields, pass --delimiter {shown_d}"
+            )
+        raise InputError(
+            f"no column {target!r} in {path}; the columns are {shown}{more}{hint}"
+        )
+    if len(header) < 2:
+        raise InputError(f"{path} has no feature columns besides {target!r}")
 
 
 def _parse_cells(values, numeric):
@@ -293,34 +277,82 @@ def make_models(names, *, random_state, max_epochs, has_blanks):
     return {MODELS[n]: factories[n]() for n in names}
 
 
-def score(name, y_true, proba, classes):
-    """One score from the labels and the predicted class probabilities."""
+def _is_classifier_scorer(name):
+    from sklearn.metrics import get_scorer_names
+
+    return (
+        name in get_scorer_names()
+        and name.startswith(_SKLEARN_CLASSIFIER_SCORERS)
+        and not name.endswith("_samples")  # multilabel only
+    )
+
+
+def score(name, model, X, y, classes):
+    """One score of a fitted ``model`` on ``(X, y)``: a score of :data:`SCORES`
+    (those that read probabilities use ``predict_proba``, the others
+    ``predict``), or a scikit-learn scorer by name."""
     from sklearn import metrics
 
-    y_pred = classes[np.argmax(proba, axis=1)]
     binary = len(classes) == 2
-    if name == "balanced_accuracy":
-        return metrics.balanced_accuracy_score(y_true, y_pred)
-    if name == "accuracy":
-        return metrics.accuracy_score(y_true, y_pred)
-    if name == "f1_macro":
-        return metrics.f1_score(y_true, y_pred, average="macro")
-    if name == "log_loss":
-        return metrics.log_loss(y_true, proba, labels=classes)
-    if name == "roc_auc":
+    if name in ("roc_auc", "average_precision", "log_loss"):
+        proba = model.predict_proba(X)
+        if name == "log_loss":
+            return metrics.log_loss(y, proba, labels=classes)
         if binary:
-            return metrics.roc_auc_score(y_true == classes[1], proba[:, 1])
-        return metrics.roc_auc_score(
-            y_true, proba, multi_class="ovr", average="macro", labels=classes
-        )
-    if name == "average_precision":
-        if binary:
-            return metrics.average_precision_score(y_true == classes[1], proba[:, 1])
+            fn = getattr(metrics, f"{name}_score")
+            return fn(y == classes[1], proba[:, 1])
+        if name == "roc_auc":
+            return metrics.roc_auc_score(
+                y, proba, multi_class="ovr", average="macro", labels=classes
+            )
         from sklearn.preprocessing import label_binarize
 
-        onehot = label_binarize(y_true, classes=classes)
+        onehot = label_binarize(y, classes=classes)
         return metrics.average_precision_score(onehot, proba, average="macro")
-    raise ValueError(f"unknown score {name!r}")
+    if name == "geometric_mean":
+        from imblearn.metrics import geometric_mean_score
+
+        return geometric_mean_score(y, model.predict(X), average="multiclass")
+    if name == "f1_macro":
+        return metrics.f1_score(y, model.predict(X), average="macro")
+    if name in ("balanced_accuracy", "accuracy"):
+        return getattr(metrics, f"{name}_score")(y, model.predict(X))
+    return metrics.get_scorer(name)(model, X, y)
+
+
+def check_scoring(scoring, X, y, classes):
+    """Refuse, before any model is trained, a score that cannot be computed on
+    this target (a binary score on several classes, for instance)."""
+    from sklearn.dummy import DummyClassifier
+
+    if TUNED in scoring and len(classes) != 2:
+        raise InputError(
+            f"{TUNED} tunes the threshold of two classes; the target has {len(classes)}"
+        )
+    dummy = DummyClassifier(strategy="stratified", random_state=0).fit(X, y)
+    for name in scoring:
+        if name == TUNED:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                score(name, dummy, X, y, classes)
+        except (ValueError, TypeError) as exc:
+            message = str(exc).strip().splitlines()
+            raise InputError(
+                f"score {name!r} cannot be computed on this target: "
+                f"{message[0] if message else type(exc).__name__}"
+            ) from None
+
+
+def default_scoring(y, classes):
+    """The default scores for the target ``y``."""
+    names = DEFAULT_SCORING.split(",")
+    if len(classes) == 2:
+        names.append(BINARY_SCORING)
+    if np.unique(y, return_counts=True)[1].min() < RARE_SHARE * len(y):
+        names.append(RARE_SCORING)
+    return names
 
 
 class Progress:
@@ -351,41 +383,102 @@ class Progress:
             self._width = 0
 
 
+def _fit(model, X, y, tune, random_state):
+    """Fit ``model`` (inside ``TunedThresholdClassifierCV`` when ``tune``).
+
+    Returns the fitted model, the tuned one (or None), the time of one fit,
+    and the distinct warnings (UserWarning and subclasses) raised.
+    """
+    from sklearn.model_selection import StratifiedKFold, TunedThresholdClassifierCV
+
+    texts = set()
+    # Nothing a model prints may mix with the table or JSON on stdout; its
+    # warnings are counted and reported once.
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        redirect_stdout(sys.stderr),
+    ):
+        warnings.simplefilter("always")
+        tic = time.perf_counter()
+        tuned = None
+        if tune:
+            inner = StratifiedKFold(3, shuffle=True, random_state=random_state)
+            try:
+                tuned = TunedThresholdClassifierCV(
+                    model,
+                    scoring="balanced_accuracy",
+                    cv=inner,
+                    random_state=random_state,
+                ).fit(X, y)
+            except ValueError as exc:  # e.g. constant probabilities on a fold
+                message = str(exc).strip().splitlines()[0]
+                texts.add(f"{TUNED}: the threshold could not be tuned ({message})")
+                tic = time.perf_counter()
+            else:
+                fit_time = (time.perf_counter() - tic) / (inner.get_n_splits() + 1)
+        if tuned is None:
+            fitted = model.fit(X, y)
+            fit_time = time.perf_counter() - tic
+        else:
+            fitted = tuned.estimator_
+    # One line each, however the warning was wrapped.
+    texts |= {
+        f"{w.category.__name__}: {' '.join(str(w.message).split())}"
+        for w in caught
+        if issubclass(w.category, UserWarning)
+    }
+    return fitted, tuned, fit_time, texts
+
+
 def cross_validate_models(
     models, X, y, classes, *, folds, random_state, scoring, progress
 ):
     """Fit and score every model on every fold, one at a time.
 
+    With ``"tuned_balanced_accuracy"`` among the scores, every model is fitted
+    inside ``TunedThresholdClassifierCV(scoring="balanced_accuracy", cv=3)``:
+    that score is at the tuned threshold, the others are of the model refitted
+    on the whole training fold (the same model as without tuning), and the
+    fit time is that of one of its 4 fits.
+
     Returns a list of dicts (one per model) with per-fold ``scores`` and
-    ``fit_time``, and ``error`` (None, or the message of the first failure).
+    ``fit_time``, ``error`` (None, or the message of the first failure) and
+    ``warnings`` (``{message: number of folds}`` of the warnings of fit).
     """
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold
 
     cv = StratifiedKFold(folds, shuffle=True, random_state=random_state)
     splits = list(cv.split(X, y))
+    tune = TUNED in scoring
     n_fits, done, start = len(models) * folds, 0, time.perf_counter()
     results = []
     for name, model in models.items():
         result = {"model": name, "scores": {s: [] for s in scoring}, "fit_time": []}
-        result["error"] = None
+        result["error"], result["warnings"] = None, {}
         for k, (train, test) in enumerate(splits, start=1):
             elapsed = time.perf_counter() - start
             progress.update(
                 f"sksiamese compare: {name} fold {k}/{folds} "
                 f"[{done + 1}/{n_fits} fits, {elapsed:.0f} s]"
             )
-            est = clone(model)
             try:
-                tic = time.perf_counter()
-                # Nothing a model prints may mix with the table or JSON on stdout.
-                with warnings.catch_warnings(), redirect_stdout(sys.stderr):
-                    warnings.simplefilter("ignore", UserWarning)
-                    est.fit(X[train], y[train])
-                result["fit_time"].append(time.perf_counter() - tic)
-                proba = est.predict_proba(X[test])
+                fitted, tuned, fit_time, texts = _fit(
+                    clone(model), X[train], y[train], tune, random_state
+                )
+                result["fit_time"].append(fit_time)
+                for text in texts:
+                    result["warnings"][text] = result["warnings"].get(text, 0) + 1
                 for s in scoring:
-                    result["scores"][s].append(float(score(s, y[test], proba, classes)))
+                    if s != TUNED:
+                        value = score(s, fitted, X[test], y[test], classes)
+                    elif tuned is None:
+                        value = np.nan
+                    else:
+                        from sklearn.metrics import balanced_accuracy_score
+
+                        value = balanced_accuracy_score(y[test], tuned.predict(X[test]))
+                    result["scores"][s].append(float(value))
             except Exception as exc:  # report, keep going with the other models
                 message = str(exc).strip().splitlines()
                 result["error"] = (
@@ -403,12 +496,15 @@ def cross_validate_models(
 
 
 def _summary(values):
-    if not values:
-        return {"mean": None, "std": None, "folds": []}
+    """Mean and standard deviation over the folds where a score could be
+    computed (NaN: it could not; None in JSON)."""
+    valid = [v for v in values if not np.isnan(v)]
+    if not valid:
+        return {"mean": None, "std": None, "folds": [None for _ in values]}
     return {
-        "mean": float(np.mean(values)),
-        "std": float(np.std(values)),
-        "folds": [float(v) for v in values],
+        "mean": float(np.mean(valid)),
+        "std": float(np.std(valid)),
+        "folds": [None if np.isnan(v) else float(v) for v in values],
     }
 
 
@@ -429,6 +525,7 @@ def to_json(results, dataset, args, scoring):
                 "scores": {s: _summary(v) for s, v in r["scores"].items()},
                 "fit_time": _summary(r["fit_time"]),
                 "error": r["error"],
+                "warnings": r["warnings"],
             }
             for r in results
         ],
@@ -445,7 +542,7 @@ def format_table(results, scoring, stream):
     for r in results:
         row = [r["model"]]
         for s in scoring:
-            v = r["scores"][s]
+            v = [x for x in r["scores"][s] if not np.isnan(x)]
             if r["error"] is not None or not v:
                 row.append("-")
             else:
@@ -469,6 +566,15 @@ def format_table(results, scoring, stream):
     return "\n".join(out)
 
 
+def format_warnings(results, folds):
+    """One line per distinct warning of each model's fits."""
+    return [
+        f"{r['model']}: {text} (in {count} of {folds} folds)"
+        for r in results
+        for text, count in r["warnings"].items()
+    ]
+
+
 def plot_comparison(results, scoring, path):
     """Save a chart: one panel per score (mean and standard deviation over
     folds) and one for the mean fit time (log scale)."""
@@ -484,8 +590,8 @@ def plot_comparison(results, scoring, path):
     )
     axes = fig.subplots(1, n_panels, sharey=True, squeeze=False)[0]
     for ax, name in zip(axes, scoring, strict=False):
-        means = np.array([np.mean(r["scores"][name]) for r in ok])
-        stds = np.array([np.std(r["scores"][name]) for r in ok])
+        means = np.array([np.nanmean(r["scores"][name]) for r in ok])
+        stds = np.array([np.nanstd(r["scores"][name]) for r in ok])
         for p, m, s, c in zip(pos, means, stds, colors, strict=True):
             ax.errorbar(m, p, xerr=s, fmt="o", color=c, capsize=3)
             ax.annotate(
@@ -519,7 +625,7 @@ def plot_comparison(results, scoring, path):
         )
     ax.set_xscale("log")
     ax.set_xlim(times.min() / 2, times.max() * 8)
-    ax.set_title("fit time per fold", fontsize=10)
+    ax.set_title("time of one fit", fontsize=10)
     ax.set_xlabel("seconds (log scale)", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(pos, names)
@@ -544,10 +650,13 @@ def _positive_int(minimum):
     return parse
 
 
-def _names(choices, what):
+def _names(choices, what, also=None):
+    """A comma-separated list of names from ``choices`` (or for which
+    ``also(name)`` is true)."""
+
     def parse(text):
         names = [n.strip() for n in text.split(",") if n.strip()]
-        unknown = [n for n in names if n not in choices]
+        unknown = [n for n in names if n not in choices and not (also and also(n))]
         if unknown or not names:
             raise argparse.ArgumentTypeError(
                 f"unknown {what} {unknown or text!r}; choose from {', '.join(choices)}"
@@ -555,6 +664,16 @@ def _names(choices, what):
         return list(dict.fromkeys(names))
 
     return parse
+
+
+def _delimiter(text):
+    if text in ("tab", "TAB", "\\t"):
+        return "\t"
+    if len(text) != 1:
+        raise argparse.ArgumentTypeError(
+            f"must be one character, or tab (also written \\t); got {text!r}"
+        )
+    return text
 
 
 def build_parser():
@@ -595,14 +714,21 @@ def build_parser():
     )
     compare.add_argument("--target", metavar="COLUMN", help="name of the label column")
     compare.add_argument(
-        "--delimiter", default=",", help="field separator of DATA (default: ',')"
+        "--delimiter",
+        type=_delimiter,
+        default=",",
+        help="field separator of DATA: one character, or tab (also written \\t) "
+        "(default: ',')",
     )
     compare.add_argument(
         "--scoring",
-        type=_names(list(SCORES), "score"),
-        default=DEFAULT_SCORING.split(","),
+        type=_names(list(SCORES), "score", also=_is_classifier_scorer),
+        default=None,
         metavar="NAMES",
-        help=f"comma-separated scores (default: {DEFAULT_SCORING})",
+        help=f"comma-separated scores of this list or scikit-learn scorer names "
+        f"such as neg_log_loss, roc_auc_ovr or f1 (default: {DEFAULT_SCORING}, "
+        f"then {BINARY_SCORING} for two classes and {RARE_SCORING} when a class "
+        f"holds under {RARE_SHARE * 100:.0f}%% of the rows)",
     )
     compare.add_argument(
         "--models",
@@ -626,7 +752,7 @@ def build_parser():
         type=_positive_int(1),
         default=None,
         metavar="N",
-        help="max_epochs of SiameseClassifier (default: its own, with early stopping)",
+        help="max_epochs of SiameseClassifier (default: its own)",
     )
     compare.add_argument(
         "--threads",
@@ -699,6 +825,15 @@ def _compare(args):
         folder = os.path.dirname(os.path.abspath(args.plot))
         if not os.path.isdir(folder):
             raise InputError(f"--plot: no such directory: {folder}")
+        from matplotlib.figure import Figure
+
+        formats = sorted(Figure().canvas.get_supported_filetypes())
+        extension = os.path.splitext(args.plot)[1].lstrip(".").lower()
+        if extension not in formats:
+            raise InputError(
+                f"--plot: cannot write a chart to {args.plot!r}; name a file "
+                f"ending in one of: {', '.join('.' + f for f in formats)}"
+            )
     if args.data is None:
         if args.target is not None:
             raise InputError("--target needs a DATA file")
@@ -710,6 +845,9 @@ def _compare(args):
         X, y, names = read_csv(args.data, args.target, args.delimiter)
         name = os.path.basename(args.data)
     classes = _check_classes(y, args.folds)
+    if args.scoring is None:
+        args.scoring = default_scoring(y, classes)
+    check_scoring(args.scoring, X, y, classes)
     has_blanks = bool(np.isnan(X).any())
     dataset = {
         "name": name,
@@ -749,12 +887,19 @@ def _compare(args):
             f"features, {len(classes)} classes{blanks}"
         )
         threads = "1 thread" if args.threads == 1 else f"{args.threads} threads"
+        tuned = (
+            f"; {TUNED}: threshold tuned on each training fold (cv=3), 4 fits per fold"
+            if TUNED in args.scoring
+            else ""
+        )
         print(
             f"{args.folds}-fold stratified cross-validation (random_state="
             f"{args.random_state}); mean and standard deviation over folds; mean "
-            f"fit time per fold on {threads}\n"
+            f"time of one fit on {threads}{tuned}\n"
         )
         print(format_table(results, args.scoring, sys.stdout))
+    for line in format_warnings(results, args.folds):
+        print(f"sksiamese compare: warning: {line}", file=sys.stderr)
     if args.plot is not None and any(r["error"] is None for r in results):
         plot_comparison(results, args.scoring, args.plot)
         if not args.quiet:

@@ -10,7 +10,6 @@ files give one line on stderr and exit status 2, never a traceback.
 """
 
 import copy
-import json
 import re
 from dataclasses import dataclass, field
 
@@ -21,7 +20,6 @@ import torch
 from sklearn.exceptions import NotFittedError
 
 from sksiamese import SiameseClassifier, SiamesePairClassifier, TrainingDivergedError
-from sksiamese._cli import main
 
 FAST = dict(
     hidden_layer_sizes=(8,),
@@ -917,109 +915,3 @@ def test_bad_input(case, fitted):
     else:
         with pytest.raises(case.error, match=case.match):
             method(*case.args)
-
-
-# -- the command line -------------------------------------------------------------
-
-ROWS = [[str(i), str(i % 3), "ab"[i % 2]] for i in range(12)]
-
-
-def _csv(header, rows, encoding="utf-8"):
-    return "\n".join(",".join(r) for r in [header, *rows]).encode(encoding)
-
-
-CLI_CASES = [
-    ("missing-file", None, ["--target", "y"], "no such file"),
-    (
-        "unknown-column",
-        _csv(["a", "b", "y"], ROWS),
-        ["--target", "label"],
-        r"no column 'label' in .*; the columns are 'a', 'b', 'y'",
-    ),
-    (
-        "non-numeric-column",
-        _csv(["a", "colour", "y"], [[r[0], "red", r[2]] for r in ROWS]),
-        ["--target", "y"],
-        r"column 'colour' is not numeric \(e.g. 'red'\)",
-    ),
-    (
-        "one-class",
-        _csv(["a", "b", "y"], [[*r[:2], "a"] for r in ROWS]),
-        ["--target", "y"],
-        r"the target has only one class \('a'\)",
-    ),
-    (
-        "binary-file",
-        bytes(range(256)) * 4,
-        ["--target", "y"],
-        "cannot read .*'utf-8' codec can't decode",
-    ),
-    (
-        "latin-1-file",
-        _csv(["a", "b", "y"], [[*r[:2], "\xe9"] for r in ROWS], "latin-1"),
-        ["--target", "y"],
-        "cannot read .*'utf-8' codec",
-    ),
-    ("empty-file", b"", ["--target", "y"], "is empty; expected a header row"),
-    (
-        "header-only",
-        _csv(["a", "b", "y"], []),
-        ["--target", "y"],
-        "has a header but no data rows",
-    ),
-    (
-        "infinite-value",
-        _csv(["a", "b", "y"], [["1e400", *ROWS[0][1:]], *ROWS[1:]]),
-        ["--target", "y"],
-        "column 'a' holds infinite values",
-    ),
-    (
-        "other-delimiter",
-        _csv(["a;b;y"], [[";".join(r)] for r in ROWS]),
-        ["--target", "y"],
-        r"no column 'y' in .*; the columns are 'a;b;y'",
-    ),
-    (
-        "class-too-small",
-        _csv(["a", "b", "y"], [*ROWS, ["1", "2", "c"]]),
-        ["--target", "y"],
-        r"class 'c' has only 1 sample\(s\)",
-    ),
-]
-FAST_CLI = ["--folds", "2", "--max-epochs", "2", "--quiet", "--models", "siamese"]
-
-
-@pytest.mark.parametrize(
-    "content, args, match",
-    [pytest.param(*c[1:], id=c[0]) for c in CLI_CASES],
-)
-def test_compare_bad_file(tmp_path, capsys, content, args, match):
-    path = tmp_path / "data.csv"
-    if content is not None:
-        path.write_bytes(content)
-    code = main(["compare", str(path), *args, *FAST_CLI])
-    out, err = capsys.readouterr()
-    assert code == 2
-    assert out == ""
-    assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith("sksiamese compare: error: ")
-    assert re.search(match, err), err
-
-
-def test_compare_directory_is_not_a_file(tmp_path, capsys):
-    code = main(["compare", str(tmp_path), "--target", "y", *FAST_CLI])
-    _, err = capsys.readouterr()
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
-
-
-def test_compare_values_near_the_float64_limit(tmp_path, capsys):
-    # Documented success: SiameseClassifier scales even 1e307-sized features.
-    rows = [[f"{(i + 1) * 1e306:.6g}", r[1], r[2]] for i, r in enumerate(ROWS)]
-    path = tmp_path / "huge.csv"
-    path.write_bytes(_csv(["a", "b", "y"], rows))
-    code = main(["compare", str(path), "--target", "y", "--json", *FAST_CLI])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    (result,) = json.loads(out)["results"]
-    assert result["error"] is None
-    assert all(np.isfinite(v["mean"]) for v in result["scores"].values())
