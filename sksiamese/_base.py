@@ -5,11 +5,13 @@ import copy
 import math
 import numbers
 import threading
+import warnings
 
 import numpy as np
 import torch
 from scipy.special import expit
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import Callback, EarlyStopping
@@ -19,7 +21,13 @@ from torch import nn
 
 from ._compat import HasMethods, Interval, StrOptions, validate_data
 from ._net import BalancedBatchIterator, SiameseNet
-from ._networks import DISTANCES, CNNEncoder, MLPEncoder, SiameseModule
+from ._networks import (
+    DISTANCES,
+    CNNEncoder,
+    EnsembleMLPEncoder,
+    MLPEncoder,
+    SiameseModule,
+)
 from ._preprocessing import BlankAwareScaler
 
 
@@ -152,6 +160,7 @@ class _BaseSiamese(BaseEstimator):
         "hidden_layer_sizes": ["array-like"],
         "embedding_dim": [Interval(numbers.Integral, 1, None, closed="left")],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "n_members": [Interval(numbers.Integral, 1, None, closed="left")],
         "image_shape": ["array-like", None],
         "encoder_params": [dict, None],
         "distance": [StrOptions(set(DISTANCES))],
@@ -230,8 +239,11 @@ class _BaseSiamese(BaseEstimator):
     def _make_scaler(self):
         scaling = self.scaling
         if scaling == "auto":
-            scaling = "global" if self.image_shape_ is not None else "robust"
+            scaling = "global" if self.image_shape_ is not None else self._auto_scaling
         return BlankAwareScaler(scaling)
+
+    # What scaling="auto" means for feature vectors (images: "global").
+    _auto_scaling = "robust"
 
     def _encode(self, X):
         """Validated, scaled float32 rows for a fitted estimator."""
@@ -265,12 +277,14 @@ class _BaseSiamese(BaseEstimator):
                     "hidden_layer_sizes must be a sequence of positive ints; got "
                     f"{self.hidden_layer_sizes!r}."
                 )
-            encoder = MLPEncoder(
-                n_inputs,
-                tuple(int(s) for s in sizes),
-                self.embedding_dim,
-                self.dropout,
-            )
+            sizes = tuple(int(s) for s in sizes)
+            n_members = self._n_members()
+            if n_members > 1:
+                encoder = EnsembleMLPEncoder(
+                    n_inputs, sizes, self.embedding_dim, self.dropout, n_members
+                )
+            else:
+                encoder = MLPEncoder(n_inputs, sizes, self.embedding_dim, self.dropout)
         elif encoder == "cnn":
             if n_inputs != int(np.prod(self.image_shape_)):
                 raise ValueError(
@@ -331,8 +345,17 @@ class _BaseSiamese(BaseEstimator):
                 f"returned {got}."
             )
         return SiameseModule(
-            encoder, distance=self.distance, head=head, embedding_dim=out.shape[1]
+            encoder,
+            distance=self.distance,
+            head=head,
+            embedding_dim=out.shape[1],
+            n_members=self._n_members(),
         ).to(device)
+
+    def _n_members(self):
+        """Ensemble members of the encoder: ``n_members`` for the "mlp" encoder,
+        1 for the others (single networks)."""
+        return int(self.n_members) if self.encoder == "mlp" else 1
 
     def _make_net(
         self,
@@ -447,8 +470,10 @@ class _BaseSiamese(BaseEstimator):
 
         Returns
         -------
-        X_embedded : ndarray of shape (n_samples, embedding_dim)
-            float32 for float32 input, else float64.
+        X_embedded : ndarray of shape (n_samples, n_features_out)
+            float32 for float32 input, else float64. ``n_features_out`` is
+            ``n_members * embedding_dim`` for the ``"mlp"`` encoder (the
+            members' embeddings side by side), else ``embedding_dim``.
         """
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
@@ -535,6 +560,32 @@ class _BaseSiamese(BaseEstimator):
         tags.input_tags.allow_nan = True
         tags.input_tags.three_d_array = self.encoder == "cnn"
         return tags
+
+
+def warn_if_not_converged(estimator, net):
+    """ConvergenceWarning when early stopping ran all ``max_epochs`` epochs
+    while the held-out loss was still improving, as scikit-learn's MLP warns.
+
+    It is still improving when it fell by more than ``tol`` (relative) within
+    the last ``n_iter_no_change`` epochs. Without early stopping the number
+    of epochs is a fixed budget and nothing is checked: the training loss of
+    freshly drawn balanced batches is too noisy to tell convergence.
+    """
+    history = net.history
+    if len(history) < estimator.max_epochs or "valid_loss" not in history[-1]:
+        return
+    losses = np.asarray(history[:, "valid_loss"], dtype=float)
+    best = np.minimum.accumulate(losses)
+    improved = np.flatnonzero(best[1:] < best[:-1] * (1 - estimator.tol)) + 1
+    last = improved[-1] if len(improved) else 0
+    if len(losses) - 1 - last < estimator.n_iter_no_change:
+        warnings.warn(
+            f"{type(estimator).__name__} stopped after max_epochs="
+            f"{estimator.max_epochs} epochs while the held-out loss was still "
+            "improving; raise max_epochs to let training converge.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
 
 
 def fit_logistic_1d(d, same):

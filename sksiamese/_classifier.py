@@ -4,7 +4,7 @@ import numbers
 from types import SimpleNamespace
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit, logit, logsumexp, softmax
 from sklearn.base import (
     ClassifierMixin,
@@ -23,6 +23,7 @@ from ._base import (
     data_device,
     fit_logistic_1d,
     resolve_device,
+    warn_if_not_converged,
 )
 from ._compat import Interval, StrOptions, _fit_context
 from ._losses import LOSSES, InBatchLoss
@@ -40,10 +41,17 @@ class SiameseClassifier(
     and pairs, triplets or prototypes are formed inside each batch, so memory
     grows with the number of samples, never with the number of pairs.
 
+    The default encoder is an efficient ensemble: ``n_members`` networks that
+    share most of their weights (TabM's BatchEnsemble layers), trained at once,
+    each on its own loss; two samples are as dissimilar as the members find
+    them on average.
+
     To predict, every reference sample is embedded once; a query is embedded
     once and compared with all references at the same time. The class scores are
     the mean dissimilarity to the ``n_neighbors`` closest references of each
-    class, turned into probabilities by a temperature fitted on held-out data.
+    class, turned into probabilities at the training class frequencies by a
+    temperature and a prior weight fitted on samples scored against references
+    they were not among.
 
     Read more in the :ref:`User Guide <user_guide>`.
 
@@ -62,10 +70,24 @@ class SiameseClassifier(
         Widths of the hidden layers of the ``"mlp"`` encoder.
 
     embedding_dim : int, default=32
-        Width of the embedding (``"mlp"`` and ``"cnn"`` encoders).
+        Width of the embedding (``"mlp"`` and ``"cnn"`` encoders); with
+        ``n_members > 1``, of each member's embedding, and :meth:`transform`
+        returns the members' embeddings side by side.
 
     dropout : float, default=0.0
         Dropout after each hidden layer of the ``"mlp"`` encoder.
+
+    n_members : int, default=8
+        Members of the ``"mlp"`` encoder's ensemble (TabM, Gorishniy et al.
+        2025): their hidden layers share one weight matrix, each member has
+        its own scalings and biases (BatchEnsemble) and its own embedding
+        layer, and its input signs are flipped at random at the start. They
+        are trained at once on the same batches, each with its own loss, so
+        an ensemble of ``n_members`` networks costs a fraction of as many fits.
+        Two samples are compared by the root mean square of the members'
+        euclidean distances (the mean for the other distances), so the
+        members' scores are averaged. 1: a single network. Ignored by the
+        ``"cnn"`` encoder and by user modules.
 
     image_shape : tuple of int, default=None
         ``(height, width)`` or ``(channels, height, width)`` of images given as
@@ -117,20 +139,25 @@ class SiameseClassifier(
         outvoted merely for being rare (a balanced k-nearest-neighbour rule).
 
     class_weight : dict, "balanced" or None, default=None
-        Weight of each class in the training loss, as ``{label: weight}``; a
-        pair counts with the mean weight of its two samples. Batches are
-        class-balanced already, so every class counts equally without weights:
-        None and ``"balanced"`` (accepted for symmetry with scikit-learn's
-        estimators) are the same. A dict such as ``{0: 1, 1: 5}`` makes the
-        loss around class 1 count five times more; classes left out weigh 1.
-        The weights also act as class priors in :meth:`predict_proba` (its
-        log-odds shift by ``log(w_1 / w_0)``), so that :meth:`predict` favours
-        heavy classes as in scikit-learn's estimators. To trade recall against
-        precision on held-out data, :meth:`calibrate_threshold` is the
-        measured alternative.
+        Batches are class-balanced, so training treats every class alike
+        whatever ``class_weight``; it sets the class priors of
+        :meth:`predict_proba`, and so what :meth:`predict` favours, as the
+        class weights of scikit-learn's estimators do. None: probabilities at
+        the class frequencies of the training data (``class_prior_``), for
+        which :meth:`predict` makes the fewest errors.
+        ``"balanced"``: probabilities as if every class were equally frequent
+        (Bayes' rule), so that :meth:`predict` treats a missed rare case and a
+        false alarm alike (balanced accuracy). A dict such as ``{0: 1, 1: 5}``:
+        from the balanced probabilities, the odds of each class multiplied by
+        its weight (classes left out weigh 1), and the loss around class 1
+        counts five times more in training (a pair counts with the mean
+        weight of its two samples). Ranking metrics (ROC AUC, average
+        precision) of two classes are the same with None and ``"balanced"``.
+        To trade recall against precision on held-out data,
+        :meth:`calibrate_threshold` is the measured alternative.
 
-    max_epochs : int, default=100
-        Maximum number of passes over the training data.
+    max_epochs : int, default=30
+        Passes over the training data (the most, with ``early_stopping``).
 
     batch_size : int, default=128
         Samples per training batch.
@@ -152,14 +179,19 @@ class SiameseClassifier(
     weight_decay : float, default=1e-4
         Decoupled weight decay of AdamW.
 
-    early_stopping : bool, default=True
-        Stop when the loss on the held-out split has not improved for
-        ``n_iter_no_change`` epochs, and keep the best weights.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified),
+        stop when the loss on it has not improved for ``n_iter_no_change``
+        epochs, keep the best weights, and calibrate ``predict_proba`` on it.
+        By default every sample trains for ``max_epochs`` epochs and the
+        calibration uses a two-fold split of the training data: on tables
+        with a rare class, holding out a tenth of its few samples cost more
+        than early stopping saved (see the benchmarks page).
 
     validation_fraction : float, default=0.1
-        Fraction of the training data held out (stratified) for early stopping
-        and for calibrating ``predict_proba``. With 0, or too few samples to
-        split, the calibration uses a two-fold split of the training data.
+        Fraction of the training data held out when ``early_stopping=True``.
+        With 0, or too few samples to split, nothing is held out and early
+        stopping does not apply.
 
     n_iter_no_change : int, default=10
         Patience of early stopping, in epochs.
@@ -226,14 +258,20 @@ class SiameseClassifier(
     n_epochs_ : int
         Number of epochs trained.
 
-    references_ : ndarray of shape (n_references, embedding_dim)
-        Embedded reference samples.
+    references_ : ndarray of shape (n_references, n_features_out)
+        Embedded reference samples (``n_features_out`` is ``n_members *
+        embedding_dim`` for the ``"mlp"`` encoder, else ``embedding_dim``).
 
     reference_labels_ : ndarray of shape (n_references,)
         Label of each reference.
 
     temperature_ : float
         Scale that turns class dissimilarities into calibrated probabilities.
+
+    class_prior_ : ndarray of shape (n_classes,)
+        Frequency of each class in the training data (after
+        :meth:`fit_references`, in its ``y``): the prior of
+        :meth:`predict_proba` with ``class_weight=None``.
 
     threshold_ : float or None
         With two classes, the probability of ``classes_[1]`` above which
@@ -267,8 +305,8 @@ class SiameseClassifier(
     >>> clf = SiameseClassifier(max_epochs=20, random_state=0).fit(X, y)
     >>> clf.predict(X[:3])
     array([0, 0, 0])
-    >>> clf.transform(X[:3]).shape
-    (3, 32)
+    >>> clf.transform(X[:3]).shape  # 8 members' embeddings of width 32
+    (3, 256)
     """
 
     _parameter_constraints = {
@@ -292,6 +330,7 @@ class SiameseClassifier(
         hidden_layer_sizes=(128, 64),
         embedding_dim=32,
         dropout=0.0,
+        n_members=8,
         image_shape=None,
         encoder_params=None,
         loss="prototype",
@@ -300,13 +339,13 @@ class SiameseClassifier(
         references=100,
         n_neighbors=5,
         class_weight=None,
-        max_epochs=100,
+        max_epochs=30,
         batch_size=128,
         samples_per_class=None,
         augment=False,
         lr=1e-3,
         weight_decay=1e-4,
-        early_stopping=True,
+        early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=10,
         tol=1e-4,
@@ -321,6 +360,7 @@ class SiameseClassifier(
         self.hidden_layer_sizes = hidden_layer_sizes
         self.embedding_dim = embedding_dim
         self.dropout = dropout
+        self.n_members = n_members
         self.image_shape = image_shape
         self.encoder_params = encoder_params
         self.loss = loss
@@ -373,6 +413,7 @@ class SiameseClassifier(
         plan = self._fit_setup(X, y)
         with self._seeded(plan.seed, plan.device):
             plan.net.partial_fit(plan.Z[plan.train], plan.codes[plan.train])
+        warn_if_not_converged(self, plan.net)
         return self._fit_finish(plan)
 
     def _fit_setup(self, X, y):
@@ -439,12 +480,13 @@ class SiameseClassifier(
         train, held, classes = plan.train, plan.held, plan.classes
         E = net.embed(Z)
         if held is None:
-            S, y_cal, d_pairs, same = self._crossfit_scores(
+            S, y_cal, w_cal, d_pairs, same = self._crossfit_scores(
                 net, E, codes, len(classes), rng
             )
         else:
             R, r_codes, r_weights = self._select_references(E[train], codes[train], rng)
-            held = held[_cap_per_class(codes[held], _CALIBRATION_PER_CLASS, rng)]
+            keep, w_cal = _cap_per_class(codes[held], _CALIBRATION_PER_CLASS, rng)
+            held = held[keep]
             S = net.class_dissimilarity(
                 E[held], R, r_codes, len(classes), self.n_neighbors, r_weights
             )
@@ -463,7 +505,15 @@ class SiameseClassifier(
         self._reference_codes = r_codes
         self._reference_weights = r_weights
         self.reference_labels_ = classes[r_codes]
-        self.temperature_ = _fit_temperature(S, y_cal, len(classes))
+        counts = getattr(plan, "class_counts", None)
+        if counts is None:
+            counts = np.bincount(codes, minlength=len(classes))
+        self.class_prior_ = counts / counts.sum()
+        with np.errstate(divide="ignore"):
+            log_prior = np.log(self.class_prior_)
+        self.temperature_, self._prior_scale = _fit_calibration(
+            S, y_cal, log_prior, w_cal
+        )
         self.threshold_ = 0.5 if len(classes) == 2 else None
         self.pair_calibration_ = fit_logistic_1d(d_pairs, same)
         return self
@@ -530,7 +580,8 @@ class SiameseClassifier(
         everything = np.arange(n)
         n_held = int(np.ceil(self.validation_fraction * n))
         if (
-            self.validation_fraction == 0
+            not self.early_stopping
+            or self.validation_fraction == 0
             or n_held < n_classes
             or n - n_held < 2 * n_classes
         ):
@@ -601,12 +652,14 @@ class SiameseClassifier(
         for c in range(n_classes):
             idx = rng.permutation(np.flatnonzero(codes == c))
             half[idx[: len(idx) // 2]] = True
-        S_all, y_all, d_all, same_all = [], [], [], []
+        S_all, y_all, w_all, d_all, same_all = [], [], [], [], []
         for q in (half, ~half):
             r = ~q
             R, r_codes, r_weights = self._select_references(E[r], codes[r], rng)
             q = np.flatnonzero(q)
-            q = q[_cap_per_class(codes[q], _CALIBRATION_PER_CLASS, rng)]
+            keep, w = _cap_per_class(codes[q], _CALIBRATION_PER_CLASS, rng)
+            q = q[keep]
+            w_all.append(w)
             S_all.append(
                 net.class_dissimilarity(
                     E[q], R, r_codes, n_classes, self.n_neighbors, r_weights
@@ -619,6 +672,7 @@ class SiameseClassifier(
         return (
             np.concatenate(S_all),
             np.concatenate(y_all),
+            np.concatenate(w_all),
             np.concatenate(d_all),
             np.concatenate(same_all),
         )
@@ -777,6 +831,7 @@ class SiameseClassifier(
             held=None,
             scaler=self._scaler,
             rng=stream.rng,
+            class_counts=stream.seen,
         )
         return self._fit_finish(plan)
 
@@ -835,6 +890,7 @@ class SiameseClassifier(
         self._reference_codes = r_codes
         self._reference_weights = r_weights
         self.reference_labels_ = classes[r_codes]
+        self.class_prior_ = np.bincount(codes) / len(codes)
         self.threshold_ = 0.5 if len(classes) == 2 else None
         return self
 
@@ -854,9 +910,27 @@ class SiameseClassifier(
         )
 
     def _log_prior(self):
-        """Log of ``class_weight`` for the classes of ``classes_`` (0 without)."""
+        """The prior term of the logits.
+
+        The class scores are balanced (as if every class were equally
+        frequent); ``_prior_scale * log(class_prior_)`` turns them into
+        probabilities at the training frequencies (fitted with the
+        temperature). ``class_weight="balanced"`` removes the training
+        frequencies again (Bayes' rule); a dict then multiplies each class's
+        odds by its weight.
+        """
+        prior = getattr(self, "class_prior_", None)
+        if prior is None:  # model files written before: balanced scores
+            log_prior, scale = np.zeros(len(self.classes_)), 0.0
+        else:
+            # A class not seen yet (partial_fit) has no references to score.
+            log_prior = np.log(np.where(prior > 0, prior, 1.0))
+            scale = self._prior_scale
+        if self.class_weight is None:
+            return scale * log_prior
         weights = self._class_weights(self.classes_, strict=False)
-        return np.zeros(len(self.classes_)) if weights is None else np.log(weights)
+        shift = (scale - 1.0) * log_prior
+        return shift if weights is None else shift + np.log(weights)
 
     def _logits(self, S):
         return -S / self.temperature_ + self._log_prior()
@@ -884,6 +958,10 @@ class SiameseClassifier(
 
     def predict_proba(self, X):
         """Calibrated class probabilities.
+
+        Fitted after training on samples scored against references they were
+        not among; at the class frequencies of the training data, or as
+        ``class_weight`` sets the priors.
 
         Parameters
         ----------
@@ -1039,26 +1117,35 @@ _CALIBRATION_PER_CLASS = 2000
 
 
 def _cap_per_class(codes, cap, rng):
-    """Sorted positions of at most ``cap`` randomly chosen samples per class."""
+    """Sorted positions of at most ``cap`` randomly chosen samples per class,
+    and for each the weight that restores the frequency of its class."""
     counts = np.bincount(codes)
     if counts.max() <= cap:
-        return np.arange(len(codes))
+        return np.arange(len(codes)), np.ones(len(codes))
     keep = []
     for c in np.flatnonzero(counts):
         idx = np.flatnonzero(codes == c)
         keep.append(idx if len(idx) <= cap else rng.choice(idx, cap, replace=False))
-    return np.sort(np.concatenate(keep))
+    keep = np.sort(np.concatenate(keep))
+    return keep, (counts / np.minimum(counts, cap))[codes[keep]]
 
 
-def _fit_temperature(S, codes, n_classes):
-    """Temperature minimising the class-balanced log loss of softmax(-S / T).
+def _fit_calibration(S, codes, log_prior, weights=None):
+    """Temperature ``T`` and prior scale ``a`` of ``softmax(-S / T + a *
+    log_prior)`` that minimise its log loss on ``(S, codes)``.
 
-    The targets are Platt's (1999) smoothed ones, ``(n_c + 1) / (n_c + 2)`` for
-    the true class: a perfectly separated calibration set would otherwise drive
-    the temperature to zero and the probabilities to 0 and 1.
+    The class scores ``S`` compare densities as if the classes were equally
+    frequent (balanced batches, share-of-class neighbourhoods); Bayes' rule
+    turns them into probabilities at the training frequencies with ``a = 1``,
+    which the fit may correct. ``weights`` (one per sample) restore the class
+    frequencies of a calibration set that was subsampled per class. The
+    targets are Platt's (1999) smoothed ones, ``(n_c + 1) / (n_c + 2)`` for
+    the true class: a perfectly separated calibration set would otherwise
+    drive the temperature to zero and the probabilities to 0 and 1.
     """
+    n_classes = S.shape[-1]
+    weights = np.ones(len(codes)) if weights is None else weights
     counts = np.bincount(codes, minlength=n_classes)
-    weights = 1.0 / counts[codes]
     on = (counts[codes] + 1.0) / (counts[codes] + 2.0)
     # Classes without references (S = inf) get no target mass.
     finite = np.isfinite(S)
@@ -1066,13 +1153,28 @@ def _fit_temperature(S, codes, n_classes):
     targets = np.where(finite, ((1.0 - on) / n_other)[:, None], 0.0)
     targets[np.arange(len(codes)), codes] = on
     spread = np.std(S[finite]) if np.std(S[finite]) > 0 else 1.0
+    centre = np.log(spread)
+    S0 = np.where(finite, S / spread, np.inf)
+    prior = np.where(np.isfinite(log_prior), log_prior, 0.0)
 
-    def loss(log_t):
-        z = -S / np.exp(log_t)
-        logp = z - logsumexp(z, axis=1, keepdims=True)
+    def loss(params):
+        log_t, a = params
+        z = -S0 / np.exp(log_t - centre) + a * prior
+        logp = z - logsumexp(z, axis=-1, keepdims=True)
         ce = (targets * np.where(finite, logp, 0.0)).sum(1)
         return -(weights * ce).sum() / weights.sum()
 
-    centre = np.log(spread)
-    res = minimize_scalar(loss, bounds=(centre - 10, centre + 10), method="bounded")
-    return float(np.exp(res.x))
+    # Start from Bayes' rule (a = 1) at the temperature that is best for it.
+    start = minimize_scalar(
+        lambda log_t: loss((log_t, 1.0)),
+        bounds=(centre - 10, centre + 10),
+        method="bounded",
+    ).x
+    res = minimize(
+        loss,
+        x0=[start, 1.0],
+        method="L-BFGS-B",
+        bounds=[(centre - 10, centre + 10), (0.0, 2.0)],
+    )
+    log_t, a = res.x if res.fun <= loss((start, 1.0)) else (start, 1.0)
+    return float(np.exp(log_t)), float(a)

@@ -16,6 +16,11 @@ from ._sampling import BalancedBatchSampler
 # query x reference dissimilarity computation (64 MB).
 _BLOCK_VALUES = 2**24
 
+# Rows of every forward pass of SiameseNet.embed, by device type: on a CPU few
+# enough that embedding one sample stays cheap (a few milliseconds), on a GPU
+# enough to keep it busy.
+EMBED_ROWS = {"cpu": 256, "cuda": 8192}
+
 # Largest fraction of a class that its neighbourhood in class_dissimilarity
 # covers when another class has very few references.
 _MAX_NEIGHBOURHOOD = 0.25
@@ -31,7 +36,10 @@ class BalancedBatchIterator:
     Parameters
     ----------
     dataset : skorch.dataset.Dataset
-        Holds ``X`` (float32 array) and ``y`` (integer codes).
+        Holds ``X`` (float32 array) and ``y``: integer class codes, or rows
+        whose first column is the class code and whose other columns are
+        passed on to the criterion (e.g. the groups of the two sides of a
+        pair).
     batch_size, samples_per_class, random_state, resample
         Passed to the sampler.
     n_batches : int, default=None
@@ -64,6 +72,8 @@ class BalancedBatchIterator:
         # indexing, which copies, so the data are never written.
         y = np.asarray(dataset.y)
         self.X, self.y = shared_tensor(np.asarray(dataset.X)), shared_tensor(y)
+        if y.ndim == 2:
+            y = y[:, 0]
         self.device = device
         if device is not None:
             self.X, self.y = self.X.to(device), self.y.to(device)
@@ -172,22 +182,34 @@ class SiameseNet(NeuralNet):
     # -- inference without DataLoaders: embed once, compare to references --------
 
     @torch.inference_mode()
-    def embed(self, X, batch_size=4096, prepare=None):
+    def embed(self, X, batch_size=None, prepare=None):
         """Embeddings of the rows of ``X`` as a float32 numpy array.
 
         ``X`` holds float32 encoder inputs, or raw rows that ``prepare`` turns
         into them block by block (scaling a block that sits in the CPU cache is
         faster than scaling the whole array first).
+
+        Every forward pass gets blocks of the same number of rows
+        (``batch_size``, by default :data:`EMBED_ROWS` of the device), the
+        last one padded with zeros: matrix products take other code paths for
+        other numbers of rows, which round differently, so a sample's
+        embedding would otherwise depend on how many samples were embedded
+        with it.
         """
         module = self.module_
         module.eval()
+        if batch_size is None:
+            batch_size = EMBED_ROWS[torch.device(self.device).type]
         out = []
         for start in range(0, len(X), batch_size):
             xb = X[start : start + batch_size]
             if prepare is not None:
                 xb = prepare(xb)
             xb = torch.as_tensor(xb).to(self.device, non_blocking=True)
-            out.append(module(xb).float().cpu())
+            n = len(xb)
+            if n < batch_size:
+                xb = torch.cat([xb, xb.new_zeros((batch_size - n, *xb.shape[1:]))])
+            out.append(module(xb)[:n].float().cpu())
         E = torch.cat(out)
         # A sum is finite exactly when every value is, unless the sum itself
         # overflows; one cheap pass decides, the exact check runs only then.

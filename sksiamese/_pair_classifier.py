@@ -5,7 +5,6 @@ import numbers
 import numpy as np
 from scipy.special import expit, logit
 from sklearn.base import ClassifierMixin, TransformerMixin
-from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
@@ -16,8 +15,9 @@ from ._base import (
     data_device,
     fit_logistic_1d,
     resolve_device,
+    warn_if_not_converged,
 )
-from ._compat import StrOptions, _fit_context, validate_data
+from ._compat import Interval, StrOptions, _fit_context, validate_data
 from ._losses import RowPairLoss
 from ._threshold import select_threshold
 
@@ -34,6 +34,14 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
     sigmoid head on their absolute difference (``loss="bce"``). Training
     batches hold as many same as different pairs, drawn afresh every epoch,
     whatever the proportion of same pairs in ``y``.
+
+    The pairs say more than their labels one by one: a vector that occurs in
+    several pairs is one item, and the same pairs join items into groups
+    whose members are all the same kind. Besides the loss of each pair, the
+    items of a batch are trained to lie closer to their group than to the
+    other items of the batch (``group_weight``). Held-out pairs, for early
+    stopping and calibration, are chosen by item, so that a network that
+    memorises the training items cannot look better for it.
 
     A pair is predicted "same" when its dissimilarity is below ``threshold_``.
     After ``fit`` the threshold is where the calibrated probability of "same"
@@ -58,10 +66,19 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         Widths of the hidden layers of the ``"mlp"`` encoder.
 
     embedding_dim : int, default=32
-        Width of the embedding (``"mlp"`` and ``"cnn"`` encoders).
+        Width of the embedding (``"mlp"`` and ``"cnn"`` encoders); with
+        ``n_members > 1``, of each member's embedding, and :meth:`transform`
+        returns the members' embeddings side by side.
 
     dropout : float, default=0.0
         Dropout after each hidden layer of the ``"mlp"`` encoder.
+
+    n_members : int, default=8
+        Members of the ``"mlp"`` encoder's ensemble, trained at once with
+        shared weights, each on its own loss (see
+        :class:`SiameseClassifier`); a pair's dissimilarity is the members'
+        average. 1: a single network. Ignored by the ``"cnn"`` encoder and by
+        user modules.
 
     image_shape : tuple of int, default=None
         ``(height, width)`` or ``(channels, height, width)`` of the images on
@@ -87,6 +104,16 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
     margin : float, default=1.0
         Margin of the contrastive loss.
 
+    group_weight : float, default=1.0
+        Weight of the group term of the loss. The items (vectors) of the pairs
+        in a batch, both sides, are grouped by the same pairs of the training
+        data (connected components of the graph of same pairs); each item
+        with a group mate in the batch is trained, as in neighbourhood
+        components analysis, to pick a mate rather than an item of another
+        group, which is almost always of another kind. 0: the pairs alone,
+        for data where items of different groups are often the same kind
+        (pairs drawn from two or three classes, say).
+
     max_epochs : int, default=100
         Maximum number of passes over the training pairs.
 
@@ -104,10 +131,13 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         ``n_iter_no_change`` epochs, and keep the best weights.
 
     validation_fraction : float, default=0.1
-        Fraction of the training pairs held out (stratified by ``y``) for
-        early stopping and for calibrating :meth:`predict_proba`. With 0, or
-        too few pairs to split, the calibration uses the training pairs, and
-        is then overconfident.
+        Fraction of the training pairs held out for early stopping and for
+        calibrating :meth:`predict_proba`. Items are held out, not pairs:
+        pairs are taken at random (stratified by ``y``) and their vectors set
+        aside until the pairs that hold a set-aside vector make up this
+        fraction; none of those vectors is in a training pair. With 0, or too
+        few pairs to split, the calibration uses the training pairs, and is
+        then overconfident.
 
     n_iter_no_change : int, default=10
         Patience of early stopping, in epochs.
@@ -124,9 +154,12 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         training pairs: per feature, robust (median and interquartile range,
         then smooth clipping towards +-3, as in :class:`SiameseClassifier`)
         or standard (mean and standard deviation); one mean and scale for all
-        features (``"global"``, for images); or none. ``"auto"`` is
-        ``"global"`` for images and ``"robust"`` otherwise. Blanks (NaN) are
-        then set to 0 and flagged in an extra column.
+        features (``"global"``); or none. ``"auto"`` is ``"global"``: the
+        coordinates of pre-encoded vectors (embeddings, PCA codes, images)
+        share one unit, and their relative scales are the geometry the
+        distances rely on, which per-feature scaling would flatten. For
+        records whose columns have different units, use ``"robust"``. Blanks
+        (NaN) are then set to 0 and flagged in an extra column.
 
     device : str, default="auto"
         Torch device. ``"auto"`` uses CUDA when available, else the CPU.
@@ -197,14 +230,19 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
     >>> clf = SiamesePairClassifier(max_epochs=10, random_state=0).fit(X, y)
     >>> clf.predict_proba(X[:4]).shape
     (4, 2)
-    >>> clf.transform(images[:3]).shape
-    (3, 32)
+    >>> clf.transform(images[:3]).shape  # 8 members' embeddings of width 32
+    (3, 256)
     """
 
     _parameter_constraints = {
         **_BaseSiamese._parameter_constraints,
         "loss": [StrOptions({"contrastive", "bce"})],
+        "group_weight": [Interval(numbers.Real, 0, None, closed="left")],
     }
+
+    # Pre-encoded vectors share one unit: their relative scales are their
+    # geometry, which per-feature scaling would flatten (see ``scaling``).
+    _auto_scaling = "global"
 
     def __init__(
         self,
@@ -213,11 +251,13 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         hidden_layer_sizes=(128, 64),
         embedding_dim=32,
         dropout=0.0,
+        n_members=8,
         image_shape=None,
         encoder_params=None,
         loss="contrastive",
         distance="euclidean",
         margin=1.0,
+        group_weight=1.0,
         max_epochs=100,
         batch_size=128,
         lr=1e-3,
@@ -236,11 +276,13 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.embedding_dim = embedding_dim
         self.dropout = dropout
+        self.n_members = n_members
         self.image_shape = image_shape
         self.encoder_params = encoder_params
         self.loss = loss
         self.distance = distance
         self.margin = margin
+        self.group_weight = group_weight
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -349,26 +391,54 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         Z = self._scaler.transform(X.reshape(2 * len(X), -1))
         return Z.reshape(len(X), 2, -1)
 
-    def _holdout_split(self, same, rng):
-        """Stratified (train, held-out) indices, or (all, None) when too few."""
+    def _holdout_split(self, same, items, rng):
+        """(train, held-out) pair indices, or (all, None) when too few pairs.
+
+        Vectors are held out, not pairs: pairs are taken in a random order
+        (stratified by ``same``) and their vectors set aside until the pairs
+        that hold a set-aside vector make up ``validation_fraction`` of all
+        pairs. Those pairs are held out; every other pair trains. So every
+        held-out pair has a side that no training pair holds, and a network
+        that memorises the training vectors does not look better on them for
+        it. When no vector is in two pairs this is a stratified split of the
+        pairs.
+        """
         n = len(same)
         everything = np.arange(n)
         n_held = int(np.ceil(self.validation_fraction * n))
         counts = np.bincount(same, minlength=2)
         if self.validation_fraction == 0 or counts.min() < 3 or n - n_held < 4:
             return everything, None
-        split = StratifiedShuffleSplit(
-            n_splits=1,
-            test_size=max(n_held, 2),
-            random_state=rng.randint(np.iinfo(np.int32).max),
-        )
-        train, held = next(split.split(np.zeros(n), same))
+        # Stratified random order: each class's pairs spread evenly through it.
+        rank = np.empty(n)
+        for c in (0, 1):
+            idx = np.flatnonzero(same == c)
+            rank[idx] = (rng.permutation(len(idx)) + rng.random_sample()) / len(idx)
+        order = np.argsort(rank, kind="stable")
+        n_items = items.max() + 1
+
+        def touching(m):
+            """Pairs that share a vector with the first ``m`` pairs of ``order``."""
+            aside = np.zeros(n_items, dtype=bool)
+            aside[items[order[:m]].ravel()] = True
+            return aside[items].any(axis=1)
+
+        # The smallest prefix whose vectors reach n_held pairs (monotone in m).
+        lo, hi = 1, n_held
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if touching(mid).sum() >= n_held:
+                hi = mid
+            else:
+                lo = mid + 1
+        held = touching(lo)
+        train = ~held
         if (
             np.bincount(same[held], minlength=2).min() < 1
             or np.bincount(same[train], minlength=2).min() < 2
         ):
             return everything, None
-        return np.sort(train), np.sort(held)
+        return np.flatnonzero(train), np.flatnonzero(held)
 
     # -- fit -------------------------------------------------------------------
 
@@ -402,8 +472,14 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         same = self._as_same(y)
         device = resolve_device(self.device)
         rng, seed = self._seed_pair()
-        train, held = self._holdout_split(same, rng)
-        codes = same.astype(np.int64)
+        items = pair_items(X)
+        train, held = self._holdout_split(same.astype(np.int64), items, rng)
+        # Class code first, then the group of each side (see RowPairLoss),
+        # from the same pairs of the training and the held-out pairs apart.
+        groups = pair_groups(items, same, train)
+        if held is not None:
+            groups[held] = pair_groups(items, same, held)[held]
+        targets = np.column_stack([same, groups]).astype(np.int64)
 
         self._scaler = self._make_scaler().fit(X[train].reshape(2 * len(train), -1))
         Z = self._scale_pairs(X)
@@ -416,15 +492,16 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
             )
             net = self._make_net(
                 module,
-                RowPairLoss(self.loss, self.margin),
-                None if held is None else (Z[held], codes[held]),
+                RowPairLoss(self.loss, self.margin, self.group_weight),
+                None if held is None else (Z[held], targets[held]),
                 rng,
                 device,
                 None,
                 batch_device=data_device(Z[train].nbytes, device),
             )
             net.initialize()
-            net.partial_fit(Z[train], codes[train])
+            net.partial_fit(Z[train], targets[train])
+        warn_if_not_converged(self, net)
 
         self.net_ = net
         self.classes_ = np.array([0, 1])
@@ -646,6 +723,50 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         # arbitrary classification data split into two halves.
         tags.classifier_tags.poor_score = True
         return tags
+
+
+def pair_items(X):
+    """Which vector each side of each pair is: ``(n_pairs, 2)`` indices, equal
+    where the two vectors are equal bit for bit (the same item in two pairs).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[[0.0, 1.0], [2.0, 3.0]], [[2.0, 3.0], [4.0, 5.0]]])
+    >>> pair_items(X).tolist()
+    [[0, 1], [1, 2]]
+    """
+    n, _, d = X.shape
+    flat = np.ascontiguousarray(X.reshape(2 * n, d))
+    # One opaque value per row: rows compare as bytes (NaN included).
+    rows = flat.view(np.dtype((np.void, flat.dtype.itemsize * d))).ravel()
+    _, index = np.unique(rows, return_inverse=True)
+    return index.reshape(n, 2)
+
+
+def pair_groups(items, same, pairs=None):
+    """The group of each side of each pair: the connected components of the
+    graph whose nodes are the vectors and whose edges are the same pairs
+    (those among ``pairs`` only, when given). Vectors of one group are all
+    the same kind.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> items = np.array([[0, 1], [1, 2], [3, 4]])
+    >>> pair_groups(items, np.array([True, True, False])).tolist()
+    [[0, 0], [0, 0], [1, 2]]
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n_items = items.max() + 1
+    edges = items[same] if pairs is None else items[pairs][same[pairs]]
+    graph = coo_matrix(
+        (np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n_items, n_items)
+    )
+    _, labels = connected_components(graph, directed=False)
+    return labels[items]
 
 
 def _labels(y, limit=5):

@@ -31,7 +31,10 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 FORMAT = "sksiamese-model"
-FORMAT_VERSION = 1
+# 2: ensemble encoders (the ``n_members`` parameter) and the pair group loss
+# (``group_weight``). Version 1 files hold single networks trained without it
+# and are read as such.
+FORMAT_VERSION = 2
 _MEMBERS = ("metadata.json", "arrays.npz", "weights.pt", "history.json")
 
 # Parameters that hold Python objects with behaviour (callables, callbacks) and
@@ -199,6 +202,11 @@ def save(estimator, path):
                 "class": crit_name,
                 "loss": criterion.loss,
                 "margin": float(criterion.margin),
+                **(
+                    {"group_weight": float(criterion.group_weight)}
+                    if hasattr(criterion, "group_weight")
+                    else {}
+                ),
             },
             "trained_on": str(net.device),
             "iterator_seeds": seeds,
@@ -437,6 +445,12 @@ def load(path, *, encoder=None, device=None):
     decode = _Decoder(arrays, fail)
 
     params = dict(metadata["params"])
+    if version < 2:
+        # Written before ensembles and before the pair group loss: a single
+        # network, trained on the pairs alone.
+        params.setdefault("n_members", 1)
+        if "group_weight" in cls().get_params():
+            params.setdefault("group_weight", 0.0)
     user_module = None
     saved_encoder = params.get("encoder")
     if isinstance(saved_encoder, dict) and set(saved_encoder) == {"__user_module__"}:
@@ -521,7 +535,14 @@ def _rebuild_net(estimator, spec, weights, device, fail):
     if crit_cls is None:
         fail(f"unknown criterion class {crit.get('class')!r}")
     try:
-        criterion = crit_cls(crit.get("loss"), crit.get("margin"))
+        extra = {}
+        if "group_weight" in crit:
+            if crit_cls is not _criterion_classes()["RowPairLoss"] or not isinstance(
+                crit["group_weight"], (int, float)
+            ):
+                fail("metadata.json has an invalid criterion group_weight")
+            extra["group_weight"] = float(crit["group_weight"])
+        criterion = crit_cls(crit.get("loss"), crit.get("margin"), **extra)
         criterion.load_state_dict(weights["criterion"])
     except (TypeError, ValueError, RuntimeError) as exc:
         fail(f"invalid criterion ({exc})")

@@ -450,8 +450,9 @@ def _tune_trial(config, estimator, X, y, threads):
     plan = est._fit_setup(X, y)
     if plan.held is None:
         raise ValueError(
-            "tune_search scores trials on the held-out split; set "
-            "validation_fraction > 0 (and give enough samples of every class)."
+            "tune_search scores trials on the held-out split of early stopping; "
+            "set early_stopping=True and validation_fraction > 0 (and give "
+            "enough samples of every class)."
         )
     net = plan.net
     # First, so that the epoch early stopping ends on is reported too.
@@ -493,8 +494,8 @@ def tune_search(
     ----------
     estimator : SiameseClassifier
         Template with the fixed hyperparameters; it is not modified.
-        ``validation_fraction`` must be positive. ``max_epochs`` is the longest
-        a trial runs (and ASHA's ``max_t``).
+        ``early_stopping`` must be True and ``validation_fraction`` positive.
+        ``max_epochs`` is the longest a trial runs (and ASHA's ``max_t``).
     X : array-like of shape (n_samples, n_features)
         Training samples.
     y : array-like of shape (n_samples,)
@@ -583,10 +584,10 @@ def tune_search(
         mode = "min" if metric.endswith("loss") else "max"
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min', 'max' or None; got {mode!r}.")
-    if estimator.validation_fraction == 0:
+    if not estimator.early_stopping or estimator.validation_fraction == 0:
         raise ValueError(
-            "tune_search scores trials on the held-out split; set "
-            "validation_fraction > 0 on the estimator."
+            "tune_search scores trials on the held-out split of early stopping; "
+            "set early_stopping=True and validation_fraction > 0 on the estimator."
         )
     tune = _require("ray.tune", "tune_search")
     _require("optuna", "tune_search")

@@ -12,6 +12,7 @@ from imblearn.pipeline import make_pipeline as make_imb_pipeline
 from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.datasets import load_breast_cancer, load_wine
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import (
@@ -30,6 +31,8 @@ from skorch.callbacks import Callback
 from sksiamese import SiameseClassifier
 
 SMALL = dict(hidden_layer_sizes=(32,), embedding_dim=8, max_epochs=30, random_state=0)
+# Columns of transform with SMALL: 8 members (the default), 8 dimensions each.
+WIDTH = 8 * 8
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +63,9 @@ def test_learns_wine_and_surface_is_consistent(fitted, wine):
     decision = fitted.decision_function(X_test)
     np.testing.assert_array_equal(decision.argmax(1), proba.argmax(1))
     emb = fitted.transform(X_test)
-    assert emb.shape == (len(X_test), 8) and emb.dtype == np.float64
+    assert emb.shape == (len(X_test), WIDTH) and emb.dtype == np.float64
     names = fitted.get_feature_names_out()
-    assert names.tolist() == [f"siameseclassifier{i}" for i in range(8)]
+    assert names.tolist() == [f"siameseclassifier{i}" for i in range(WIDTH)]
 
 
 def test_probabilities_are_calibrated_not_overconfident(fitted, wine):
@@ -93,7 +96,7 @@ def test_reference_strategies(wine, references):
     X_train, X_test, y_train, y_test = wine
     clf = SiameseClassifier(references=references, **SMALL).fit(X_train, y_train)
     n_refs = {"all": len(X_train), "prototypes": 3, 5: 15}[references]
-    assert clf.references_.shape == (n_refs, 8)
+    assert clf.references_.shape == (n_refs, WIDTH)
     assert np.bincount(np.searchsorted(clf.classes_, clf.reference_labels_)).min() >= 1
     assert clf.score(X_test, y_test) > 0.85
 
@@ -176,13 +179,16 @@ def test_early_stopping_stops_and_history(wine):
         hidden_layer_sizes=(32,),
         embedding_dim=8,
         max_epochs=300,
+        early_stopping=True,
         n_iter_no_change=3,
         random_state=0,
     ).fit(X_train, y_train)
     assert clf.n_epochs_ < 300
     assert {"train_loss", "valid_loss"} <= set(clf.history_[-1])
-    no_stop = SiameseClassifier(early_stopping=False, **SMALL).fit(X_train, y_train)
+    # The default: a fixed budget of epochs on all the data.
+    no_stop = SiameseClassifier(**SMALL).fit(X_train, y_train)
     assert no_stop.n_epochs_ == SMALL["max_epochs"]
+    assert "valid_loss" not in no_stop.history_[-1]
 
 
 def test_user_callbacks_and_verbose(wine, capsys):
@@ -340,7 +346,7 @@ def test_grid_and_randomized_search(cancer):
         cv=2,
         random_state=0,
     ).fit(X, y)
-    assert search.best_estimator_.transform(X).shape[1] in {4, 8}
+    assert search.best_estimator_.transform(X).shape[1] in {8 * 4, 8 * 8}
 
 
 def test_clone_keeps_params_and_drops_fit(fitted):
@@ -510,3 +516,19 @@ def test_gradient_callbacks_see_every_step(wine):
     )
     assert spy.calls == n_steps > 0
     assert all(spy.with_grad)
+
+
+def test_convergence_warning_when_max_epochs_cut_early_stopping_short(iris):
+    X, y = iris
+    with pytest.warns(ConvergenceWarning, match="stopped after max_epochs=3 epochs"):
+        SiameseClassifier(max_epochs=3, early_stopping=True, random_state=0).fit(X, y)
+    # Early stopping that ends before max_epochs, and a fixed budget of epochs
+    # (the default), do not warn.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = SiameseClassifier(
+            max_epochs=100, early_stopping=True, random_state=0
+        ).fit(X, y)
+        assert clf.n_epochs_ < clf.max_epochs
+        clf = SiameseClassifier(max_epochs=3, random_state=0).fit(X, y)
+        assert clf.n_epochs_ == 3

@@ -162,3 +162,58 @@ def test_class_weight_reaches_the_terms_of_each_loss():
     ) / 2
     got = InBatchLoss("contrastive", class_weight=heavy)(emb, y, module)
     assert got.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["prototype", "nca", "contrastive", "bce", "triplet"])
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_ensemble_loss_is_the_mean_of_the_members_losses(loss, distance):
+    """Each member is trained on its own: the loss of embeddings side by side
+    is the mean of the loss of each member's embeddings, and so are its
+    gradients."""
+    torch.manual_seed(0)
+    k, d = 3, 4
+    head = loss == "bce"
+    ensemble = SiameseModule(
+        torch.nn.Identity(), distance, head=head, embedding_dim=k * d, n_members=k
+    )
+    single = ensemble.one_member()
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    weights = [1.0, 2.0, 0.5]
+    emb = torch.randn(len(y), k * d, requires_grad=True)
+    criterion = InBatchLoss(loss, margin=1.0, class_weight=weights)
+    total = criterion(emb, y, ensemble)
+    parts = [criterion(emb[:, m * d : (m + 1) * d], y, single) for m in range(k)]
+    torch.testing.assert_close(total, torch.stack(parts).mean())
+    (grad,) = torch.autograd.grad(total, emb)
+    (grad_parts,) = torch.autograd.grad(torch.stack(parts).mean(), emb)
+    torch.testing.assert_close(grad, grad_parts)
+
+
+def test_row_pair_loss_with_members_and_groups():
+    """Pairs of an ensemble: the mean of the members' pair losses; with
+    groups, plus the NCA loss of both sides with their groups as classes."""
+    torch.manual_seed(0)
+    k, d = 2, 3
+    ensemble = SiameseModule(
+        torch.nn.Identity(), "euclidean", embedding_dim=k * d, n_members=k
+    )
+    single = ensemble.one_member()
+    a, b = torch.randn(6, k * d), torch.randn(6, k * d)
+    same = torch.tensor([1, 0, 1, 0, 1, 0])
+    groups_a = torch.tensor([0, 1, 2, 3, 4, 5])
+    groups_b = torch.tensor([0, 6, 2, 7, 4, 8])
+    plain = RowPairLoss("contrastive")((a, b), same, ensemble)
+    members = [
+        RowPairLoss("contrastive")(
+            (a[:, m * d : (m + 1) * d], b[:, m * d : (m + 1) * d]), same, single
+        )
+        for m in range(k)
+    ]
+    torch.testing.assert_close(plain, torch.stack(members).mean())
+    y = torch.stack([same, groups_a, groups_b], dim=1)
+    # Without weight the groups change nothing; with weight 2, twice the NCA.
+    torch.testing.assert_close(RowPairLoss("contrastive")((a, b), y, ensemble), plain)
+    grouped = RowPairLoss("contrastive", group_weight=2.0)((a, b), y, ensemble)
+    nca = nca_loss(torch.cat([a, b]), torch.cat([groups_a, groups_b]), ensemble)
+    torch.testing.assert_close(grouped, plain + 2.0 * nca)
+    assert nca > 0

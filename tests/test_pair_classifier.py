@@ -12,7 +12,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_sp
 from skorch.callbacks import Callback
 
 from sksiamese import SiamesePairClassifier
-from sksiamese._pair_classifier import select_distance_threshold
+from sksiamese._pair_classifier import pair_items, select_distance_threshold
 
 SMALL = dict(
     hidden_layer_sizes=(32,), embedding_dim=8, max_epochs=15, lr=3e-3, random_state=0
@@ -77,13 +77,14 @@ def test_learns_digit_pairs_and_surface_is_consistent(fitted, digit_pairs):
 
 def test_transform_embeds_single_vectors_and_pairs(fitted, digit_pairs):
     X_test, img_test = digit_pairs[2], digit_pairs[4]
+    width = 8 * SMALL["embedding_dim"]  # 8 members, side by side
     single = fitted.transform(img_test[:5])
-    assert single.shape == (5, 8) and single.dtype == np.float64
+    assert single.shape == (5, width) and single.dtype == np.float64
     pairs = fitted.transform(X_test[:5])
-    assert pairs.shape == (5, 2, 8)
+    assert pairs.shape == (5, 2, width)
     np.testing.assert_allclose(pairs[:, 1], fitted.transform(X_test[:5, 1]))
     side_by_side = fitted.transform(X_test[:5].reshape(5, -1))
-    np.testing.assert_allclose(side_by_side, pairs.reshape(5, 16))
+    np.testing.assert_allclose(side_by_side, pairs.reshape(5, 2 * width))
 
 
 def test_layouts_and_bool_labels_give_the_same_model(digit_pairs):
@@ -101,9 +102,15 @@ def test_layouts_and_bool_labels_give_the_same_model(digit_pairs):
 
 def test_scaling_is_fitted_on_the_vectors_of_both_sides(digit_pairs):
     X, y = digit_pairs[0][:100], digit_pairs[1][:100]
-    clf = SiamesePairClassifier(**TINY, validation_fraction=0).fit(X, y)
     vectors = X.reshape(-1, X.shape[2])
-    # The default robust scaling centres each feature on its median.
+    # The default keeps the geometry of the vectors: one mean and scale.
+    clf = SiamesePairClassifier(**TINY, validation_fraction=0).fit(X, y)
+    assert clf._scaler.scaling == "global"
+    np.testing.assert_allclose(clf._scaler.mean_, vectors.mean())
+    np.testing.assert_allclose(clf._scaler.scale_, vectors.std())
+    # Robust scaling centres each feature on its median.
+    clf = SiamesePairClassifier(**TINY, validation_fraction=0, scaling="robust")
+    clf.fit(X, y)
     np.testing.assert_allclose(clf._scaler.mean_, np.median(vectors, axis=0))
     clf = SiamesePairClassifier(**TINY, validation_fraction=0, scaling="standard")
     clf.fit(X, y)
@@ -117,18 +124,21 @@ class _BatchLabels(Callback):
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if training:
-            self.counts.append(np.bincount(np.asarray(batch[1]), minlength=2))
+            # Rows of the targets: same or not, then the two sides' groups.
+            self.counts.append(np.bincount(np.asarray(batch[1])[:, 0], minlength=2))
 
 
 def test_batches_are_balanced_when_same_pairs_are_rare(digit_pairs):
     images, digits = load_digits(return_X_y=True)
     X, y = make_pairs(images, digits, 400, 0.1, np.random.RandomState(1))
     recorder = _BatchLabels()
-    clf = SiamesePairClassifier(**TINY, batch_size=32, callbacks=[recorder])
+    clf = SiamesePairClassifier(
+        **TINY, batch_size=32, validation_fraction=0, callbacks=[recorder]
+    )
     clf.fit(X, y)
     (recorder,) = [cb for _, cb in clf.net_.callbacks_ if isinstance(cb, _BatchLabels)]
     counts = np.array(recorder.counts)
-    assert len(counts) == clf.n_epochs_ * int(np.ceil(0.9 * len(X) / 32))
+    assert len(counts) == clf.n_epochs_ * int(np.ceil(len(X) / 32))
     np.testing.assert_array_equal(counts, 16)
 
 
@@ -140,7 +150,7 @@ def test_blanks_are_accepted(digit_pairs):
     # A blank is flagged, so it is not read as the feature's mean value.
     np.testing.assert_array_equal(clf._scaler.blank_columns_, np.arange(5))
     vector = X[:1, 0].copy()
-    vector[0, :5] = clf._scaler.mean_[:5]
+    vector[0, :5] = clf._scaler.mean_
     blank = vector.copy()
     blank[0, :5] = np.nan
     assert not np.allclose(clf.transform(vector), clf.transform(blank))
@@ -372,3 +382,52 @@ def test_pickle_round_trip(fitted, digit_pairs):
     np.testing.assert_array_equal(restored.predict(X_test), fitted.predict(X_test))
     assert restored.threshold_ == fitted.threshold_
     assert restored.get_params() == fitted.get_params()
+
+
+# -- vectors shared by several pairs -------------------------------------------
+
+
+def test_held_out_pairs_share_no_vector_with_training_pairs(digit_pairs):
+    X, y = digit_pairs[:2]
+    items = pair_items(X)
+    assert len(np.unique(items)) < 2 * len(X)  # vectors recur in these pairs
+    clf = SiamesePairClassifier(validation_fraction=0.1)
+    train, held = clf._holdout_split(y, items, np.random.RandomState(0))
+    assert len(np.intersect1d(train, held)) == 0
+    assert len(train) + len(held) == len(X)
+    # Every held-out pair has a side that no training pair holds.
+    seen = np.isin(items[held], items[train])
+    assert not seen.all(axis=1).any()
+    assert seen.any()  # the other side may have been seen
+    assert len(held) >= 0.1 * len(X)
+    assert 0.3 < y[held].mean() < 0.7
+    # Vectors that recur leave whole pairs out of training: about twice the
+    # held-out share here, not more.
+    assert len(train) > 0.75 * len(X)
+
+
+def test_without_shared_vectors_the_split_is_a_stratified_one():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 2, 3))
+    y = (np.arange(200) % 4 == 0).astype(int)
+    clf = SiamesePairClassifier(validation_fraction=0.2)
+    train, held = clf._holdout_split(y, pair_items(X), rng)
+    assert len(held) == 40
+    assert y[held].sum() == 10
+
+
+def test_groups_and_members_beat_the_untrained_distance_on_digit_pairs(digit_pairs):
+    # Real data: pairs of scikit-learn's digit images (test pairs from images
+    # never seen in training). The groups that the same pairs imply add
+    # comparisons the pairs do not make; the trained model ranks the test
+    # pairs better than the plain distance of the pixels, and better than
+    # training on the pairs alone.
+    X_train, y_train, X_test, y_test, _ = digit_pairs
+    raw = roc_auc_score(y_test, -np.linalg.norm(X_test[:, 0] - X_test[:, 1], axis=1))
+    auc = {}
+    for weight in (0.0, 1.0):
+        clf = SiamesePairClassifier(group_weight=weight, **SMALL)
+        clf.fit(X_train, y_train)
+        auc[weight] = roc_auc_score(y_test, clf.predict_proba(X_test)[:, 1])
+    assert auc[1.0] > auc[0.0], auc
+    assert auc[1.0] > raw + 0.05, (auc, raw)

@@ -13,6 +13,8 @@ from sksiamese import SiameseClassifier
 pd = pytest.importorskip("pandas")
 
 SMALL = dict(hidden_layer_sizes=(16,), embedding_dim=3, max_epochs=3, random_state=0)
+# The default encoder's 8 members each embed in 3 dimensions, side by side.
+WIDTH = 8 * 3
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def test_feature_names_in_from_a_dataframe(fitted, wine_frame):
     np.testing.assert_array_equal(fitted.feature_names_in_, X.columns)
     assert fitted.n_features_in_ == 6
     names = fitted.get_feature_names_out()
-    assert names.tolist() == [f"siameseclassifier{i}" for i in range(3)]
+    assert names.tolist() == [f"siameseclassifier{i}" for i in range(WIDTH)]
 
 
 def test_no_feature_names_from_an_array(wine_frame):
@@ -83,6 +85,51 @@ def test_pipeline_with_pandas_output(wine_frame):
     pipe = make_pipeline(StandardScaler(), SiameseClassifier(**SMALL))
     pipe.set_output(transform="pandas").fit(X, y)
     out = pipe.transform(X)
-    assert out.columns.tolist() == [f"siameseclassifier{i}" for i in range(3)]
+    assert out.columns.tolist() == [f"siameseclassifier{i}" for i in range(WIDTH)]
     np.testing.assert_array_equal(pipe[-1].feature_names_in_, X.columns)
     assert pipe.get_feature_names_out().tolist() == out.columns.tolist()
+
+
+def test_text_and_categorical_columns_through_a_column_transformer():
+    # Real data with a text column, as survey records have them: scikit-learn's
+    # breast-cancer table, the mean radius given as a band ("small", "medium",
+    # "large", or blank) instead of a number, and blank cells elsewhere. One-hot
+    # encode the text column, pass the numbers on as they are (blanks
+    # included), and keep the column names with pandas output.
+    from sklearn.compose import make_column_selector, make_column_transformer
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import OneHotEncoder
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    X = X.iloc[:, :8].copy()
+    band = pd.cut(
+        X.pop("mean radius"), [0, 12, 16, 40], labels=["small", "medium", "large"]
+    )
+    X.insert(0, "radius band", band.astype(object))
+    X.loc[X.index[::13], "radius band"] = np.nan
+    X.loc[X.index[::7], "mean texture"] = np.nan
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, stratify=y, random_state=0
+    )
+    encode = make_column_transformer(
+        (
+            OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+            make_column_selector(dtype_include=object),
+        ),
+        remainder="passthrough",
+        verbose_feature_names_out=False,
+    )
+    model = make_pipeline(encode, SiameseClassifier(max_epochs=30, random_state=0))
+    model.set_output(transform="pandas").fit(X_train, y_train)
+    clf = model[-1]
+    # Three bands and the blank band one-hot, then the seven numeric columns.
+    assert clf.feature_names_in_.tolist()[:4] == [
+        "radius band_large",
+        "radius band_medium",
+        "radius band_small",
+        "radius band_nan",
+    ]
+    assert clf.n_features_in_ == 11
+    assert roc_auc_score(y_test, model.predict_proba(X_test)[:, 1]) > 0.95

@@ -5,6 +5,7 @@ import json
 import pickle
 import re
 import zipfile
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -419,3 +420,22 @@ def test_huge_network_in_metadata_is_refused_before_allocating(saved, tmp_path):
         load(path)
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown < 1_000_000, f"peak memory grew by {grown / 1e6:.1f} GB"
+
+
+def test_file_of_format_1_loads_and_predicts_as_it_did():
+    # Written by sksiamese 0.x at format 1 (one network, no class prior): an
+    # iris model with blanks, and its probabilities for every tenth row.
+    from sklearn.datasets import load_iris
+
+    data = Path(__file__).parent / "data"
+    X, _ = load_iris(return_X_y=True)
+    X[::7, 1] = np.nan
+    loaded = load(data / "iris_format1.zip")
+    assert loaded.n_members == 1 and loaded.early_stopping
+    np.testing.assert_allclose(
+        loaded.predict_proba(X[::10]),
+        np.load(data / "iris_format1_proba.npy"),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    assert loaded.transform(X[:3]).shape == (3, 4)

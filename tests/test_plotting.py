@@ -189,7 +189,8 @@ def test_embedding_display_with_pandas_output(iris):
 # -- history ------------------------------------------------------------------------
 
 
-def test_training_history_display(fitted):
+def test_training_history_display(iris):
+    fitted = SiameseClassifier(early_stopping=True, **SMALL).fit(*iris)
     disp = TrainingHistoryDisplay.from_estimator(fitted)
     n = fitted.n_epochs_
     np.testing.assert_allclose(disp.train_loss, fitted.history_[:, "train_loss"])
@@ -203,7 +204,7 @@ def test_training_history_display(fitted):
 
 def test_training_history_without_held_out_split(iris):
     X, y = iris
-    model = SiameseClassifier(**{**SMALL, "validation_fraction": 0}).fit(X, y)
+    model = SiameseClassifier(**SMALL).fit(X, y)  # no early stopping: no split
     pipe = make_pipeline(model)
     disp = TrainingHistoryDisplay.from_estimator(pipe, logy=True)
     assert disp.valid_loss is None and disp.valid_line_ is None

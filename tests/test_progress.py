@@ -30,7 +30,9 @@ def test_no_progress_bar_by_default(wine, capsys, verbose):
 def test_verbose_2_draws_a_bar_with_the_right_batch_count(wine, capsys):
     # 10 samples per class in a batch of 30, the 178 wine samples less the 18
     # held out: ceil(160 / 30) training batches and ceil(18 / 30) held-out ones.
-    clf = SiameseClassifier(verbose=2, batch_size=32, **SMALL).fit(*wine)
+    clf = SiameseClassifier(verbose=2, batch_size=32, early_stopping=True, **SMALL).fit(
+        *wine
+    )
     bar = callbacks(clf)["progress_bar"]
     assert isinstance(bar, BalancedProgressBar)
     per_epoch = len(clf.history_[-1, "batches"])

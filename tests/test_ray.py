@@ -122,24 +122,30 @@ def test_fit_distributed_needs_a_siamese_estimator(iris):
     "estimator, space, kwargs, msg",
     [
         (
-            SiameseClassifier(),
+            SiameseClassifier(early_stopping=True),
             {"learning_rate": [0.1]},
             {},
             "param_space names parameters that SiameseClassifier does not have: "
             "['learning_rate'].",
         ),
         (
-            SiameseClassifier(),
+            SiameseClassifier(early_stopping=True),
             {"lr": 0.01},
             {"metric": "accuracy"},
             "metric must be one of ['train_loss', 'valid_balanced_accuracy', "
             "'valid_loss']; got 'accuracy'.",
         ),
         (
-            SiameseClassifier(validation_fraction=0),
+            SiameseClassifier(early_stopping=True, validation_fraction=0),
             {"lr": 0.01},
             {},
-            "set validation_fraction > 0 on the estimator.",
+            "set early_stopping=True and validation_fraction > 0 on the estimator.",
+        ),
+        (
+            SiameseClassifier(),
+            {"lr": 0.01},
+            {},
+            "set early_stopping=True and validation_fraction > 0 on the estimator.",
         ),
     ],
 )
@@ -163,7 +169,7 @@ def test_fit_distributed_trains_an_ordinary_estimator(ray_dir, split, tmp_path):
     # One test, so that one Ray Train run serves every check (under pytest-xdist,
     # tests of a module may run in different processes).
     X_train, X_test, y_train, y_test = split
-    clf = SiameseClassifier(max_epochs=15, **SMALL)
+    clf = SiameseClassifier(max_epochs=15, early_stopping=True, **SMALL)
     out = fit_distributed(
         clf,
         X_train,
@@ -201,7 +207,7 @@ def test_tune_search_runs_and_refits(ray_dir, split):
     X_train, X_test, y_train, y_test = split
     max_epochs = 4
     found = tune_search(
-        SiameseClassifier(max_epochs=max_epochs, **SMALL),
+        SiameseClassifier(max_epochs=max_epochs, early_stopping=True, **SMALL),
         X_train,
         y_train,
         {

@@ -1,0 +1,127 @@
+"""The encoders and the twin module: ensemble members and how they compare."""
+
+import numpy as np
+import pytest
+import torch
+
+from sksiamese._networks import (
+    BatchEnsembleLinear,
+    EnsembleMLPEncoder,
+    MemberLinear,
+    SiameseModule,
+    _weighted_l1,
+)
+
+DISTANCES = ("euclidean", "manhattan", "cosine")
+
+
+def _ensemble(distance="euclidean", head=False, k=3, d=4):
+    return SiameseModule(
+        torch.nn.Identity(), distance, head=head, embedding_dim=k * d, n_members=k
+    )
+
+
+def test_batch_ensemble_linear_is_one_shared_layer_at_unit_scalings():
+    """With r = s = 1 every member is the same linear layer."""
+    layer = BatchEnsembleLinear(5, 3, n_members=4)
+    x = torch.randn(6, 5)
+    out = layer(x.expand(4, -1, -1))
+    plain = x @ layer.weight.T + layer.bias[0]
+    for m in range(4):
+        torch.testing.assert_close(out[m], plain)
+
+
+def test_batch_ensemble_linear_is_the_batch_ensemble_formula():
+    """Folded into per-member weights, the layer still computes
+    ``((x * r) @ W.T) * s + bias`` for every member."""
+    torch.manual_seed(0)
+    layer = BatchEnsembleLinear(5, 3, n_members=4, random_signs=True)
+    with torch.no_grad():
+        layer.s.normal_()
+        layer.bias.normal_()
+    x = torch.randn(4, 6, 5)
+    expected = ((x * layer.r[:, None, :]) @ layer.weight.T) * layer.s[:, None, :]
+    torch.testing.assert_close(layer(x), expected + layer.bias[:, None, :])
+
+
+def test_batch_ensemble_first_layer_members_differ_by_input_signs():
+    torch.manual_seed(0)
+    layer = BatchEnsembleLinear(50, 3, n_members=4, random_signs=True)
+    assert set(layer.r.unique().tolist()) == {-1.0, 1.0}
+    assert len({tuple(r.tolist()) for r in layer.r}) == 4
+    torch.testing.assert_close(layer.s, torch.ones(4, 3))
+    torch.testing.assert_close(layer.bias, layer.bias[:1].expand(4, -1))
+
+
+def test_member_linear_applies_one_layer_per_member():
+    layer = MemberLinear(5, 2, n_members=3)
+    x = torch.randn(3, 7, 5)
+    out = layer(x)
+    for m in range(3):
+        torch.testing.assert_close(out[m], x[m] @ layer.weight[m] + layer.bias[m])
+
+
+@pytest.mark.parametrize("hidden", [(16, 8), ()])
+def test_ensemble_encoder_gives_each_member_its_embedding(hidden):
+    torch.manual_seed(0)
+    enc = EnsembleMLPEncoder(6, hidden, embedding_dim=5, n_members=4)
+    out = enc(torch.randn(10, 6))
+    assert out.shape == (10, 20)
+    members = out.reshape(10, 4, 5)
+    # Random input signs make the members different functions from the start.
+    assert not torch.allclose(members[:, 0], members[:, 1])
+    # Gradients reach every member.
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("head", [False, True])
+def test_ensemble_dissimilarity_combines_the_members(distance, head):
+    """pairwise, rowwise and smallest on embeddings side by side equal the
+    root mean square (euclidean) or the mean (others, the head's logits) of
+    the members' own dissimilarities."""
+    torch.manual_seed(0)
+    module = _ensemble(distance, head)
+    a, b = torch.randn(5, 12, dtype=torch.float64), torch.randn(7, 12).double()
+    each = torch.stack(
+        [
+            module.member_pairwise(ma, mb)
+            for ma, mb in zip(module.members(a), module.members(b), strict=True)
+        ]
+    )
+    if distance == "euclidean" and not head:
+        expected = each.pow(2).mean(0).sqrt()
+    else:
+        expected = each.mean(0)
+    torch.testing.assert_close(module.pairwise(a, b), expected)
+    torch.testing.assert_close(
+        module.rowwise(a, b[:5]), torch.diagonal(expected[:, :5])
+    )
+    d, idx = module.smallest(a, b, 3, indices=True)
+    ref, ref_idx = torch.topk(expected, 3, dim=1, largest=False)
+    torch.testing.assert_close(d, ref)
+    np.testing.assert_array_equal(idx, ref_idx)
+
+
+def test_one_member_view_compares_a_members_embeddings():
+    torch.manual_seed(0)
+    module = _ensemble("cosine", head=False)
+    a, b = torch.randn(4, 12), torch.randn(6, 12)
+    single = module.one_member()
+    torch.testing.assert_close(
+        single.pairwise(a[:, :4], b[:, :4]),
+        module.member_pairwise(module.members(a)[0], module.members(b)[0]),
+    )
+
+
+def test_head_dissimilarity_without_the_tensor_of_differences():
+    """The head's weighted L1 distance of every pair of rows, computed as two
+    manhattan distances, equals the plain formula, weights of both signs."""
+    torch.manual_seed(0)
+    a = torch.randn(2, 5, 7, dtype=torch.float64)
+    b = torch.randn(2, 6, 7, dtype=torch.float64)
+    w = torch.randn(7, dtype=torch.float64)
+    assert (w > 0).any() and (w < 0).any()
+    expected = (a[..., :, None, :] - b[..., None, :, :]).abs() @ w
+    torch.testing.assert_close(_weighted_l1(a, b, w), expected)
