@@ -936,7 +936,8 @@ class SiameseClassifier(
         return -S / self.temperature_ + self._log_prior()
 
     def decision_function(self, X):
-        """Class scores: minus the class dissimilarities over the temperature.
+        """Class scores: the logits of :meth:`predict_proba` (minus the class
+        dissimilarities over the temperature, plus the prior term).
 
         Parameters
         ----------
