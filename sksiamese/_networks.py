@@ -266,8 +266,17 @@ class SiameseModule(nn.Module):
     def member_pairwise(self, a, b, squared=False):
         """Dissimilarity of every row of ``a`` to every row of ``b``, for
         ``(..., n, d)`` and ``(..., m, d)`` embeddings of one member each."""
-        if self.head is not None:
-            w, bias = self.head.weight[0].to(a.dtype), self.head.bias.to(a.dtype)
+        return self._pairwise(a, b, squared, self._head_params(a.dtype, 1))
+
+    def member_rowwise(self, a, b, squared=False):
+        """Dissimilarity of row ``i`` of ``a`` to row ``i`` of ``b`` (one member)."""
+        return self._rowwise(a, b, squared, self._head_params(a.dtype, 1))
+
+    def _pairwise(self, a, b, squared, head):
+        """Every row of ``a`` against every row of ``b``: the formulas, for
+        one member's embeddings or for the members' side by side."""
+        if head is not None:
+            w, bias = head
             return -(_weighted_l1(a, b, w) + bias)
         if self.distance == "euclidean":
             sq = (
@@ -280,10 +289,10 @@ class SiameseModule(nn.Module):
             return torch.cdist(a, b, p=1.0)
         return 1.0 - F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).transpose(-1, -2)
 
-    def member_rowwise(self, a, b, squared=False):
-        """Dissimilarity of row ``i`` of ``a`` to row ``i`` of ``b`` (one member)."""
-        if self.head is not None:
-            w, bias = self.head.weight[0].to(a.dtype), self.head.bias.to(a.dtype)
+    def _rowwise(self, a, b, squared, head):
+        """Row ``i`` of ``a`` against row ``i`` of ``b`` (see :meth:`_pairwise`)."""
+        if head is not None:
+            w, bias = head
             return -((a - b).abs() @ w + bias)
         if self.distance == "euclidean":
             sq = (a - b).pow(2).sum(-1)
@@ -306,26 +315,18 @@ class SiameseModule(nn.Module):
             return unit.flatten(-2) / math.sqrt(k)
         return e / (k if self.distance == "manhattan" else math.sqrt(k))
 
-    def _head_params(self, dtype):
-        # The head applied to every member, its logits averaged.
+    def _head_params(self, dtype, n_members):
+        """The head's weights and bias for ``n_members`` members side by side
+        (applied to every member, its logits averaged), or None without a head."""
+        if self.head is None:
+            return None
         w, bias = self.head.weight[0].to(dtype), self.head.bias.to(dtype)
-        k = self.n_members
-        return (w if k == 1 else w.repeat(k) / k), bias
+        return (w if n_members == 1 else w.repeat(n_members) / n_members), bias
 
     def pairwise(self, a, b, squared=False):
         """Dissimilarity of every row of ``a`` to every row of ``b``."""
-        if self.head is not None:
-            w, bias = self._head_params(a.dtype)
-            return -(_weighted_l1(a, b, w) + bias)
         a, b = self._side_by_side(a), self._side_by_side(b)
-        if self.distance == "euclidean":
-            sq = (
-                a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2.0 * (a @ b.T)
-            ).clamp(min=0.0)
-            return sq if squared else sq.clamp(min=1e-12).sqrt()
-        if self.distance == "manhattan":
-            return torch.cdist(a, b, p=1.0)
-        return 1.0 - F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+        return self._pairwise(a, b, squared, self._head_params(a.dtype, self.n_members))
 
     def smallest(self, a, b, k, indices=False):
         """The ``k`` smallest dissimilarities of each row of ``a`` to the rows of
@@ -351,13 +352,5 @@ class SiameseModule(nn.Module):
 
     def rowwise(self, a, b, squared=False):
         """Dissimilarity of row ``i`` of ``a`` to row ``i`` of ``b``."""
-        if self.head is not None:
-            w, bias = self._head_params(a.dtype)
-            return -((a - b).abs() @ w + bias)
         a, b = self._side_by_side(a), self._side_by_side(b)
-        if self.distance == "euclidean":
-            sq = (a - b).pow(2).sum(1)
-            return sq if squared else sq.clamp(min=1e-12).sqrt()
-        if self.distance == "manhattan":
-            return (a - b).abs().sum(1)
-        return 1.0 - F.cosine_similarity(a, b, dim=1)
+        return self._rowwise(a, b, squared, self._head_params(a.dtype, self.n_members))
