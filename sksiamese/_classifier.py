@@ -509,10 +509,8 @@ class SiameseClassifier(
         if counts is None:
             counts = np.bincount(codes, minlength=len(classes))
         self.class_prior_ = counts / counts.sum()
-        with np.errstate(divide="ignore"):
-            log_prior = np.log(self.class_prior_)
         self.temperature_, self._prior_scale = _fit_calibration(
-            S, y_cal, log_prior, w_cal
+            S, y_cal, _log_class_prior(self.class_prior_), w_cal
         )
         self.threshold_ = 0.5 if len(classes) == 2 else None
         self.pair_calibration_ = fit_logistic_1d(d_pairs, same)
@@ -923,9 +921,7 @@ class SiameseClassifier(
         if prior is None:  # model files written before: balanced scores
             log_prior, scale = np.zeros(len(self.classes_)), 0.0
         else:
-            # A class not seen yet (partial_fit) has no references to score.
-            log_prior = np.log(np.where(prior > 0, prior, 1.0))
-            scale = self._prior_scale
+            log_prior, scale = _log_class_prior(prior), self._prior_scale
         if self.class_weight is None:
             return scale * log_prior
         weights = self._class_weights(self.classes_, strict=False)
@@ -1131,9 +1127,16 @@ def _cap_per_class(codes, cap, rng):
     return keep, (counts / np.minimum(counts, cap))[codes[keep]]
 
 
+def _log_class_prior(prior):
+    """``log(prior)``, 0 for a class of prior 0: a class not seen yet
+    (``partial_fit``) has no references, and its scores are infinite anyway."""
+    return np.log(np.where(prior > 0, prior, 1.0))
+
+
 def _fit_calibration(S, codes, log_prior, weights=None):
     """Temperature ``T`` and prior scale ``a`` of ``softmax(-S / T + a *
-    log_prior)`` that minimise its log loss on ``(S, codes)``.
+    log_prior)`` that minimise its log loss on ``(S, codes)`` (``log_prior``
+    finite, as :func:`_log_class_prior` gives it).
 
     The class scores ``S`` compare densities as if the classes were equally
     frequent (balanced batches, share-of-class neighbourhoods); Bayes' rule
@@ -1153,14 +1156,13 @@ def _fit_calibration(S, codes, log_prior, weights=None):
     n_other = np.maximum(finite.sum(1) - 1, 1)
     targets = np.where(finite, ((1.0 - on) / n_other)[:, None], 0.0)
     targets[np.arange(len(codes)), codes] = on
-    spread = np.std(S[finite]) if np.std(S[finite]) > 0 else 1.0
-    centre = np.log(spread)
-    S0 = np.where(finite, S / spread, np.inf)
-    prior = np.where(np.isfinite(log_prior), log_prior, 0.0)
+    # The temperature is searched around the spread of the scores.
+    spread = np.std(S[finite])
+    centre = np.log(spread if spread > 0 else 1.0)
 
     def loss(params):
         log_t, a = params
-        z = -S0 / np.exp(log_t - centre) + a * prior
+        z = -S / np.exp(log_t) + a * log_prior
         logp = z - logsumexp(z, axis=-1, keepdims=True)
         ce = (targets * np.where(finite, logp, 0.0)).sum(1)
         return -(weights * ce).sum() / weights.sum()
