@@ -12,6 +12,7 @@ still reported), 2 on bad usage or bad input (with a one-line message on stderr)
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -53,10 +54,10 @@ SCORES = {
 # Default scores: ranking first; then decisions at the default threshold and,
 # for two classes, at a tuned one; G-mean when one class is rare.
 DEFAULT_SCORING = "roc_auc,average_precision,balanced_accuracy"
-BINARY_SCORING = "tuned_balanced_accuracy"
+TUNED = "tuned_balanced_accuracy"
+BINARY_SCORING = TUNED
 RARE_SCORING = "geometric_mean"
 RARE_SHARE = 0.2
-TUNED = "tuned_balanced_accuracy"
 # Prefixes of scikit-learn's scorer names that apply to classifiers.
 _SKLEARN_CLASSIFIER_SCORERS = (
     "accuracy",
@@ -287,15 +288,32 @@ def _is_classifier_scorer(name):
     )
 
 
-def score(name, model, X, y, classes):
-    """One score of a fitted ``model`` on ``(X, y)``: a score of :data:`SCORES`
-    (those that read probabilities use ``predict_proba``, the others
-    ``predict``), or a scikit-learn scorer by name."""
+class Predictions:
+    """``predict`` and ``predict_proba`` of a fitted ``model`` on ``X``, each
+    computed at most once however many scores read them."""
+
+    def __init__(self, model, X):
+        self.model, self.X = model, X
+
+    @functools.cached_property
+    def proba(self):
+        return self.model.predict_proba(self.X)
+
+    @functools.cached_property
+    def labels(self):
+        return self.model.predict(self.X)
+
+
+def score(name, predictions, y, classes):
+    """One score of a fitted model's ``predictions`` (:class:`Predictions`)
+    against the labels ``y``: a score of :data:`SCORES` (those that read
+    probabilities use ``predict_proba``, the others ``predict``), or a
+    scikit-learn scorer by name."""
     from sklearn import metrics
 
     binary = len(classes) == 2
     if name in ("roc_auc", "average_precision", "log_loss"):
-        proba = model.predict_proba(X)
+        proba = predictions.proba
         if name == "log_loss":
             return metrics.log_loss(y, proba, labels=classes)
         if binary:
@@ -312,12 +330,12 @@ def score(name, model, X, y, classes):
     if name == "geometric_mean":
         from imblearn.metrics import geometric_mean_score
 
-        return geometric_mean_score(y, model.predict(X), average="multiclass")
+        return geometric_mean_score(y, predictions.labels, average="multiclass")
     if name == "f1_macro":
-        return metrics.f1_score(y, model.predict(X), average="macro")
+        return metrics.f1_score(y, predictions.labels, average="macro")
     if name in ("balanced_accuracy", "accuracy"):
-        return getattr(metrics, f"{name}_score")(y, model.predict(X))
-    return metrics.get_scorer(name)(model, X, y)
+        return getattr(metrics, f"{name}_score")(y, predictions.labels)
+    return metrics.get_scorer(name)(predictions.model, predictions.X, y)
 
 
 def check_scoring(scoring, X, y, classes):
@@ -330,13 +348,14 @@ def check_scoring(scoring, X, y, classes):
             f"{TUNED} tunes the threshold of two classes; the target has {len(classes)}"
         )
     dummy = DummyClassifier(strategy="stratified", random_state=0).fit(X, y)
+    predictions = Predictions(dummy, X)
     for name in scoring:
         if name == TUNED:
             continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                score(name, dummy, X, y, classes)
+                score(name, predictions, y, classes)
         except (ValueError, TypeError) as exc:
             message = str(exc).strip().splitlines()
             raise InputError(
@@ -469,9 +488,10 @@ def cross_validate_models(
                 result["fit_time"].append(fit_time)
                 for text in texts:
                     result["warnings"][text] = result["warnings"].get(text, 0) + 1
+                predictions = Predictions(fitted, X[test])
                 for s in scoring:
                     if s != TUNED:
-                        value = score(s, fitted, X[test], y[test], classes)
+                        value = score(s, predictions, y[test], classes)
                     elif tuned is None:
                         value = np.nan
                     else:
