@@ -135,7 +135,8 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         calibrating :meth:`predict_proba`. Items are held out, not pairs:
         pairs are taken at random (stratified by ``y``) and their vectors set
         aside until the pairs that hold a set-aside vector make up this
-        fraction; none of those vectors is in a training pair. With 0, or too
+        fraction; none of those vectors is in a training pair, so every
+        held-out pair has a side that training never saw. With 0, or too
         few pairs to split, the calibration uses the training pairs, and is
         then overconfident.
 

@@ -387,7 +387,7 @@ def test_pickle_round_trip(fitted, digit_pairs):
 # -- vectors shared by several pairs -------------------------------------------
 
 
-def test_held_out_pairs_share_no_vector_with_training_pairs(digit_pairs):
+def test_every_held_out_pair_has_a_vector_no_training_pair_holds(digit_pairs):
     X, y = digit_pairs[:2]
     items = pair_items(X)
     assert len(np.unique(items)) < 2 * len(X)  # vectors recur in these pairs
