@@ -3,6 +3,8 @@
 import numbers
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.special import expit, logit
 from sklearn.base import ClassifierMixin, TransformerMixin
 from sklearn.utils import check_array
@@ -758,9 +760,6 @@ def pair_groups(items, same, pairs=None):
     >>> pair_groups(items, np.array([True, True, False])).tolist()
     [[0, 0], [0, 0], [1, 2]]
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     n_items = items.max() + 1
     edges = items[same] if pairs is None else items[pairs][same[pairs]]
     graph = coo_matrix(

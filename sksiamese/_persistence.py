@@ -449,7 +449,7 @@ def load(path, *, encoder=None, device=None):
         # Written before ensembles and before the pair group loss: a single
         # network, trained on the pairs alone.
         params.setdefault("n_members", 1)
-        if "group_weight" in cls().get_params():
+        if "group_weight" in cls._get_param_names():
             params.setdefault("group_weight", 0.0)
     user_module = None
     saved_encoder = params.get("encoder")
