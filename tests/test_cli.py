@@ -55,12 +55,15 @@ def run(capsys, *args):
     return code, out, err
 
 
+def compare(capsys, path, target, *args):
+    """``sksiamese compare PATH --target TARGET`` with ``args``."""
+    return run(capsys, "compare", path, "--target", target, *args)
+
+
 def test_compare_csv_prints_a_table(capsys, cancer_csv):
-    code, out, err = run(
+    code, out, err = compare(
         capsys,
-        "compare",
         cancer_csv,
-        "--target",
         "diagnosis",
         "--folds",
         "2",
@@ -86,11 +89,9 @@ def test_compare_csv_prints_a_table(capsys, cancer_csv):
 
 
 def test_compare_json_multiclass(capsys, wine_csv):
-    code, out, err = run(
+    code, out, err = compare(
         capsys,
-        "compare",
         wine_csv,
-        "--target",
         "cultivar",
         "--models",
         "siamese,logistic",
@@ -146,11 +147,9 @@ def test_same_seed_same_scores(capsys, cancer_csv):
 def test_plot_writes_an_image(capsys, cancer_csv, tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "compare.png"
-    code, _, err = run(
+    code, _, err = compare(
         capsys,
-        "compare",
         cancer_csv,
-        "--target",
         "diagnosis",
         "--models",
         "logistic,forest",
@@ -195,11 +194,9 @@ def test_other_delimiters(capsys, tmp_path, delimiter, given):
     lines = [delimiter.join(["a", "b", "y"])]
     lines += [delimiter.join([str(i), str(i % 3), "ab"[i % 2]]) for i in range(12)]
     path.write_text("\n".join(lines) + "\n")
-    code, out, err = run(
+    code, out, err = compare(
         capsys,
-        "compare",
         str(path),
-        "--target",
         "y",
         "--delimiter",
         given,
@@ -419,11 +416,9 @@ def test_a_failing_model_is_reported_and_others_kept(capsys, monkeypatch, cancer
         return {"Broken": _Broken(), **real(names, **kwargs)}
 
     monkeypatch.setattr(_cli, "make_models", with_broken)
-    code, out, err = run(
+    code, out, err = compare(
         capsys,
-        "compare",
         cancer_csv,
-        "--target",
         "diagnosis",
         "--models",
         "logistic",
@@ -450,11 +445,9 @@ def test_compare_values_near_the_float64_limit(tmp_path, capsys):
     rows = [[f"{(i + 1) * 1e306:.6g}", r[1], r[2]] for i, r in enumerate(ROWS)]
     path = tmp_path / "huge.csv"
     path.write_bytes(_csv(["a", "b", "y"], rows))
-    code, out, err = run(
+    code, out, err = compare(
         capsys,
-        "compare",
         str(path),
-        "--target",
         "y",
         "--models",
         "siamese",
@@ -469,11 +462,9 @@ def test_compare_values_near_the_float64_limit(tmp_path, capsys):
 
 def test_scikit_learn_scorer_names_are_accepted(capsys, cancer_csv, wine_csv, tmp_path):
     args = ["--models", "logistic", "--json", *FAST]
-    code, out, err = run(
+    code, out, err = compare(
         capsys,
-        "compare",
         cancer_csv,
-        "--target",
         "diagnosis",
         "--scoring",
         "neg_log_loss,roc_auc",
@@ -483,11 +474,9 @@ def test_scikit_learn_scorer_names_are_accepted(capsys, cancer_csv, wine_csv, tm
     scores = json.loads(out)["results"][0]["scores"]
     assert scores["neg_log_loss"]["mean"] < 0 and scores["roc_auc"]["mean"] > 0.5
     # String labels: scikit-learn's f1 needs a positive label 1, and says so.
-    code, _, err = run(
+    code, _, err = compare(
         capsys,
-        "compare",
         cancer_csv,
-        "--target",
         "diagnosis",
         "--scoring",
         "f1",
@@ -503,11 +492,9 @@ def test_scikit_learn_scorer_names_are_accepted(capsys, cancer_csv, wine_csv, tm
     )
     assert code == 0, err
     assert 0 <= json.loads(out)["results"][0]["scores"]["f1"]["mean"] <= 1
-    code, out, err = run(
+    code, out, err = compare(
         capsys,
-        "compare",
         wine_csv,
-        "--target",
         "cultivar",
         "--scoring",
         "roc_auc_ovr,f1_weighted",
@@ -519,11 +506,9 @@ def test_scikit_learn_scorer_names_are_accepted(capsys, cancer_csv, wine_csv, tm
 
 def test_default_scores_follow_the_target(capsys, wine_csv, tmp_path):
     # Three classes: no tuned threshold; a class of under 20%: G-mean too.
-    code, out, err = run(
+    code, out, err = compare(
         capsys,
-        "compare",
         wine_csv,
-        "--target",
         "cultivar",
         "--models",
         "logistic",
@@ -540,11 +525,9 @@ def test_default_scores_follow_the_target(capsys, wine_csv, tmp_path):
     # geometric mean of the recalls (imbalanced-learn).
     rows = [[str(i), str((i * 7) % 5), "b" if i % 8 == 0 else "a"] for i in range(48)]
     path = write_csv(tmp_path / "rare.csv", ["a", "b", "y"], rows)
-    code, out, err = run(
+    code, out, err = compare(
         capsys,
-        "compare",
         path,
-        "--target",
         "y",
         "--models",
         "logistic",
@@ -574,11 +557,9 @@ def test_warnings_of_fit_are_reported_once_per_model(capsys, cancer_csv, monkeyp
     monkeypatch.setattr(
         _cli, "make_models", lambda names, **kw: {"LogisticRegression": model}
     )
-    code, out, err = run(
+    code, out, err = compare(
         capsys,
-        "compare",
         cancer_csv,
-        "--target",
         "diagnosis",
         "--models",
         "logistic",
