@@ -44,7 +44,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sksiamese import SiamesePairClassifier
-from sksiamese._pair_classifier import select_distance_threshold
+from sksiamese._calibration import select_distance_threshold
 from sksiamese.datasets import load_omniglot_background
 
 

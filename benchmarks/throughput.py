@@ -47,10 +47,11 @@ import torch
 from sklearn.datasets import make_classification
 
 from sksiamese import SiameseClassifier
-from sksiamese._base import fused_optimizer
+from sksiamese._calibration import prior_term
 from sksiamese._losses import InBatchLoss
-from sksiamese._net import _MAX_NEIGHBOURHOOD
 from sksiamese._networks import MLPEncoder, SiameseModule
+from sksiamese._references import _MAX_NEIGHBOURHOOD
+from sksiamese._training import fused_optimizer
 
 
 def plain_fit(X, y, epochs, batch_size, seed, same_optimizer=True):
@@ -180,7 +181,7 @@ def main(argv=None):
     # Prediction takes milliseconds: more turns for a stable best time.
     n_turns = 10 * args.repeat
     # The statistics of SiameseClassifier's default (robust) scaling.
-    median = clf._scaler.mean_.astype(np.float32)
+    median = clf._scaler.center_.astype(np.float32)
     spread = clf._scaler.scale_.astype(np.float32)
 
     def plain_scale(X):
@@ -207,7 +208,12 @@ def main(argv=None):
                 len(clf.classes_),
                 clf.n_neighbors,
                 clf.temperature_,
-                clf._log_prior(),
+                prior_term(
+                    clf.class_prior_,
+                    clf._prior_scale,
+                    clf.class_weight,
+                    clf.classes_,
+                ),
             ),
             lambda: clf.predict_proba(X),
         ],

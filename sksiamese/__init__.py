@@ -10,15 +10,22 @@ __version__ = "0.1.0.dev0"
 _PUBLIC = {
     "SiameseClassifier": "._classifier",
     "SiamesePairClassifier": "._pair_classifier",
-    "TrainingDivergedError": "._base",
+    "TrainingDivergedError": "._training",
     "load": "._persistence",
 }
+
+# The estimator classes register themselves with ``load`` when their modules
+# are imported (see ``_persistence.register``).
+_ESTIMATORS = ("SiameseClassifier", "SiamesePairClassifier")
 
 __all__ = [*_PUBLIC, "__version__"]
 
 
 def __getattr__(name):
     if name in _PUBLIC:
+        if name == "load":
+            for estimator in _ESTIMATORS:
+                __getattr__(estimator)
         value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
         globals()[name] = value
         return value

@@ -1,83 +1,44 @@
-"""The training core shared by every sksiamese estimator."""
+"""The surface the estimators share: their parameters, input validation, and
+one fit skeleton over a :class:`FitPlan`.
+
+A fit is set-up (validate, seed, split, scale, build the net:
+:meth:`_BaseSiamese._fit_setup`), training (``net.partial_fit`` on the
+training rows under a fixed torch seed: :meth:`_BaseSiamese._train`), and a
+finish that each estimator defines (references and calibration). ``fit``,
+``partial_fit``'s first call, the pair estimator and the Ray engine
+(:mod:`sksiamese.distributed`, which trains elsewhere and finishes here) all
+go through it; each estimator says what its data, split, loss and finish are.
+"""
 
 import contextlib
 import copy
-import math
 import numbers
-import threading
-import warnings
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy.special import expit
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
-from skorch.callbacks import Callback, EarlyStopping
-from skorch.dataset import Dataset
-from skorch.helper import predefined_split
 from torch import nn
 
 from ._compat import HasMethods, Interval, StrOptions, validate_data
-from ._net import BalancedBatchIterator, SiameseNet
-from ._networks import (
-    DISTANCES,
-    CNNEncoder,
-    EnsembleMLPEncoder,
-    MLPEncoder,
-    SiameseModule,
-)
+from ._networks import DISTANCES
+from ._persistence import save as save_model
 from ._preprocessing import BlankAwareScaler
-
-
-class TrainingDivergedError(FloatingPointError):
-    """Raised when the training loss becomes NaN or infinite."""
-
-
-class _DivergenceGuard(Callback):
-    """Stop with a clear message as soon as a training loss is not finite, or
-    the weights are not at the end of an epoch (the last step of training can
-    break them with a finite loss)."""
-
-    _advice = (
-        "Try a lower `lr`, scale the inputs (values of very different "
-        "magnitudes), or a smaller `margin`."
-    )
-
-    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
-        # A Python float check: cheaper than a tensor op at every step.
-        if training and loss is not None and not math.isfinite(loss.item()):
-            epoch = len(net.history)
-            raise TrainingDivergedError(
-                f"Training diverged: the loss became {loss.item()} in epoch {epoch}. "
-                + self._advice
-            )
-
-    def on_epoch_end(self, net, **kwargs):
-        with torch.no_grad():
-            finite = all(torch.isfinite(p).all() for p in net.module_.parameters())
-        if not finite:
-            raise TrainingDivergedError(
-                "Training diverged: the network weights became NaN or infinite in "
-                f"epoch {len(net.history)}. " + self._advice
-            )
-
-
-class _Reshape(nn.Module):
-    """Give a user's encoder its inputs back in their original (image) shape."""
-
-    def __init__(self, shape, module):
-        super().__init__()
-        self.shape = tuple(shape)
-        self.module = module
-
-    def forward(self, x):
-        return self.module(x.reshape(len(x), *self.shape))
+from ._training import (
+    SiameseNet,
+    build_module,
+    data_device,
+    make_net,
+    resolve_device,
+    seeded,
+    warn_if_not_converged,
+)
 
 
 @contextlib.contextmanager
-def _restore_on_failure(estimator, deep=()):
+def restore_on_failure(estimator, deep=()):
     """Leave ``estimator`` exactly as it was if the block raises.
 
     Attributes are restored by reference, except those named in ``deep``: the
@@ -96,59 +57,55 @@ def _restore_on_failure(estimator, deep=()):
         raise
 
 
-def data_device(nbytes, device):
-    """Where training batches should be gathered: on a CUDA ``device`` when the
-    data take less than a quarter of its free memory, else None (on the host,
-    pinned, copied per batch)."""
-    if not str(device).startswith("cuda"):
-        return None
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    return device if nbytes < free / 4 else None
+def _rows(A):
+    """Single vectors as rows: pairs ``(n, 2, d)`` become ``(2 n, d)``."""
+    return A.reshape(-1, A.shape[-1])
 
 
-# Held while torch's process-wide random generator is seeded for a fit.
-_TORCH_RNG_LOCK = threading.RLock()
+@dataclass
+class FitPlan:
+    """Everything one fit trains on and with.
 
+    Built by :meth:`_BaseSiamese._fit_setup`; trained by
+    ``net.partial_fit(Z[train], targets[train])`` under ``seeded(seed,
+    device)`` (:meth:`_BaseSiamese._train`), or elsewhere, by engines that
+    load the trained weights into ``net.module_`` (Ray); finished by the
+    estimator's ``_fit_finish``.
+    """
 
-def fused_optimizer(module, device):
-    """Whether ``torch.optim.AdamW(fused=True)`` can train ``module`` on
-    ``device``: one kernel per step instead of a loop over the parameters
-    (10-15% faster steps for a small MLP on the CPU), the same algorithm.
-    PyTorch has it for CPU and CUDA tensors since 2.4, for floating point
-    parameters only."""
-    return (
-        torch.__version__ >= "2.4"  # a TorchVersion: compares as a version
-        and torch.device(device).type in ("cpu", "cuda")
-        and all(p.is_floating_point() for p in module.parameters())
-    )
-
-
-def resolve_device(device):
-    """Turn the ``device`` parameter into a torch device string."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        parsed = None
-    # Other torch device types ("meta", "mps", ...) would fail later, deep in torch.
-    if parsed is None or parsed.type not in ("cpu", "cuda"):
-        raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}."
-        ) from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r} was requested but CUDA is not available on this "
-            "machine; use device='auto' or device='cpu'."
-        )
-    return str(parsed)
+    #: Scaled inputs: rows, or pairs of shape ``(n_pairs, 2, n_outputs)``.
+    Z: np.ndarray
+    #: What the net learns, one entry per row of ``Z``: class codes, or for
+    #: pairs the same/different code and the group of each side.
+    targets: np.ndarray
+    #: The class code of each row of ``Z`` (pairs: 1 for same).
+    codes: np.ndarray
+    #: The labels the codes stand for.
+    classes: np.ndarray
+    #: Training and held-out row indices (held None: nothing held out).
+    train: np.ndarray
+    held: np.ndarray | None
+    #: The input scaling, fitted on the training rows.
+    scaler: BlankAwareScaler
+    #: The initialised, untrained skorch net.
+    net: SiameseNet
+    #: The random streams of this fit: numpy's for everything after set-up,
+    #: torch's seed for training, and the torch device.
+    rng: np.random.RandomState
+    seed: int
+    device: str
+    #: Samples of each class the fit stands for, when ``codes`` hold only
+    #: some of them (``partial_fit``'s reservoir); None: counted in codes.
+    class_counts: np.ndarray | None = None
 
 
 class _BaseSiamese(BaseEstimator):
-    """Parameters, input handling and the training loop shared by the estimators.
+    """Parameters, input handling and the fit skeleton of the estimators.
 
-    Subclasses define the criterion and what ``y`` means; this class builds the
-    encoder, the skorch net, the balanced batches and the held-out split.
+    A subclass defines ``_check_fit_data`` (validated data, class codes and
+    classes), ``_split`` (training and held-out rows, and the training
+    targets), ``_criterion`` (the loss) and ``_fit_finish`` (everything
+    after training).
     """
 
     _parameter_constraints = {
@@ -245,7 +202,7 @@ class _BaseSiamese(BaseEstimator):
     # What scaling="auto" means for feature vectors (images: "global").
     _auto_scaling = "robust"
 
-    def _encode(self, X):
+    def _scaled(self, X):
         """Validated, scaled float32 rows for a fitted estimator."""
         X = self._validate_X(X, reset=False)
         return self._scaler.transform(X)
@@ -255,207 +212,96 @@ class _BaseSiamese(BaseEstimator):
         (scaled block by block while embedding)."""
         return self.net_.embed(X, prepare=self._scaler.tensor_transform())
 
-    # -- network ---------------------------------------------------------------
+    # -- the fit skeleton ------------------------------------------------------
 
-    def _build_module(self, n_inputs, head, probe, device):
-        """The twin module on ``device``, checked on two rows of ``probe``."""
-        encoder = self.encoder
-        if encoder == "mlp" and self.encoder_params:
-            raise ValueError(
-                "encoder_params are for encoder='cnn' or a module class; the 'mlp' "
-                "encoder is set by hidden_layer_sizes, embedding_dim and dropout. "
-                f"Got encoder_params={self.encoder_params!r}."
-            )
-        if encoder == "mlp":
-            sizes = np.asarray(self.hidden_layer_sizes, dtype=object)
-            # A width of 0 would train a constant network without complaint.
-            if sizes.ndim != 1 or not all(
-                isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
-                for s in sizes
-            ):
-                raise ValueError(
-                    "hidden_layer_sizes must be a sequence of positive ints; got "
-                    f"{self.hidden_layer_sizes!r}."
-                )
-            sizes = tuple(int(s) for s in sizes)
-            n_members = self._n_members()
-            if n_members > 1:
-                encoder = EnsembleMLPEncoder(
-                    n_inputs, sizes, self.embedding_dim, self.dropout, n_members
-                )
-            else:
-                encoder = MLPEncoder(n_inputs, sizes, self.embedding_dim, self.dropout)
-        elif encoder == "cnn":
-            if n_inputs != int(np.prod(self.image_shape_)):
-                raise ValueError(
-                    "encoder='cnn' does not accept blanks (NaN) in images."
-                )
-            params = dict(self.encoder_params or {})
-            unknown = sorted(set(params) - {"channels", "n_blocks"})
-            if unknown:
-                raise ValueError(
-                    f"encoder_params for encoder='cnn' may set 'channels' and "
-                    f"'n_blocks'; got unknown {unknown}."
-                )
-            for key, value in params.items():
-                if (
-                    not isinstance(value, numbers.Integral)
-                    or isinstance(value, bool)
-                    or value < 1
-                ):
-                    raise ValueError(
-                        f"encoder_params[{key!r}] must be a positive int; got "
-                        f"{value!r}."
-                    )
-            encoder = CNNEncoder(self.image_shape_, self.embedding_dim, **params)
-        elif isinstance(encoder, nn.Module):
-            encoder = copy.deepcopy(encoder)
-        elif isinstance(encoder, type) and issubclass(encoder, nn.Module):
-            try:
-                encoder = encoder(**(self.encoder_params or {}))
-            except TypeError as exc:
-                raise TypeError(
-                    f"encoder_params={self.encoder_params!r} do not fit "
-                    f"{encoder.__name__}: {exc}"
-                ) from exc
+    def _fit(self, X, y):
+        """Set up, train and finish; the estimator is left as it was if any
+        step fails."""
+        with restore_on_failure(self):
+            plan = self._fit_setup(X, y)
+            self._train(plan)
+            return self._fit_finish(plan)
+
+    def _fit_setup(self, X, y, classes=None):
+        """Validate the data and build everything training needs: a
+        :class:`FitPlan`.
+
+        With ``classes`` (``partial_fit``'s first call) nothing is held out
+        and every row trains; otherwise a fit starts over, after
+        ``partial_fit`` too.
+        """
+        streaming = classes is not None
+        if not streaming:
+            self.__dict__.pop("_stream", None)
+        X, codes, classes = self._check_fit_data(X, y, classes)
+        device = resolve_device(self.device)
+        rng, seed = self._random_streams()
+        if streaming:
+            train, held, targets = np.arange(len(codes)), None, codes
         else:
-            raise TypeError(
-                "encoder must be 'mlp', 'cnn', a torch.nn.Module instance or a "
-                f"torch.nn.Module subclass; got {encoder!r}."
+            train, held, targets = self._split(X, codes, rng)
+        scaler = self._make_scaler().fit(_rows(X[train]))
+        Z = scaler.transform(_rows(X)).reshape(*X.shape[:-1], -1)
+        with seeded(seed, device):
+            module = build_module(
+                self,
+                scaler.n_outputs,
+                head=self.loss == "bce",
+                probe=_rows(Z[train[:2]])[:2],
+                device=device,
             )
-        if not isinstance(self.encoder, str) and self.image_shape_ is not None:
-            encoder = _Reshape(self.image_shape_, encoder)
-        encoder = encoder.to(device)
-        x = torch.as_tensor(probe[:2], device=device)
-        was_training = encoder.training
-        encoder.eval()
-        try:
-            with torch.no_grad():
-                out = encoder(x)
-        except Exception as exc:
-            raise ValueError(
-                f"The encoder failed on a batch of shape {tuple(x.shape)}: {exc}"
-            ) from exc
-        encoder.train(was_training)
-        if not isinstance(out, torch.Tensor) or out.dim() != 2 or len(out) != len(x):
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out)
-            raise ValueError(
-                "The encoder must return a 2-D tensor of shape (n_samples, "
-                f"embedding_dim); for an input of shape {tuple(x.shape)} it "
-                f"returned {got}."
+            net = make_net(
+                self,
+                module,
+                self._criterion(classes),
+                None if held is None else (Z[held], targets[held]),
+                rng,
+                device,
+                augment=None if streaming else self._augment_shape(scaler),
+                # partial_fit's chunks differ in size: they stay on the host.
+                batch_device=None
+                if streaming
+                else data_device(len(train) * Z[0].nbytes, device),
             )
-        return SiameseModule(
-            encoder,
-            distance=self.distance,
-            head=head,
-            embedding_dim=out.shape[1],
-            n_members=self._n_members(),
-        ).to(device)
-
-    def _n_members(self):
-        """Ensemble members of the encoder: ``n_members`` for the "mlp" encoder,
-        1 for the others (single networks)."""
-        return int(self.n_members) if self.encoder == "mlp" else 1
-
-    def _make_net(
-        self,
-        module,
-        criterion,
-        valid,
-        rng,
-        device,
-        samples_per_class,
-        augment=None,
-        batch_device=None,
-    ):
-        """The untrained skorch net; ``augment`` is the image shape to distort
-        training batches with (see :class:`BalancedBatchIterator`), or None;
-        ``batch_device`` the device to keep training data on (see
-        :func:`data_device`), or None."""
-        for name in ("lr", "weight_decay"):
-            # The optimizer works in float32: a larger value is an overflow in
-            # torch, not a learning rate.
-            value = getattr(self, name)
-            try:
-                ok = abs(float(value)) <= float(np.finfo(np.float32).max)
-            except OverflowError:
-                ok = False
-            if not ok:
-                raise ValueError(
-                    f"{name} must be a finite float32 number (at most 3.4e38); "
-                    f"got {value!r}."
-                )
-        callbacks = [("divergence_guard", _DivergenceGuard())]
-        if valid is not None and self.early_stopping:
-            callbacks.append(
-                (
-                    "early_stopping",
-                    EarlyStopping(
-                        monitor="valid_loss",
-                        patience=self.n_iter_no_change,
-                        threshold=self.tol,
-                        threshold_mode="rel",
-                        load_best=True,
-                    ),
-                )
-            )
-        if self.verbose >= 2:
-            from ._progress import BalancedProgressBar
-
-            callbacks.append(("progress_bar", BalancedProgressBar()))
-        for item in self.callbacks or []:
-            cb = item[1] if isinstance(item, tuple) and len(item) == 2 else item
-            if not (
-                isinstance(cb, Callback)
-                or (isinstance(cb, type) and issubclass(cb, Callback))
-            ):
-                raise TypeError(
-                    "callbacks must hold skorch callbacks or (name, callback) "
-                    f"tuples; got {item!r}."
-                )
-        callbacks += copy.deepcopy(self.callbacks or [])
-        return SiameseNet(
-            module=module,
-            criterion=criterion,
-            optimizer=torch.optim.AdamW,
-            lr=self.lr,
-            optimizer__weight_decay=self.weight_decay,
-            optimizer__fused=fused_optimizer(module, device) or None,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            iterator_train=BalancedBatchIterator,
-            iterator_train__samples_per_class=samples_per_class,
-            iterator_train__random_state=rng.randint(np.iinfo(np.int32).max),
-            iterator_train__pin_memory=device.startswith("cuda"),
-            mixed_precision=getattr(self, "mixed_precision", False),
-            iterator_train__augment=augment,
-            iterator_train__device=batch_device,
-            iterator_valid=BalancedBatchIterator,
-            iterator_valid__samples_per_class=samples_per_class,
-            iterator_valid__random_state=rng.randint(np.iinfo(np.int32).max),
-            iterator_valid__resample=False,
-            train_split=None if valid is None else predefined_split(Dataset(*valid)),
-            callbacks=callbacks,
-            verbose=self.verbose,
+            net.initialize()
+        return FitPlan(
+            Z=Z,
+            targets=targets,
+            codes=codes,
+            classes=classes,
+            train=train,
+            held=held,
+            scaler=scaler,
+            net=net,
+            rng=rng,
+            seed=seed,
             device=device,
         )
 
-    @staticmethod
-    @contextlib.contextmanager
-    def _seeded(seed, device):
-        """Seed torch's global RNG for the block, then restore its state.
+    def _train(self, plan):
+        """Train ``plan.net`` on the training rows, seeded."""
+        with seeded(plan.seed, plan.device):
+            plan.net.partial_fit(plan.Z[plan.train], plan.targets[plan.train])
+        warn_if_not_converged(self, plan.net)
 
-        The generator is shared by the whole process, so blocks in different
-        threads (a search on joblib's threading backend, an in-process Dask
-        cluster) take turns: otherwise one fit would reseed another's generator
-        halfway through and ``random_state`` would not repeat a fit.
-        """
-        devices = (
-            list(range(torch.cuda.device_count())) if device.startswith("cuda") else []
-        )
-        with _TORCH_RNG_LOCK, torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            yield
+    def _random_streams(self):
+        """numpy's random stream of a fit, and the seed of torch's."""
+        rng = check_random_state(self.random_state)
+        return rng, int(rng.randint(np.iinfo(np.int32).max))
+
+    def _augment_shape(self, scaler):
+        """The image shape for ``augment=True`` (training batches distorted),
+        or None."""
+        if not getattr(self, "augment", False):
+            return None
+        if self.image_shape_ is None:
+            raise ValueError(
+                "augment=True distorts images; use encoder='cnn', set "
+                "image_shape, or pass X as (n, H, W) or (n, C, H, W) images."
+            )
+        if scaler.n_outputs != int(np.prod(self.image_shape_)):
+            raise ValueError("augment=True does not accept blanks (NaN) in images.")
+        return self.image_shape_
 
     # -- common public methods -------------------------------------------------
 
@@ -547,68 +393,10 @@ class _BaseSiamese(BaseEstimator):
         path : str or path-like
             File to write, for example ``"model.zip"``; replaced if it exists.
         """
-        from ._persistence import save
-
-        save(self, path)
-
-    def _seed_pair(self):
-        rng = check_random_state(self.random_state)
-        return rng, int(rng.randint(np.iinfo(np.int32).max))
+        save_model(self, path)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.input_tags.three_d_array = self.encoder == "cnn"
         return tags
-
-
-def warn_if_not_converged(estimator, net):
-    """ConvergenceWarning when early stopping ran all ``max_epochs`` epochs
-    while the held-out loss was still improving, as scikit-learn's MLP warns.
-
-    It is still improving when it fell by more than ``tol`` (relative) within
-    the last ``n_iter_no_change`` epochs. Without early stopping the number
-    of epochs is a fixed budget and nothing is checked: the training loss of
-    freshly drawn balanced batches is too noisy to tell convergence.
-    """
-    history = net.history
-    if len(history) < estimator.max_epochs or "valid_loss" not in history[-1]:
-        return
-    losses = np.asarray(history[:, "valid_loss"], dtype=float)
-    best = np.minimum.accumulate(losses)
-    improved = np.flatnonzero(best[1:] < best[:-1] * (1 - estimator.tol)) + 1
-    last = improved[-1] if len(improved) else 0
-    if len(losses) - 1 - last < estimator.n_iter_no_change:
-        warnings.warn(
-            f"{type(estimator).__name__} stopped after max_epochs="
-            f"{estimator.max_epochs} epochs while the held-out loss was still "
-            "improving; raise max_epochs to let training converge.",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
-
-
-def fit_logistic_1d(d, same):
-    """Slope and intercept of ``P(same) = sigmoid(intercept + slope * d)``."""
-    from sklearn.linear_model import LogisticRegression
-
-    d = np.asarray(d, dtype=np.float64)
-    same = np.asarray(same)
-    if len(np.unique(same)) < 2:
-        return -1.0, 0.0
-    # Fitted on standardised distances (Newton's method is then well
-    # conditioned, whatever their unit) and mapped back.
-    with np.errstate(all="ignore"):
-        size = np.max(np.abs(d))
-        unit = d / size
-        centre, spread = unit.mean(), unit.std()
-    if not (np.isfinite(size) and size > 0 and np.isfinite(spread) and spread > 0):
-        # All distances equal: they carry no information, only the base rate.
-        rate = np.mean(same == np.max(same))
-        return 0.0, float(np.log(rate / (1.0 - rate)))
-    z = ((unit - centre) / spread).reshape(-1, 1)
-    # Newton-Cholesky: exact and fast for one feature and many pairs (lbfgs
-    # took 20x longer here and stopped further from the optimum).
-    lr = LogisticRegression(C=1e4, solver="newton-cholesky").fit(z, same)
-    w, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
-    return float(w / (spread * size)), float(b - w * centre / spread)

@@ -1,35 +1,53 @@
-"""SiameseClassifier: a twin network that learns from labelled samples."""
+"""SiameseClassifier: a twin network that learns from labelled samples.
+
+The public methods; the fit skeleton is in ``_base.py``, references in
+``_references.py``, probabilities and thresholds in ``_calibration.py``.
+"""
 
 import numbers
-from types import SimpleNamespace
 
 import numpy as np
-from scipy.optimize import minimize, minimize_scalar
-from scipy.special import expit, logit, logsumexp, softmax
+from scipy.special import expit, logit, softmax
 from sklearn.base import (
     ClassifierMixin,
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
 )
-from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._base import (
-    _BaseSiamese,
-    _restore_on_failure,
-    data_device,
+from ._base import FitPlan, _BaseSiamese, restore_on_failure
+from ._calibration import (
+    calibration_scores,
+    check_strategy,
+    class_weight_vector,
     fit_logistic_1d,
-    resolve_device,
-    warn_if_not_converged,
+    fit_temperature,
+    log_class_prior,
+    prior_term,
+    select_threshold,
 )
 from ._compat import Interval, StrOptions, _fit_context
 from ._losses import LOSSES, InBatchLoss
-from ._threshold import check_strategy, select_threshold
+from ._persistence import register
+from ._references import (
+    References,
+    kept_samples,
+    new_reservoir,
+    select_references,
+    update_reservoir,
+)
+from ._training import seeded
+
+# Samples of each class kept (by reservoir sampling) across partial_fit calls:
+# they give rare classes partners in later chunks, and the references and
+# calibration after each call.
+_RESERVOIR_SIZE = 1000
 
 
+@register
 class SiameseClassifier(
     ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOutMixin, _BaseSiamese
 ):
@@ -405,30 +423,15 @@ class SiameseClassifier(
         self : SiameseClassifier
             The fitted estimator.
         """
-        with _restore_on_failure(self):
-            return self._fit(X, y)
+        return self._fit(X, y)
 
-    def _fit(self, X, y):
-        self.__dict__.pop("_stream", None)  # fit starts over, after partial_fit too
-        plan = self._fit_setup(X, y)
-        with self._seeded(plan.seed, plan.device):
-            plan.net.partial_fit(plan.Z[plan.train], plan.codes[plan.train])
-        warn_if_not_converged(self, plan.net)
-        return self._fit_finish(plan)
-
-    def _fit_setup(self, X, y):
-        """Validate the data and build everything training needs.
-
-        Returns a namespace with the scaled data ``Z``, class ``codes``, the
-        ``train`` / ``held`` indices, the fitted ``scaler``, the untrained skorch
-        ``net``, and the ``rng``, ``seed`` and ``device`` of this fit. Training
-        is ``net.partial_fit(Z[train], codes[train])`` under ``self._seeded(seed,
-        device)``; engines that train elsewhere (several processes, several
-        machines) load the trained weights into ``net.module_`` instead, then
-        call :meth:`_fit_finish`.
-        """
+    def _check_fit_data(self, X, y, classes):
+        if classes is not None:  # partial_fit: labels checked against classes
+            X = self._validate_X(X, reset=True)
+            classes = _check_classes(classes)
+            return X, _codes(y, classes, len(X)), classes
         X, y = self._validate_X(X, y, reset=True)
-        classes, codes = self._encode_labels(y, "fit")
+        classes, codes = _labels(y, f"{type(self).__name__}.fit")
         counts = np.bincount(codes)
         if counts.min() < 2:
             rare = classes[np.flatnonzero(counts < 2)].tolist()
@@ -437,271 +440,57 @@ class SiameseClassifier(
                 f"pairs; these classes have only 1: {rare}. Remove them, or add "
                 "them after training with fit_references."
             )
-        device = resolve_device(self.device)
-        rng, seed = self._seed_pair()
-        train, held = self._holdout_split(codes, rng)
+        return X, codes, classes
 
-        scaler = self._make_scaler().fit(X[train])
-        Z = scaler.transform(X)
-        with self._seeded(seed, device):
-            module = self._build_module(
-                scaler.n_outputs,
-                head=self.loss == "bce",
-                probe=Z[train],
-                device=device,
-            )
-            net = self._make_net(
-                module,
-                InBatchLoss(self.loss, self.margin, self._class_weights(classes)),
-                None if held is None else (Z[held], codes[held]),
-                rng,
-                device,
-                self.samples_per_class,
-                augment=self._augment_shape(scaler),
-                batch_device=data_device(Z[train].nbytes, device),
-            )
-            net.initialize()
-        return SimpleNamespace(
-            Z=Z,
-            codes=codes,
-            classes=classes,
-            train=train,
-            held=held,
-            scaler=scaler,
-            net=net,
-            rng=rng,
-            seed=seed,
-            device=device,
+    def _split(self, X, codes, rng):
+        train, held = _stratified_holdout(
+            codes, self.validation_fraction if self.early_stopping else 0, rng
         )
+        return train, held, codes
+
+    def _criterion(self, classes):
+        weights = class_weight_vector(self.class_weight, classes)
+        return InBatchLoss(self.loss, self.margin, weights)
 
     def _fit_finish(self, plan):
-        """Embed the references and calibrate, from a trained ``plan.net``."""
-        net, Z, codes, rng = plan.net, plan.Z, plan.codes, plan.rng
-        train, held, classes = plan.train, plan.held, plan.classes
-        E = net.embed(Z)
-        if held is None:
-            S, y_cal, w_cal, d_pairs, same = self._crossfit_scores(
-                net, E, codes, len(classes), rng
-            )
-        else:
-            R, r_codes, r_weights = self._select_references(E[train], codes[train], rng)
-            keep, w_cal = _cap_per_class(codes[held], _CALIBRATION_PER_CLASS, rng)
-            held = held[keep]
-            S = net.class_dissimilarity(
-                E[held], R, r_codes, len(classes), self.n_neighbors, r_weights
-            )
-            y_cal = codes[held]
-            d_pairs, same = self._calibration_pairs(
-                net, E[held], codes[held], E[train], codes[train], rng
-            )
-        R, r_codes, r_weights = self._select_references(E, codes, rng)
-
-        self.classes_ = classes
+        """Keep the references and calibrate, from a trained ``plan.net``."""
+        net, codes, rng, n_classes = plan.net, plan.codes, plan.rng, len(plan.classes)
+        E = net.embed(plan.Z)
+        cal = calibration_scores(
+            net,
+            E,
+            codes,
+            n_classes,
+            self.references,
+            self.n_neighbors,
+            rng,
+            plan.train,
+            plan.held,
+        )
+        counts = plan.class_counts
+        if counts is None:
+            counts = np.bincount(codes, minlength=n_classes)
+        self._keep_references(
+            select_references(E, codes, self.references, rng), plan.classes, counts
+        )
         self.net_ = net
         self._scaler = plan.scaler
-        self._n_features_out = R.shape[1]
+        self._n_features_out = self.references_.shape[1]
         self.n_epochs_ = len(net.history)
-        self.references_ = R
-        self._reference_codes = r_codes
-        self._reference_weights = r_weights
-        self.reference_labels_ = classes[r_codes]
-        counts = getattr(plan, "class_counts", None)
-        if counts is None:
-            counts = np.bincount(codes, minlength=len(classes))
-        self.class_prior_ = counts / counts.sum()
-        self.temperature_, self._prior_scale = _fit_calibration(
-            S, y_cal, _log_class_prior(self.class_prior_), w_cal
+        self.temperature_, self._prior_scale = fit_temperature(
+            cal.S, cal.codes, log_class_prior(self.class_prior_), cal.weights
         )
-        self.threshold_ = 0.5 if len(classes) == 2 else None
-        self.pair_calibration_ = fit_logistic_1d(d_pairs, same)
+        self.pair_calibration_ = fit_logistic_1d(cal.d, cal.same)
         return self
 
-    def _augment_shape(self, scaler):
-        """The image shape for ``augment=True``, or None."""
-        if not self.augment:
-            return None
-        if self.image_shape_ is None:
-            raise ValueError(
-                "augment=True distorts images; use encoder='cnn', set "
-                "image_shape, or pass X as (n, H, W) or (n, C, H, W) images."
-            )
-        if scaler.n_outputs != int(np.prod(self.image_shape_)):
-            raise ValueError("augment=True does not accept blanks (NaN) in images.")
-        return self.image_shape_
-
-    def _class_weights(self, classes, strict=True):
-        """``class_weight`` as one weight per class of ``classes``, or None.
-
-        A label that ``classes`` lacks is an error when ``strict``, else
-        skipped (classes replaced by fit_references); unnamed classes weigh 1.
-        """
-        if self.class_weight is None or isinstance(self.class_weight, str):
-            return None
-        position = {label: i for i, label in enumerate(classes.tolist())}
-        weights = np.ones(len(classes))
-        for label, weight in self.class_weight.items():
-            label = label.item() if isinstance(label, np.generic) else label
-            if label not in position:
-                if not strict:
-                    continue
-                raise ValueError(
-                    f"class_weight names the class {label!r}, which is not among "
-                    f"the classes of y: {classes.tolist()}."
-                )
-            if (
-                not isinstance(weight, numbers.Real)
-                or isinstance(weight, bool)
-                or not np.isfinite(weight)
-                or weight <= 0
-            ):
-                raise ValueError(
-                    "class_weight values must be positive finite numbers; got "
-                    f"{weight!r} for class {label!r}."
-                )
-            weights[position[label]] = float(weight)
-        return weights
-
-    def _encode_labels(self, y, method):
-        y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        classes, codes = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(
-                f"{type(self).__name__}.{method} needs samples of at least 2 "
-                f"classes to form different pairs; got 1 class: {classes.tolist()}."
-            )
-        return classes, codes
-
-    def _holdout_split(self, codes, rng):
-        """Stratified (train, held-out) indices, or (all, None) when too small."""
-        n, n_classes = len(codes), codes.max() + 1
-        everything = np.arange(n)
-        n_held = int(np.ceil(self.validation_fraction * n))
-        if (
-            not self.early_stopping
-            or self.validation_fraction == 0
-            or n_held < n_classes
-            or n - n_held < 2 * n_classes
-        ):
-            return everything, None
-        split = StratifiedShuffleSplit(
-            n_splits=1, test_size=n_held, random_state=rng.randint(2**31 - 1)
-        )
-        train, held = next(split.split(np.zeros(n), codes))
-        # A rare class can round to no held-out sample; the held-out loss and
-        # the calibration need every class (and balanced batches at least two).
-        if (
-            np.bincount(codes[train], minlength=n_classes).min() < 2
-            or np.bincount(codes[held], minlength=n_classes).min() < 1
-        ):
-            return everything, None
-        return np.sort(train), np.sort(held)
-
-    def _select_references(self, E, codes, rng):
-        """The reference embeddings kept for prediction, their class codes and
-        the number of training samples each stands for."""
-        if self.references == "all":
-            return E, codes, np.ones(len(E))
-        present = np.unique(codes)
-        groups = [E[codes == c] for c in present]
-        if self.references == "prototypes":
-            kept = [(g.mean(0, keepdims=True), np.array([len(g)])) for g in groups]
-        else:
-            kept = [self._class_centres(g, self.references, rng) for g in groups]
-        r_codes = np.concatenate(
-            [np.full(len(r), c) for c, (r, _) in zip(present, kept, strict=True)]
-        )
-        R = np.concatenate([r for r, _ in kept]).astype(np.float32)
-        return R, r_codes, np.concatenate([w for _, w in kept]).astype(np.float64)
-
-    @staticmethod
-    def _class_centres(E, k, rng):
-        """At most ``k`` centres of the rows ``E``, and how many of the rows
-        each stands for (counted in all of ``E`` when k-means saw a subsample)."""
-        n = len(E)
-        # k-means on a subsample is as good as on everything for k centres and
-        # keeps this step cheap on hundreds of thousands of samples.
-        if n > 20 * k:
-            E = E[rng.choice(n, 20 * k, replace=False)]
-        # Repeated rows (e.g. oversampled) are placed once but keep their count.
-        E, counts = np.unique(E, axis=0, return_counts=True)
-        counts = counts * (n / counts.sum())
-        if len(E) <= k:
-            return E, counts
-        E = E.astype(np.float64)
-        seed = rng.randint(2**31 - 1)
-        # Plain k-means++ seeding (one candidate per centre instead of
-        # scikit-learn's 2 + log(k)): the seeding was most of the time, and the
-        # Lloyd iterations that follow end within 2% of the same inertia.
-        init, _ = kmeans_plusplus(E, k, random_state=seed, n_local_trials=1)
-        km = KMeans(n_clusters=k, init=init, n_init=1, max_iter=50, random_state=seed)
-        km.fit(E)
-        held = np.bincount(km.labels_, weights=counts, minlength=k)
-        keep = held > 0
-        return km.cluster_centers_[keep].astype(np.float32), held[keep]
-
-    def _crossfit_scores(self, net, E, codes, n_classes, rng):
-        """Calibration data without a held-out split: two stratified halves,
-        each scored against the references of the other. Samples of a class
-        seen only once (possible after ``partial_fit``) are left out."""
-        keep = np.bincount(codes, minlength=n_classes)[codes] >= 2
-        E, codes = E[keep], codes[keep]
-        half = np.zeros(len(codes), dtype=bool)
-        for c in range(n_classes):
-            idx = rng.permutation(np.flatnonzero(codes == c))
-            half[idx[: len(idx) // 2]] = True
-        S_all, y_all, w_all, d_all, same_all = [], [], [], [], []
-        for q in (half, ~half):
-            r = ~q
-            R, r_codes, r_weights = self._select_references(E[r], codes[r], rng)
-            q = np.flatnonzero(q)
-            keep, w = _cap_per_class(codes[q], _CALIBRATION_PER_CLASS, rng)
-            q = q[keep]
-            w_all.append(w)
-            S_all.append(
-                net.class_dissimilarity(
-                    E[q], R, r_codes, n_classes, self.n_neighbors, r_weights
-                )
-            )
-            y_all.append(codes[q])
-            d, same = self._calibration_pairs(net, E[q], codes[q], E[r], codes[r], rng)
-            d_all.append(d)
-            same_all.append(same)
-        return (
-            np.concatenate(S_all),
-            np.concatenate(y_all),
-            np.concatenate(w_all),
-            np.concatenate(d_all),
-            np.concatenate(same_all),
-        )
-
-    @staticmethod
-    def _calibration_pairs(net, Q, q_codes, R, r_codes, rng, max_queries=10_000):
-        """Dissimilarities of one same-class and one other-class pair per query."""
-        if len(Q) > max_queries:
-            keep = rng.choice(len(Q), max_queries, replace=False)
-            Q, q_codes = Q[keep], q_codes[keep]
-        order = np.argsort(r_codes, kind="stable")
-        sorted_codes = r_codes[order]
-        lo = np.searchsorted(sorted_codes, q_codes, side="left")
-        hi = np.searchsorted(sorted_codes, q_codes, side="right")
-        same_pick = order[lo + (rng.random_sample(len(Q)) * (hi - lo)).astype(int)]
-        # A reference drawn uniformly outside the query's class.
-        n_other = len(r_codes) - (hi - lo)
-        j = (rng.random_sample(len(Q)) * n_other).astype(int)
-        other_pick = order[np.where(j < lo, j, j + (hi - lo))]
-        d_same = net.rowwise(Q, R[same_pick])
-        d_other = net.rowwise(Q, R[other_pick])
-        d = np.concatenate([d_same, d_other])
-        same = np.r_[np.ones(len(Q)), np.zeros(len(Q))]
-        return d, same
-
-    # -- out-of-core training ----------------------------------------------------
-
-    # Samples of each class kept (by reservoir sampling) across partial_fit calls:
-    # they give rare classes partners in later chunks, and the references and
-    # calibration after each call.
-    _reservoir_size = 1000
+    def _keep_references(self, refs, classes, counts):
+        self.classes_ = classes
+        self.references_ = refs.embeddings
+        self._reference_codes = refs.codes
+        self._reference_weights = refs.weights
+        self.reference_labels_ = classes[refs.codes]
+        self.class_prior_ = counts / counts.sum()
+        self.threshold_ = 0.5 if len(classes) == 2 else None
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None):
@@ -733,126 +522,62 @@ class SiameseClassifier(
         -------
         self : SiameseClassifier
         """
-        with _restore_on_failure(self, deep=("net_", "_stream")):
+        with restore_on_failure(self, deep=("net_", "_stream")):
             if not hasattr(self, "_stream") and not hasattr(self, "net_"):
-                return self._partial_fit_first(X, y, classes)
-            Z = self._encode(X)
+                if classes is None:
+                    raise ValueError(
+                        "classes must be passed on the first call to partial_fit."
+                    )
+                plan = self._fit_setup(X, y, classes)
+                self.net_, self.classes_, self._scaler = (
+                    plan.net,
+                    plan.classes,
+                    plan.scaler,
+                )
+                self._stream = new_reservoir(
+                    plan.rng, plan.device, plan.Z, len(plan.classes)
+                )
+                return self._partial_fit_step(plan.Z, plan.codes)
+            Z = self._scaled(X)
             if not hasattr(self, "_stream"):  # fitted by fit: train on from here
-                rng, _ = self._seed_pair()
-                self._stream = self._new_stream(rng, str(self.net_.device), Z)
-            codes = self._partial_codes(y, self.classes_, len(Z))
-            return self._partial_fit_step(Z, codes)
-
-    def _partial_fit_first(self, X, y, classes):
-        if classes is None:
-            raise ValueError("classes must be passed on the first call to partial_fit.")
-        X = self._validate_X(X, reset=True)
-        classes = column_or_1d(classes)
-        check_classification_targets(classes)
-        classes = np.unique(classes)
-        if len(classes) < 2:
-            raise ValueError(
-                f"partial_fit needs at least 2 classes; got classes={classes.tolist()}."
-            )
-        codes = self._partial_codes(y, classes, len(X))
-        device = resolve_device(self.device)
-        rng, seed = self._seed_pair()
-        scaler = self._make_scaler().fit(X)
-        Z = scaler.transform(X)
-        with self._seeded(seed, device):
-            module = self._build_module(
-                scaler.n_outputs, head=self.loss == "bce", probe=Z, device=device
-            )
-            net = self._make_net(
-                module,
-                InBatchLoss(self.loss, self.margin, self._class_weights(classes)),
-                None,
-                rng,
-                device,
-                self.samples_per_class,
-            )
-            net.initialize()
-        self.net_ = net
-        self.classes_ = classes
-        self._scaler = scaler
-        self._stream = self._new_stream(rng, device, Z)
-        return self._partial_fit_step(Z, codes)
-
-    def _new_stream(self, rng, device, Z):
-        return SimpleNamespace(
-            rng=rng,
-            device=device,
-            seen=np.zeros(len(self.classes_), dtype=np.int64),
-            kept=[Z[:0] for _ in self.classes_],
-        )
-
-    @staticmethod
-    def _partial_codes(y, classes, n_samples):
-        y = column_or_1d(y, warn=True)
-        if len(y) != n_samples:
-            raise ValueError(
-                f"X and y have different numbers of samples: {n_samples} and {len(y)}."
-            )
-        codes = np.searchsorted(classes, y)
-        codes = np.minimum(codes, len(classes) - 1)
-        unknown = classes[codes] != y
-        if unknown.any():
-            raise ValueError(
-                f"y contains labels not in classes: {np.unique(y[unknown]).tolist()}."
-            )
-        return codes
+                rng, _ = self._random_streams()
+                self._stream = new_reservoir(
+                    rng, str(self.net_.device), Z, len(self.classes_)
+                )
+            return self._partial_fit_step(Z, _codes(y, self.classes_, len(Z)))
 
     def _partial_fit_step(self, Z, codes):
+        """One epoch on the chunk and the kept samples, then keep samples of
+        the chunk and finish as fit does, from the kept samples."""
         stream, net = self._stream, self.net_
-        kept_codes = np.concatenate(
-            [np.full(len(k), c) for c, k in enumerate(stream.kept)]
-        )
-        Z_all = np.concatenate([*stream.kept, Z])
-        codes_all = np.concatenate([kept_codes, codes]).astype(np.int64)
+        Z_kept, codes_kept = kept_samples(stream)
+        Z_all = np.concatenate([Z_kept, Z])
+        codes_all = np.concatenate([codes_kept, codes]).astype(np.int64)
         if (np.bincount(codes_all, minlength=len(self.classes_)) >= 2).sum() < 2:
             raise ValueError(
                 "partial_fit needs at least 2 samples of each of at least 2 classes "
                 "in the data seen so far; pass a larger first chunk."
             )
-        with self._seeded(stream.rng.randint(np.iinfo(np.int32).max), stream.device):
+        with seeded(stream.rng.randint(np.iinfo(np.int32).max), stream.device):
             net.partial_fit(Z_all, codes_all, epochs=1)
-        self._update_reservoir(Z, codes)
-        kept_codes = np.concatenate(
-            [np.full(len(k), c) for c, k in enumerate(stream.kept)]
+        update_reservoir(stream, Z, codes, _RESERVOIR_SIZE)
+        Z_kept, codes_kept = kept_samples(stream)
+        return self._fit_finish(
+            FitPlan(
+                Z=Z_kept,
+                targets=codes_kept,
+                codes=codes_kept,
+                classes=self.classes_,
+                train=None,
+                held=None,
+                scaler=self._scaler,
+                net=net,
+                rng=stream.rng,
+                seed=None,
+                device=stream.device,
+                class_counts=stream.seen,
+            )
         )
-        plan = SimpleNamespace(
-            net=net,
-            Z=np.concatenate(stream.kept),
-            codes=kept_codes,
-            classes=self.classes_,
-            train=None,
-            held=None,
-            scaler=self._scaler,
-            rng=stream.rng,
-            class_counts=stream.seen,
-        )
-        return self._fit_finish(plan)
-
-    def _update_reservoir(self, Z, codes):
-        """Reservoir sampling (Vitter's algorithm R), one reservoir per class."""
-        stream, cap = self._stream, self._reservoir_size
-        for c in np.unique(codes):
-            rows = Z[codes == c]
-            kept, seen = stream.kept[c], stream.seen[c]
-            room = max(0, cap - len(kept))
-            kept = np.concatenate([kept, rows[:room]])
-            rest = rows[room:]
-            if len(rest):
-                # Sample i of the stream replaces a random slot with prob. cap / i.
-                slots = (
-                    stream.rng.random_sample(len(rest))
-                    * (seen + room + 1 + np.arange(len(rest)))
-                ).astype(np.int64)
-                take = slots < cap
-                kept = kept.copy()
-                kept[slots[take]] = rest[take]
-            stream.kept[c] = kept
-            stream.seen[c] = seen + len(rows)
 
     # -- references ------------------------------------------------------------
 
@@ -875,21 +600,16 @@ class SiameseClassifier(
         self : SiameseClassifier
         """
         check_is_fitted(self)
-        Z = self._encode(X)
-        classes, codes = self._encode_labels(y, "fit_references")
+        Z = self._scaled(X)
+        classes, codes = _labels(y, f"{type(self).__name__}.fit_references")
         if len(codes) != len(Z):
             raise ValueError(
                 f"X and y have different numbers of samples: {len(Z)} and {len(codes)}."
             )
-        E = self.net_.embed(Z)
-        R, r_codes, r_weights = self._select_references(E, codes, check_random_state(0))
-        self.classes_ = classes
-        self.references_ = R
-        self._reference_codes = r_codes
-        self._reference_weights = r_weights
-        self.reference_labels_ = classes[r_codes]
-        self.class_prior_ = np.bincount(codes) / len(codes)
-        self.threshold_ = 0.5 if len(classes) == 2 else None
+        refs = select_references(
+            self.net_.embed(Z), codes, self.references, check_random_state(0)
+        )
+        self._keep_references(refs, classes, np.bincount(codes))
         return self
 
     # -- prediction ------------------------------------------------------------
@@ -897,39 +617,16 @@ class SiameseClassifier(
     def _class_dissimilarity(self, X):
         check_is_fitted(self)
         E = self._embed(self._validate_X(X, reset=False))
-        return self.net_.class_dissimilarity(
-            E,
-            self.references_,
-            self._reference_codes,
-            len(self.classes_),
-            self.n_neighbors,
-            # Model files written before references had weights: one sample each.
-            getattr(self, "_reference_weights", None),
-        )
-
-    def _log_prior(self):
-        """The prior term of the logits.
-
-        The class scores are balanced (as if every class were equally
-        frequent); ``_prior_scale * log(class_prior_)`` turns them into
-        probabilities at the training frequencies (fitted with the
-        temperature). ``class_weight="balanced"`` removes the training
-        frequencies again (Bayes' rule); a dict then multiplies each class's
-        odds by its weight.
-        """
-        prior = getattr(self, "class_prior_", None)
-        if prior is None:  # model files written before: balanced scores
-            log_prior, scale = np.zeros(len(self.classes_)), 0.0
-        else:
-            log_prior, scale = _log_class_prior(prior), self._prior_scale
-        if self.class_weight is None:
-            return scale * log_prior
-        weights = self._class_weights(self.classes_, strict=False)
-        shift = (scale - 1.0) * log_prior
-        return shift if weights is None else shift + np.log(weights)
+        # Model files written before references had weights: one sample each.
+        weights = getattr(self, "_reference_weights", None)
+        refs = References(self.references_, self._reference_codes, weights)
+        return refs.dissimilarity(self.net_, E, len(self.classes_), self.n_neighbors)
 
     def _logits(self, S):
-        return -S / self.temperature_ + self._log_prior()
+        prior = getattr(self, "class_prior_", None)
+        scale = getattr(self, "_prior_scale", 0.0)
+        term = prior_term(prior, scale, self.class_weight, self.classes_)
+        return -S / self.temperature_ + term
 
     def decision_function(self, X):
         """Class scores: the logits of :meth:`predict_proba` (minus the class
@@ -1108,76 +805,64 @@ class SiameseClassifier(
         return tags
 
 
-# Calibration fits one or two numbers: a few thousand samples of each class
-# determine them as well as hundreds of thousands, at a fraction of the cost.
-_CALIBRATION_PER_CLASS = 2000
+def _labels(y, caller):
+    """Sorted labels of ``y`` and each sample's code; at least two classes."""
+    y = column_or_1d(y, warn=True)
+    check_classification_targets(y)
+    classes, codes = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(
+            f"{caller} needs samples of at least 2 classes to form different "
+            f"pairs; got 1 class: {classes.tolist()}."
+        )
+    return classes, codes
 
 
-def _cap_per_class(codes, cap, rng):
-    """Sorted positions of at most ``cap`` randomly chosen samples per class,
-    and for each the weight that restores the frequency of its class."""
-    counts = np.bincount(codes)
-    if counts.max() <= cap:
-        return np.arange(len(codes)), np.ones(len(codes))
-    keep = []
-    for c in np.flatnonzero(counts):
-        idx = np.flatnonzero(codes == c)
-        keep.append(idx if len(idx) <= cap else rng.choice(idx, cap, replace=False))
-    keep = np.sort(np.concatenate(keep))
-    return keep, (counts / np.minimum(counts, cap))[codes[keep]]
+def _check_classes(classes):
+    """``partial_fit``'s ``classes``: sorted, at least two."""
+    classes = column_or_1d(classes)
+    check_classification_targets(classes)
+    classes = np.unique(classes)
+    if len(classes) < 2:
+        raise ValueError(
+            f"partial_fit needs at least 2 classes; got classes={classes.tolist()}."
+        )
+    return classes
 
 
-def _log_class_prior(prior):
-    """``log(prior)``, 0 for a class of prior 0: a class not seen yet
-    (``partial_fit``) has no references, and its scores are infinite anyway."""
-    return np.log(np.where(prior > 0, prior, 1.0))
+def _codes(y, classes, n_samples):
+    """The codes of the labels ``y`` among the sorted ``classes``."""
+    y = column_or_1d(y, warn=True)
+    if len(y) != n_samples:
+        raise ValueError(
+            f"X and y have different numbers of samples: {n_samples} and {len(y)}."
+        )
+    codes = np.minimum(np.searchsorted(classes, y), len(classes) - 1)
+    unknown = classes[codes] != y
+    if unknown.any():
+        raise ValueError(
+            f"y contains labels not in classes: {np.unique(y[unknown]).tolist()}."
+        )
+    return codes
 
 
-def _fit_calibration(S, codes, log_prior, weights=None):
-    """Temperature ``T`` and prior scale ``a`` of ``softmax(-S / T + a *
-    log_prior)`` that minimise its log loss on ``(S, codes)`` (``log_prior``
-    finite, as :func:`_log_class_prior` gives it).
-
-    The class scores ``S`` compare densities as if the classes were equally
-    frequent (balanced batches, share-of-class neighbourhoods); Bayes' rule
-    turns them into probabilities at the training frequencies with ``a = 1``,
-    which the fit may correct. ``weights`` (one per sample) restore the class
-    frequencies of a calibration set that was subsampled per class. The
-    targets are Platt's (1999) smoothed ones, ``(n_c + 1) / (n_c + 2)`` for
-    the true class: a perfectly separated calibration set would otherwise
-    drive the temperature to zero and the probabilities to 0 and 1.
-    """
-    n_classes = S.shape[-1]
-    weights = np.ones(len(codes)) if weights is None else weights
-    counts = np.bincount(codes, minlength=n_classes)
-    on = (counts[codes] + 1.0) / (counts[codes] + 2.0)
-    # Classes without references (S = inf) get no target mass.
-    finite = np.isfinite(S)
-    n_other = np.maximum(finite.sum(1) - 1, 1)
-    targets = np.where(finite, ((1.0 - on) / n_other)[:, None], 0.0)
-    targets[np.arange(len(codes)), codes] = on
-    # The temperature is searched around the spread of the scores.
-    spread = np.std(S[finite])
-    centre = np.log(spread if spread > 0 else 1.0)
-
-    def loss(params):
-        log_t, a = params
-        z = -S / np.exp(log_t) + a * log_prior
-        logp = z - logsumexp(z, axis=-1, keepdims=True)
-        ce = (targets * np.where(finite, logp, 0.0)).sum(1)
-        return -(weights * ce).sum() / weights.sum()
-
-    # Start from Bayes' rule (a = 1) at the temperature that is best for it.
-    start = minimize_scalar(
-        lambda log_t: loss((log_t, 1.0)),
-        bounds=(centre - 10, centre + 10),
-        method="bounded",
-    ).x
-    res = minimize(
-        loss,
-        x0=[start, 1.0],
-        method="L-BFGS-B",
-        bounds=[(centre - 10, centre + 10), (0.0, 2.0)],
+def _stratified_holdout(codes, fraction, rng):
+    """Stratified (train, held-out) indices holding out ``fraction`` of the
+    samples, or (all, None) when that is 0 or too few to split."""
+    n, n_classes = len(codes), codes.max() + 1
+    everything = np.arange(n)
+    n_held = int(np.ceil(fraction * n))
+    if fraction == 0 or n_held < n_classes or n - n_held < 2 * n_classes:
+        return everything, None
+    split = StratifiedShuffleSplit(
+        n_splits=1, test_size=n_held, random_state=rng.randint(2**31 - 1)
     )
-    log_t, a = res.x if res.fun <= loss((start, 1.0)) else (start, 1.0)
-    return float(np.exp(log_t)), float(a)
+    train, held = next(split.split(np.zeros(n), codes))
+    # A rare class can round to no held-out sample; the held-out loss and
+    # the calibration need every class (and balanced batches at least two).
+    if (
+        np.bincount(codes[train], minlength=n_classes).min() < 2
+        or np.bincount(codes[held], minlength=n_classes).min() < 1
+    ):
+        return everything, None
+    return np.sort(train), np.sort(held)

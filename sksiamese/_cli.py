@@ -23,6 +23,8 @@ from contextlib import contextmanager, redirect_stdout
 
 import numpy as np
 
+from . import __version__
+
 EXIT_OK, EXIT_MODEL_FAILED, EXIT_USAGE = 0, 1, 2
 
 # Cell values read as blanks (NaN) in a CSV file, besides an empty cell.
@@ -260,6 +262,8 @@ def make_models(names, *, random_state, max_epochs, has_blanks):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    # Imported here, not at the top: torch takes seconds to import, and the
+    # command's --help and its input checks need none of it.
     from ._classifier import SiameseClassifier
 
     siamese = {} if max_epochs is None else {"max_epochs": max_epochs}
@@ -697,8 +701,6 @@ def _delimiter(text):
 
 
 def build_parser():
-    from . import __version__
-
     parser = argparse.ArgumentParser(
         prog="sksiamese",
         description="Siamese network classifiers for scikit-learn.",

@@ -5,27 +5,20 @@ import numbers
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.special import expit, logit
+from scipy.special import expit
 from sklearn.base import ClassifierMixin, TransformerMixin
 from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._base import (
-    _BaseSiamese,
-    _restore_on_failure,
-    data_device,
-    fit_logistic_1d,
-    resolve_device,
-    warn_if_not_converged,
-)
+from ._base import _BaseSiamese
+from ._calibration import check_strategy, pair_logistic, select_distance_threshold
 from ._compat import Interval, StrOptions, _fit_context, validate_data
 from ._losses import RowPairLoss
-from ._threshold import select_threshold
-
-THRESHOLD_STRATEGIES = ("accuracy", "f_beta", "max_tpr", "max_tnr")
+from ._persistence import register
 
 
+@register
 class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
     """Siamese (twin) network that learns from labelled pairs.
 
@@ -464,60 +457,38 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         self : SiamesePairClassifier
             The fitted estimator.
         """
-        with _restore_on_failure(self):
-            return self._fit(X, y)
+        return self._fit(X, y)
 
-    def _fit(self, X, y):
+    def _check_fit_data(self, X, y, classes):
         # The kind of target first (one class, several, continuous), then X,
         # then the values of y, whose meaning is tied to the pairs.
         y = self._check_target(y, "fit")
         X, y = self._validate_pairs(X, y, reset=True)
-        same = self._as_same(y)
-        device = resolve_device(self.device)
-        rng, seed = self._seed_pair()
+        return X, self._as_same(y).astype(np.int64), np.array([0, 1])
+
+    def _split(self, X, codes, rng):
         items = pair_items(X)
-        train, held = self._holdout_split(same.astype(np.int64), items, rng)
+        train, held = self._holdout_split(codes, items, rng)
         # Class code first, then the group of each side (see RowPairLoss),
         # from the same pairs of the training and the held-out pairs apart.
+        same = codes.astype(bool)
         groups = pair_groups(items, same, train)
         if held is not None:
             groups[held] = pair_groups(items, same, held)[held]
-        targets = np.column_stack([same, groups]).astype(np.int64)
+        return train, held, np.column_stack([same, groups]).astype(np.int64)
 
-        self._scaler = self._make_scaler().fit(X[train].reshape(2 * len(train), -1))
-        Z = self._scale_pairs(X)
-        with self._seeded(seed, device):
-            module = self._build_module(
-                self._scaler.n_outputs,
-                head=self.loss == "bce",
-                probe=Z[train[:1]].reshape(2, -1),
-                device=device,
-            )
-            net = self._make_net(
-                module,
-                RowPairLoss(self.loss, self.margin, self.group_weight),
-                None if held is None else (Z[held], targets[held]),
-                rng,
-                device,
-                None,
-                batch_device=data_device(Z[train].nbytes, device),
-            )
-            net.initialize()
-            net.partial_fit(Z[train], targets[train])
-        warn_if_not_converged(self, net)
+    def _criterion(self, classes):
+        return RowPairLoss(self.loss, self.margin, self.group_weight)
 
-        self.net_ = net
-        self.classes_ = np.array([0, 1])
-        self.n_epochs_ = len(net.history)
-        calibration = train if held is None else held
-        d = self._dissimilarity(Z[calibration])
-        slope, intercept = fit_logistic_1d(d, same[calibration])
-        if not slope < 0:
-            # Closer pairs are no more often the same on these pairs: keep the
-            # probability (almost) flat at the fraction of same pairs, but
-            # still decreasing, so that it ranks pairs as the dissimilarity.
-            rate = np.clip(same[calibration].mean(), 1e-3, 1 - 1e-3)
-            slope, intercept = -1e-6, float(logit(rate)) + 1e-6 * float(np.mean(d))
+    def _fit_finish(self, plan):
+        """Calibrate the probability of "same" and the threshold."""
+        self.net_ = plan.net
+        self._scaler = plan.scaler
+        self.classes_ = plan.classes
+        self.n_epochs_ = len(plan.net.history)
+        calibration = plan.train if plan.held is None else plan.held
+        d = self._dissimilarity(plan.Z[calibration])
+        slope, intercept = pair_logistic(d, plan.codes[calibration].astype(bool))
         self.pair_calibration_ = (slope, intercept)
         self.threshold_ = -intercept / slope
         return self
@@ -664,12 +635,15 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         y : array-like of shape (n_pairs,)
             1 (or True) for same pairs, 0 (or False) for different pairs;
             both must occur.
-        strategy : {"accuracy", "f_beta", "max_tpr", "max_tnr"}, default="accuracy"
+        strategy : {"accuracy", "balanced_accuracy", "f_beta", "max_tpr", \
+"max_tnr"}, default="accuracy"
             What the threshold optimizes on ``(X, y)``:
 
             - ``"accuracy"``: the fraction of pairs predicted correctly. It
               depends on the proportion of same pairs in ``y``: choose pairs
               mixed as they will be in use.
+            - ``"balanced_accuracy"``: the mean of TPR and TNR, whatever the
+              proportion of same pairs in ``y``.
             - ``"f_beta"``: the F-beta score of "same",
               ``(1 + beta**2) * precision * TPR / (beta**2 * precision + TPR)``.
             - ``"max_tpr"``: the highest TPR subject to TNR >= ``min_tnr``
@@ -679,8 +653,8 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
             - ``"max_tnr"``: the highest TNR subject to TPR >= ``min_tpr``;
               among thresholds of equal TNR, the one of highest TPR.
 
-            Ties of accuracy or F-beta go to the lowest such threshold (the
-            fewest pairs predicted same).
+            Ties of (balanced) accuracy or F-beta go to the lowest such
+            threshold (the fewest pairs predicted same).
         beta : float, default=1.0
             Weight of the TPR (recall) relative to precision for ``"f_beta"``.
         min_tnr : float, default=0.9
@@ -694,19 +668,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
             The estimator with its new ``threshold_``.
         """
         check_is_fitted(self)
-        if not isinstance(strategy, str) or strategy not in THRESHOLD_STRATEGIES:
-            raise ValueError(
-                f"strategy must be one of {THRESHOLD_STRATEGIES}; got {strategy!r}."
-            )
-        if not isinstance(beta, numbers.Real) or isinstance(beta, bool) or beta <= 0:
-            raise ValueError(f"beta must be a positive number; got {beta!r}.")
-        for name, value in (("min_tnr", min_tnr), ("min_tpr", min_tpr)):
-            if (
-                not isinstance(value, numbers.Real)
-                or isinstance(value, bool)
-                or not 0 <= value <= 1
-            ):
-                raise ValueError(f"{name} must be in [0, 1]; got {value!r}.")
+        check_strategy(strategy, beta, min_tnr, min_tpr)
         same = self._as_same(self._check_target(y, "calibrate_threshold"))
         d = self._pair_dissimilarity(X)
         if len(same) != len(d):
@@ -772,55 +734,3 @@ def pair_groups(items, same, pairs=None):
 def _labels(y, limit=5):
     labels = np.unique(y).tolist()
     return labels if len(labels) <= limit else [*labels[:limit], "..."]
-
-
-def select_distance_threshold(
-    d, same, strategy="accuracy", *, beta=1.0, min_tnr=0.9, min_tpr=0.9
-):
-    """The dissimilarity below which pairs are called same, best for ``strategy``.
-
-    The threshold lies halfway between the two distinct dissimilarities that
-    the best cut falls between (below the lowest one when no pair should be
-    called same, above the highest when all should), so it does not sit on a
-    given pair. See :meth:`SiamesePairClassifier.calibrate_threshold` for the
-    strategies.
-
-    Parameters
-    ----------
-    d : ndarray of shape (n_pairs,)
-        Dissimilarities, lower = more alike.
-    same : ndarray of shape (n_pairs,)
-        True for same pairs; both kinds must occur.
-    strategy : {"accuracy", "f_beta", "max_tpr", "max_tnr"}, default="accuracy"
-    beta, min_tnr, min_tpr : float
-        As in ``calibrate_threshold``.
-
-    Returns
-    -------
-    threshold : float
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> d = np.array([0.1, 0.2, 0.3, 0.6, 0.8])
-    >>> same = np.array([True, True, False, True, False])
-    >>> float(select_distance_threshold(d, same))
-    0.25
-    >>> float(select_distance_threshold(d, same, "max_tpr", min_tnr=0.5))
-    0.7
-    """
-    d = np.asarray(d, dtype=np.float64)
-    same = np.asarray(same, dtype=bool)
-    if same.all() or not same.any():
-        raise ValueError(
-            "Choosing a threshold needs both same (1) and different (0) pairs; "
-            f"got only {'same' if same.any() else 'different'} pairs."
-        )
-    if strategy not in THRESHOLD_STRATEGIES:
-        raise ValueError(
-            f"strategy must be one of {THRESHOLD_STRATEGIES}; got {strategy!r}."
-        )
-    # "same" when d < threshold is "positive" when -d > -threshold.
-    return -select_threshold(
-        -d, same, strategy, beta=beta, min_tnr=min_tnr, min_tpr=min_tpr
-    )

@@ -26,9 +26,17 @@ import zipfile
 from types import SimpleNamespace
 
 import numpy as np
+import sklearn
+import skorch
 import torch
 from sklearn.utils.validation import check_is_fitted
+from skorch.history import History
 from torch import nn
+
+from . import __version__
+from ._losses import InBatchLoss, RowPairLoss
+from ._preprocessing import BlankAwareScaler
+from ._training import build_module, make_net, resolve_device, seeded
 
 FORMAT = "sksiamese-model"
 # 2: ensemble encoders (the ``n_members`` parameter) and the pair group loss
@@ -45,31 +53,24 @@ _TRAINING_ONLY_PARAMS = ("callbacks",)
 _ITERATOR_SEEDS = ("iterator_train__random_state", "iterator_valid__random_state")
 
 
-def _estimator_classes():
-    """The estimator classes a model file may name."""
-    from ._classifier import SiameseClassifier
-    from ._pair_classifier import SiamesePairClassifier
+# The estimator classes a model file may name, filled by :func:`register`.
+_ESTIMATORS = {}
 
-    return {
-        "SiameseClassifier": SiameseClassifier,
-        "SiamesePairClassifier": SiamesePairClassifier,
-    }
+# Plain helper objects (fitted attributes) a model file may hold.
+_HELPERS = {"BlankAwareScaler": BlankAwareScaler}
+
+_CRITERIA = {"InBatchLoss": InBatchLoss, "RowPairLoss": RowPairLoss}
 
 
-def _helper_classes():
-    """Plain helper objects (fitted attributes) a model file may hold."""
-    from ._preprocessing import BlankAwareScaler
-
-    return {"BlankAwareScaler": BlankAwareScaler}
-
-
-def _criterion_classes():
-    from ._losses import InBatchLoss, RowPairLoss
-
-    return {"InBatchLoss": InBatchLoss, "RowPairLoss": RowPairLoss}
+def register(cls):
+    """Class decorator: let model files hold ``cls``. :func:`save` refuses
+    any other class (subclasses included: :func:`load` would return the
+    registered class), and :func:`load` returns only registered classes."""
+    _ESTIMATORS[cls.__name__] = cls
+    return cls
 
 
-class _Encoder:
+class _JSONWriter:
     """Turn parameters and fitted attributes into JSON plus named arrays."""
 
     def __init__(self):
@@ -124,7 +125,7 @@ class _Encoder:
         if type(value) is SimpleNamespace:
             return {"__namespace__": self(dict(vars(value)), where)}
         name = type(value).__name__
-        if _helper_classes().get(name) is type(value):
+        if _HELPERS.get(name) is type(value):
             return {"__object__": name, "state": self(dict(vars(value)), where)}
         raise TypeError(
             f"{where}: cannot save a value of type {type(value).__name__} without "
@@ -140,19 +141,13 @@ def _qualified_name(obj):
 def save(estimator, path):
     """Write a fitted estimator to the zip file ``path`` (see module docstring)."""
     check_is_fitted(estimator)
-    import sklearn
-    import skorch
-
-    from . import __version__
-
-    classes = _estimator_classes()
     cls_name = type(estimator).__name__
-    if classes.get(cls_name) is not type(estimator):
+    if _ESTIMATORS.get(cls_name) is not type(estimator):
         raise TypeError(
-            f"save supports {sorted(classes)}; got an instance of "
+            f"save supports {sorted(_ESTIMATORS)}; got an instance of "
             f"{_qualified_name(estimator)}."
         )
-    enc = _Encoder()
+    enc = _JSONWriter()
     params = {}
     for key, value in estimator.get_params(deep=False).items():
         if key in _TRAINING_ONLY_PARAMS:
@@ -170,7 +165,7 @@ def save(estimator, path):
     net = estimator.net_
     criterion = net.criterion_
     crit_name = type(criterion).__name__
-    if _criterion_classes().get(crit_name) is not type(criterion):
+    if _CRITERIA.get(crit_name) is not type(criterion):
         raise TypeError(f"cannot save a net trained with the criterion {crit_name}.")
     weights = {
         "module": _to_cpu(net.module_.state_dict()),
@@ -261,8 +256,8 @@ def _to_bytes(write):
     return buffer.getvalue()
 
 
-class _Decoder:
-    """The inverse of :class:`_Encoder`, refusing anything it did not write."""
+class _JSONReader:
+    """The inverse of :class:`_JSONWriter`, refusing anything it did not write."""
 
     def __init__(self, arrays, fail):
         self.arrays = arrays
@@ -326,16 +321,16 @@ class _Decoder:
                 _check_attribute_name(SimpleNamespace(), k, where, self.fail, False)
             return SimpleNamespace(**state)
         if keys == {"__object__", "state"}:
-            cls = _helper_classes().get(value["__object__"])
+            cls = _HELPERS.get(value["__object__"])
             if cls is None:
                 self.fail(f"{where} names an unknown class {value['__object__']!r}")
             state = self(value["state"], where)
             if not isinstance(state, dict):
                 self.fail(f"{where} holds an invalid object state")
             obj = cls.__new__(cls)
-            for k, v in state.items():
+            for k in state:
                 _check_attribute_name(obj, k, where, self.fail, fitted=False)
-                setattr(obj, k, v)
+            obj.__setstate__(state)
             return obj
         if keys == {"__user_module__"}:
             self.fail(f"{where} holds a user module where none is allowed")
@@ -401,8 +396,6 @@ def load(path, *, encoder=None, device=None):
     >>> (load(path).predict(X) == clf.predict(X)).all()
     np.True_
     """
-    from ._base import resolve_device
-
     path = os.fspath(path)
 
     def fail(message):
@@ -430,7 +423,7 @@ def load(path, *, encoder=None, device=None):
             f"the file has format version {version!r}, this sksiamese reads up to "
             f"{FORMAT_VERSION}; upgrade sksiamese"
         )
-    cls = _estimator_classes().get(metadata.get("class"))
+    cls = _ESTIMATORS.get(metadata.get("class"))
     if cls is None:
         fail(f"unknown estimator class {metadata.get('class')!r}")
     for key in ("params", "attributes", "net"):
@@ -442,7 +435,7 @@ def load(path, *, encoder=None, device=None):
             arrays = {name: npz[name] for name in npz.files}
     except Exception as exc:  # numpy raises several types on bad input
         fail(f"arrays.npz is not a pickle-free numpy archive ({exc})")
-    decode = _Decoder(arrays, fail)
+    decode = _JSONReader(arrays, fail)
 
     params = dict(metadata["params"])
     if version < 2:
@@ -520,8 +513,6 @@ def load(path, *, encoder=None, device=None):
             device = "cpu"
     device = resolve_device(device)
     estimator.net_ = _rebuild_net(estimator, metadata["net"], weights, device, fail)
-    from skorch.history import History
-
     estimator.net_.history = History(history)
     return estimator
 
@@ -531,13 +522,13 @@ def _rebuild_net(estimator, spec, weights, device, fail):
     crit = spec.get("criterion")
     if not isinstance(crit, dict):
         fail("metadata.json has no valid criterion entry")
-    crit_cls = _criterion_classes().get(crit.get("class"))
+    crit_cls = _CRITERIA.get(crit.get("class"))
     if crit_cls is None:
         fail(f"unknown criterion class {crit.get('class')!r}")
     try:
         extra = {}
         if "group_weight" in crit:
-            if crit_cls is not _criterion_classes()["RowPairLoss"] or not isinstance(
+            if crit_cls is not RowPairLoss or not isinstance(
                 crit["group_weight"], (int, float)
             ):
                 fail("metadata.json has an invalid criterion group_weight")
@@ -557,8 +548,8 @@ def _rebuild_net(estimator, spec, weights, device, fail):
     # a huge network is refused before any memory is taken for it.
     try:
         with torch.device("meta"):
-            shapes = estimator._build_module(
-                scaler.n_outputs, head=head, probe=probe, device="meta"
+            shapes = build_module(
+                estimator, scaler.n_outputs, head=head, probe=probe, device="meta"
             ).state_dict()
     except (TypeError, ValueError, RuntimeError) as exc:
         fail(f"the network cannot be rebuilt ({exc})")
@@ -572,9 +563,10 @@ def _rebuild_net(estimator, spec, weights, device, fail):
         )
     # Building the module draws initial weights; keep the caller's torch random
     # stream as it was, since those weights are replaced at once.
-    with estimator._seeded(0, device):
+    with seeded(0, device):
         try:
-            module = estimator._build_module(
+            module = build_module(
+                estimator,
                 scaler.n_outputs,
                 head=head,
                 probe=probe,
@@ -583,13 +575,8 @@ def _rebuild_net(estimator, spec, weights, device, fail):
             module.load_state_dict(state)
         except (TypeError, ValueError, RuntimeError) as exc:
             fail(f"the saved weights do not fit the network ({exc})")
-        net = estimator._make_net(
-            module,
-            criterion,
-            None,
-            np.random.RandomState(0),
-            device,
-            getattr(estimator, "samples_per_class", None),
+        net = make_net(
+            estimator, module, criterion, None, np.random.RandomState(0), device
         )
         seeds = spec.get("iterator_seeds", {})
         if not (

@@ -36,6 +36,16 @@ class BlankAwareScaler:
         ``"standard"``: per-feature mean and standard deviation.
         ``"global"``: one mean and standard deviation for all features (images).
         None: no scaling. Blanks are ignored by the statistics.
+
+    Attributes
+    ----------
+    center_ : ndarray of shape (n_features,) or ()
+        What is subtracted: the median ("robust"), the mean ("standard",
+        "global"), or 0.
+    scale_ : ndarray of shape (n_features,) or ()
+        What the centred values are divided by.
+    blank_columns_ : ndarray of int
+        Features that had blanks in ``fit``, each flagged in an extra column.
     """
 
     # Rows used for the quartiles of "robust" scaling: a random subset of this
@@ -45,6 +55,13 @@ class BlankAwareScaler:
 
     def __init__(self, scaling="standard"):
         self.scaling = scaling
+
+    def __setstate__(self, state):
+        # Scalers pickled or saved before ``center_`` was named so.
+        if "mean_" in state:
+            state = {**state, "center_": state["mean_"]}
+            del state["mean_"]
+        self.__dict__.update(state)
 
     def fit(self, X):
         self.n_features_ = X.shape[1]
@@ -78,22 +95,22 @@ class BlankAwareScaler:
                 q1, median, q3 = quantile_fn(unit, [0.25, 0.5, 0.75], axis=0)
                 half_range = (hi / size - lo / size) / 2
                 spread = np.where(q3 > q1, q3 - q1, half_range)
-                mean, std = median * size, spread * size
+                center, scale = median * size, spread * size
             elif self.scaling in ("standard", "global"):
                 axis = 0 if self.scaling == "standard" else None
                 # Divided by the largest magnitude first: squares of values
                 # above ~1e19 (float32) or ~1e154 (float64) would overflow, and
-                # an infinite std would leave such features unscaled.
+                # an infinite scale would leave such features unscaled.
                 size = max_fn(np.abs(X), axis=axis)
                 size = np.where(np.isfinite(size) & (size > 0), size, 1.0)
                 unit = X / size.astype(X.dtype)
-                mean = mean_fn(unit, axis=axis) * size
-                std = std_fn(unit, axis=axis) * size
+                center = mean_fn(unit, axis=axis) * size
+                scale = std_fn(unit, axis=axis) * size
             else:
-                mean, std = 0.0, 1.0
-        mean = np.asarray(np.where(np.isfinite(mean), mean, 0.0))
-        std = np.asarray(np.where(np.isfinite(std) & (std > 0), std, 1.0))
-        self.mean_, self.scale_ = mean, std
+                center, scale = 0.0, 1.0
+        center = np.asarray(np.where(np.isfinite(center), center, 0.0))
+        scale = np.asarray(np.where(np.isfinite(scale) & (scale > 0), scale, 1.0))
+        self.center_, self.scale_ = center, scale
         return self
 
     @property
@@ -115,7 +132,7 @@ class BlankAwareScaler:
             Z = Z.to(torch.float32).numpy()
         else:
             with np.errstate(over="ignore", invalid="ignore"):
-                Z = X - self.mean_.astype(X.dtype)
+                Z = X - self.center_.astype(X.dtype)
                 Z /= self.scale_.astype(X.dtype)
                 Z = Z.astype(np.float32, copy=False)
         # One pass when everything is finite, the common case.
@@ -174,12 +191,12 @@ class BlankAwareScaler:
         return prepare
 
     def _tensor_params(self, dtype):
-        """``mean_`` and ``scale_`` as tensors of ``dtype`` (statistics beyond
+        """``center_`` and ``scale_`` as tensors of ``dtype`` (statistics beyond
         float32 become inf in float32, as in the numpy path)."""
         with np.errstate(over="ignore", invalid="ignore"):
             return tuple(
                 torch.from_numpy(np.asarray(a, dtype=dtype))
-                for a in (self.mean_, self.scale_)
+                for a in (self.center_, self.scale_)
             )
 
 

@@ -34,9 +34,12 @@ from skorch.callbacks import Callback
 from skorch.history import History
 from torch import nn
 
-from ._base import _restore_on_failure
-from ._persistence import _history_default
+from ._base import restore_on_failure
+from ._classifier import SiameseClassifier
+from ._persistence import _history_default, _to_cpu
+from ._references import select_references
 from ._sampling import batch_layout
+from ._training import seeded
 
 __all__ = ["fit_distributed", "ray_backend", "tune_search"]
 
@@ -80,7 +83,7 @@ def _keep_builtin_print():
 
 
 def _check_trainable(estimator, caller):
-    if not (hasattr(estimator, "_fit_setup") and hasattr(estimator, "_fit_finish")):
+    if not isinstance(estimator, SiameseClassifier):
         raise TypeError(
             f"{caller} trains a sksiamese SiameseClassifier; got "
             f"{type(estimator).__name__}."
@@ -97,17 +100,6 @@ def _check_positive(value, name, integral):
 def _torch_threads(cpus):
     """Intra-op threads for a worker granted ``cpus`` CPUs (at least 1)."""
     return max(1, math.floor(cpus))
-
-
-def _to_cpu(obj):
-    """A copy of a (nested) state dict with every tensor on the CPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
 
 
 # -- data-parallel training ------------------------------------------------------
@@ -325,9 +317,7 @@ def fit_distributed(
     _keep_builtin_print()
 
     estimator._validate_params()
-    with _restore_on_failure(estimator):
-        # As in ``fit``: a fit starts over, after ``partial_fit`` too.
-        estimator.__dict__.pop("_stream", None)
+    with restore_on_failure(estimator):
         plan = estimator._fit_setup(X, y)
         shards = _shards(plan.codes, plan.train, num_workers, plan.seed)
         n_batches = max(
@@ -339,7 +329,7 @@ def fit_distributed(
         )
         config = {
             "net": ray.put(plan.net),
-            "shards": [ray.put((plan.Z[s], plan.codes[s])) for s in shards],
+            "shards": [ray.put((plan.Z[s], plan.targets[s])) for s in shards],
             "seeds": seeds.tolist(),
             "n_batches": max(1, n_batches),
             "threads": _torch_threads(cpus_per_worker),
@@ -420,18 +410,14 @@ class _TuneReport(Callback):
 
         plan, est = self.plan, self.estimator
         metrics = _epoch_metrics(net)
-        R, r_codes, r_weights = est._select_references(
+        refs = select_references(
             net.embed(plan.Z[self.ref_idx]),
             plan.codes[self.ref_idx],
+            est.references,
             check_random_state(0),
         )
-        S = net.class_dissimilarity(
-            net.embed(plan.Z[plan.held]),
-            R,
-            r_codes,
-            len(plan.classes),
-            est.n_neighbors,
-            r_weights,
+        S = refs.dissimilarity(
+            net, net.embed(plan.Z[plan.held]), len(plan.classes), est.n_neighbors
         )
         metrics["valid_balanced_accuracy"] = float(
             balanced_accuracy_score(plan.codes[plan.held], np.argmin(S, axis=1))
@@ -458,8 +444,8 @@ def _tune_trial(config, estimator, X, y, threads):
     # First, so that the epoch early stopping ends on is reported too.
     net.callbacks = [("tune_report", _TuneReport(est, plan)), *net.callbacks]
     net.initialize_callbacks()
-    with est._seeded(plan.seed, plan.device):
-        net.partial_fit(plan.Z[plan.train], plan.codes[plan.train])
+    with seeded(plan.seed, plan.device):
+        net.partial_fit(plan.Z[plan.train], plan.targets[plan.train])
 
 
 def tune_search(

@@ -11,6 +11,8 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from ._pair_classifier import SiamesePairClassifier
+
 __all__ = [
     "EmbeddingDisplay",
     "PairDistanceDisplay",
@@ -252,7 +254,6 @@ class PairDistanceDisplay:
         display : PairDistanceDisplay
         """
         _check_matplotlib(f"{cls.__name__}.from_estimator")
-        from ._pair_classifier import SiamesePairClassifier
 
         model = _final_estimator(estimator)
         check_is_fitted(model)

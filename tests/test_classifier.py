@@ -466,8 +466,7 @@ def test_batches_can_be_gathered_on_the_training_device(wine):
     if not torch.cuda.is_available():
         assert plan.net.iterator_train__device is None  # host batches
     plan.net.iterator_train__device = "cpu"
-    with clf._seeded(plan.seed, plan.device):
-        plan.net.partial_fit(plan.Z[plan.train], plan.codes[plan.train])
+    clf._train(plan)
     clf._fit_finish(plan)
     np.testing.assert_array_equal(clf.predict_proba(X_test), expected)
 

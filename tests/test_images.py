@@ -1,10 +1,9 @@
 """Images: the CNN encoder, augmentation, new classes, and the Omniglot loaders."""
 
+import io
 import os
 import re
-import struct
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -197,57 +196,34 @@ def test_fit_references_one_shot_on_new_digits(digits):
 # -- Omniglot loaders: on small files made here, and on the real ones ------------
 
 
-def _png(pixels, depth=8, filters=(0,)):
-    """A grey-scale PNG of ``pixels`` (ints < 2**depth), rows filtered in turn
-    with each of ``filters``."""
-    height, width = pixels.shape
-    if depth < 8:
-        bits = (pixels[..., None] >> np.arange(depth - 1, -1, -1)) & 1
-        rows = np.packbits(bits.reshape(height, -1).astype(np.uint8), axis=1)
+def _png(pixels, mode):
+    """A PNG of ``pixels`` written by Pillow: mode "1" (0/1), "L" (0-255) or
+    "I;16" (0-65535)."""
+    from PIL import Image
+
+    if mode == "1":
+        image = Image.fromarray(pixels.astype(bool))
+    elif mode == "L":
+        image = Image.fromarray(pixels.astype(np.uint8))
     else:
-        rows = pixels.astype(np.uint8)
-    rows = rows.astype(np.int64)
-    raw, prev = b"", np.zeros(rows.shape[1], dtype=np.int64)
-    for r, line in enumerate(rows):
-        kind = filters[r % len(filters)]
-        left = np.r_[0, line[:-1]]
-        up_left = np.r_[0, prev[:-1]]
-        if kind == 0:
-            pred = 0
-        elif kind == 1:
-            pred = left
-        elif kind == 2:
-            pred = prev
-        elif kind == 3:
-            pred = (left + prev) // 2
-        else:
-            p = left + prev - up_left
-            pa, pb, pc = abs(p - left), abs(p - prev), abs(p - up_left)
-            pred = np.where(
-                (pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, up_left)
-            )
-        raw += bytes([kind]) + ((line - pred) % 256).astype(np.uint8).tobytes()
-        prev = line
-
-    def chunk(kind, body):
-        crc = zlib.crc32(kind + body)
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
+        image = Image.fromarray(pixels.astype(np.uint16))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
-@pytest.mark.parametrize("depth", [1, 8])
-def test_png_decoder_undoes_every_row_filter(depth):
+@pytest.mark.parametrize("mode, top", [("1", 1), ("L", 255), ("I;16", 65535)])
+def test_png_decoder_gives_grey_levels_in_0_1(mode, top):
     rng = np.random.RandomState(0)
-    pixels = rng.randint(0, 2**depth, size=(10, 21))
-    decoded = _decode_png(_png(pixels, depth, filters=(0, 1, 2, 3, 4)))
-    np.testing.assert_array_equal(decoded * (2**depth - 1), pixels)
+    pixels = rng.randint(0, top + 1, size=(10, 21))
+    decoded = _decode_png(_png(pixels, mode))
+    assert decoded.dtype == np.float64
+    np.testing.assert_array_equal(decoded * top, pixels)
+
+
+def test_png_decoder_refuses_what_is_not_an_image():
+    with pytest.raises(ValueError, match="Not a readable PNG image"):
+        _decode_png(b"not an image at all")
 
 
 def _drawing(seed, size=12):
@@ -256,7 +232,7 @@ def _drawing(seed, size=12):
     rng = np.random.RandomState(seed)
     r, c = rng.randint(2, size - 2, size=2)
     pixels[r - 2 : r + 2, c] = 0
-    return _png(pixels, depth=1)
+    return _png(pixels, mode="1")
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,9 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import train_test_split
 
 from sksiamese import SiameseClassifier
-from sksiamese._threshold import select_threshold
 from sksiamese.datasets import make_survey
 
 SMALL = dict(hidden_layer_sizes=(32,), embedding_dim=8, max_epochs=15, random_state=0)
@@ -150,40 +149,6 @@ def test_make_survey_errors(params, error, message):
 # -- decision threshold ---------------------------------------------------------
 
 
-def test_select_threshold_on_hand_built_scores():
-    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 0.9])
-    positive = np.array([0, 0, 1, 0, 1, 0, 1], dtype=bool)
-    # Balanced accuracy: everything above 0.25 positive gives TPR 1 and TNR
-    # 2/4 (0.75); above 0.5: TPR 2/3, TNR 3/4 (0.708).
-    assert select_threshold(scores, positive) == pytest.approx(0.25)
-    # Accuracy: 5 of 7 right above 0.85, 0.5 or 0.25; ties go to the highest.
-    assert select_threshold(scores, positive, "accuracy") == pytest.approx(0.85)
-    # F1 is best with all three positives: 2 * 3 / (2 * 3 + 2) = 0.75.
-    assert select_threshold(scores, positive, "f_beta") == pytest.approx(0.25)
-    # F0.5 favours precision: only 0.9 positive.
-    assert select_threshold(scores, positive, "f_beta", beta=0.5) == pytest.approx(0.85)
-    # At most one false positive (TNR >= 0.75): 0.6 and 0.9 found.
-    assert select_threshold(scores, positive, "max_tpr", min_tnr=0.75) == pytest.approx(
-        0.5
-    )
-    # A recall of 0.6 needs two positives; of 1.0, all three.
-    assert select_threshold(scores, positive, "max_tnr", min_tpr=0.6) == pytest.approx(
-        0.5
-    )
-    assert select_threshold(scores, positive, "max_tnr", min_tpr=1.0) == pytest.approx(
-        0.25
-    )
-    # Ties: a threshold never splits equal scores.
-    tied = select_threshold(np.array([1.0, 1.0, 2.0]), np.array([0, 1, 1], bool))
-    assert 1.0 < tied < 2.0
-    # Everything (or nothing) positive: below (above) every score.
-    lowest_positive = np.array([True, False])
-    assert select_threshold([1.0, 2.0], lowest_positive, "max_tnr") < 1.0
-    assert select_threshold([1.0, 2.0], lowest_positive) > 2.0
-    with pytest.raises(ValueError, match="both classes"):
-        select_threshold(np.array([1.0, 2.0]), np.array([True, True]))
-
-
 def test_calibrate_threshold_keeps_the_surface_consistent(fitted, survey):
     X_train, y_train, X_held, y_held, X_test, y_test = survey
     clf = copy.deepcopy(fitted)
@@ -298,137 +263,6 @@ def test_reference_sets_on_rare_cases(fitted, survey, references):
 
 
 # -- neighbourhoods of classes of different sizes ------------------------------
-
-
-def _one_member_net(fitted):
-    """The fitted net, comparing hand-built embeddings as one member would
-    (the fitted encoder is an ensemble)."""
-    net = copy.copy(fitted.net_)
-    net.module_ = fitted.net_.module_.one_member()
-    return net
-
-
-def test_neighbourhoods_on_hand_built_distances(fitted):
-    net = _one_member_net(fitted)
-    q = np.zeros((1, 1))
-
-    def scores(R, codes, k, weights=None):
-        R = np.asarray(R, dtype=float)[:, None]
-        return net.class_dissimilarity(q, R, np.asarray(codes), 2, k, weights)[0]
-
-    # Classes of equal size: the plain mean over the k closest references.
-    R = [*range(1, 11), *range(-1, -11, -1)]
-    codes = [0] * 10 + [1] * 10
-    np.testing.assert_allclose(scores(R, codes, 3), [2.0, 2.0])
-    # 20 references against 2: with k=1 the small class is judged on half of
-    # itself, so the large one on as large a share, capped at a quarter (its
-    # 5 closest, at distances 1..5).
-    R, codes = [*range(1, 21), -1, -3], [0] * 20 + [1] * 2
-    np.testing.assert_allclose(scores(R, codes, 1), [3.0, 1.0])
-    # Never fewer than k references, however large a share that is.
-    np.testing.assert_allclose(scores(R, codes, 2), [3.0, 2.0])
-    # Weighted references (k-means centres): the share is counted in samples.
-    # Class 0 holds 20 samples in two centres; a quarter of it is 5 samples.
-    np.testing.assert_allclose(scores([1, 10, -2], [0, 0, 1], 1, [12, 8, 1]), [1, 2])
-    np.testing.assert_allclose(
-        scores([1, 10, -2], [0, 0, 1], 1, [4, 16, 1]), [(4 * 1 + 1 * 10) / 5, 2]
-    )
-
-
-def _share_scores(Q, R, codes, k, weights):
-    """class_dissimilarity's rule, written plainly: sort everything."""
-    counts = np.bincount(codes)
-    share = min(k / counts.min(), 0.25)
-    D = np.linalg.norm(Q[:, None] - R[None], axis=2)
-    S = np.empty((len(Q), len(counts)))
-    for c in range(len(counts)):
-        d, w = D[:, codes == c], weights[codes == c]
-        order = np.argsort(d, axis=1, kind="stable")
-        d, w = np.take_along_axis(d, order, 1), w[order]
-        total = np.cumsum(w, axis=1)
-        cover = np.maximum(total[:, min(k, counts[c]) - 1], share * w.sum(1))
-        take = np.clip(cover[:, None] - (total - w), 0, w)
-        S[:, c] = (take * d).sum(1) / take.sum(1)
-    return S
-
-
-def _five_closest_scores(Q, R, codes):
-    """The rule before the shares: mean distance to the 5 closest references
-    of every class."""
-    D = np.linalg.norm(Q[:, None] - R[None], axis=2)
-    return np.stack(
-        [np.sort(D[:, codes == c])[:, :5].mean(1) for c in range(codes.max() + 1)], 1
-    )
-
-
-def test_neighbourhoods_of_light_and_heavy_references(fitted):
-    # Class 0: 40 light references (one sample each) spread around the
-    # queries and 10 heavy ones (100 samples each) far off; a quarter of its
-    # 1,040 samples is 260, more than all its light references hold, so the
-    # scores reach the heavy ones (a second, wider search for those queries).
-    rng = np.random.RandomState(0)
-    R = np.vstack(
-        [
-            rng.normal(size=(40, 3)),
-            rng.normal(size=(10, 3)) + 6,
-            rng.normal(size=(10, 3)) - 3,
-        ]
-    )
-    codes = np.repeat([0, 0, 1], [40, 10, 10])
-    weights = np.concatenate([np.ones(40), np.full(10, 100.0), rng.uniform(1, 3, 10)])
-    Q = rng.normal(size=(300, 3)) * 2
-    S = _one_member_net(fitted).class_dissimilarity(Q, R, codes, 2, 5, weights)
-    np.testing.assert_allclose(S, _share_scores(Q, R, codes, 5, weights), rtol=1e-10)
-    # Unit weights and classes of very different sizes.
-    ones = np.ones(len(R))
-    S = _one_member_net(fitted).class_dissimilarity(Q, R, codes, 2, 3, ones)
-    np.testing.assert_allclose(S, _share_scores(Q, R, codes, 3, ones), rtol=1e-10)
-
-
-def test_neighbourhoods_balance_the_errors_of_a_rare_class(fitted):
-    # 2,000 references of one class against 40 of another, one standard
-    # deviation apart 2.5 times over. Judged on their 5 closest references,
-    # the large class wins most queries near the boundary; judged on the same
-    # share of each class, the errors balance, close to the best balanced
-    # accuracy of these two Gaussians (Phi(1.25) = 0.894).
-    rng = np.random.RandomState(0)
-    shift = np.array([2.5, 0.0])
-    R = np.vstack([rng.normal(size=(2000, 2)), rng.normal(size=(40, 2)) + shift])
-    codes = np.repeat([0, 1], [2000, 40])
-    Q = np.vstack([rng.normal(size=(2000, 2)), rng.normal(size=(2000, 2)) + shift])
-    y = np.repeat([0, 1], 2000)
-    S = _one_member_net(fitted).class_dissimilarity(Q, R, codes, 2, 5)
-    closest = _five_closest_scores(Q, R, codes)
-    balanced = balanced_accuracy_score(y, S.argmin(1))
-    assert balanced > 0.85
-    assert balanced > balanced_accuracy_score(y, closest.argmin(1)) + 0.15
-
-
-def test_share_of_class_scores_raise_balanced_accuracy_on_rare_digits():
-    # Real data: scikit-learn's digits, "is it an 8?", with 50 eights among
-    # 1,624 other digits. The same encoders, 5 folds: the share-of-class scores
-    # of ``predict`` against the mean over the 5 closest references of every
-    # class (the rule before), which lets the large class win more queries.
-    # Balanced decisions (class_weight="balanced"), which the shares serve.
-    # The rule was chosen with early stopping's split held out, as here; with
-    # the default fixed budget on every sample the two rules are within 0.01
-    # of each other on this set.
-    X, y = load_digits(return_X_y=True)
-    y = (y == 8).astype(int)
-    X, y = make_imbalance(
-        X, y, sampling_strategy={0: int((y == 0).sum()), 1: 50}, random_state=0
-    )
-    shares, closest = [], []
-    for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(X, y):
-        clf = SiameseClassifier(class_weight="balanced", early_stopping=True, **SMALL)
-        clf.fit(X[train], y[train])
-        plain = _five_closest_scores(
-            clf.transform(X[test]), clf.references_, clf._reference_codes
-        )
-        shares.append(balanced_accuracy_score(y[test], clf.predict(X[test])))
-        closest.append(balanced_accuracy_score(y[test], plain.argmin(1)))
-    assert np.mean(shares) > np.mean(closest), (shares, closest)
-    assert np.mean(shares) > 0.88
 
 
 @pytest.mark.parametrize("references", ["all", "prototypes", 10])

@@ -12,7 +12,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_sp
 from skorch.callbacks import Callback
 
 from sksiamese import SiamesePairClassifier
-from sksiamese._pair_classifier import pair_items, select_distance_threshold
+from sksiamese._pair_classifier import pair_items
 
 SMALL = dict(
     hidden_layer_sizes=(32,), embedding_dim=8, max_epochs=15, lr=3e-3, random_state=0
@@ -106,15 +106,15 @@ def test_scaling_is_fitted_on_the_vectors_of_both_sides(digit_pairs):
     # The default keeps the geometry of the vectors: one mean and scale.
     clf = SiamesePairClassifier(**TINY, validation_fraction=0).fit(X, y)
     assert clf._scaler.scaling == "global"
-    np.testing.assert_allclose(clf._scaler.mean_, vectors.mean())
+    np.testing.assert_allclose(clf._scaler.center_, vectors.mean())
     np.testing.assert_allclose(clf._scaler.scale_, vectors.std())
     # Robust scaling centres each feature on its median.
     clf = SiamesePairClassifier(**TINY, validation_fraction=0, scaling="robust")
     clf.fit(X, y)
-    np.testing.assert_allclose(clf._scaler.mean_, np.median(vectors, axis=0))
+    np.testing.assert_allclose(clf._scaler.center_, np.median(vectors, axis=0))
     clf = SiamesePairClassifier(**TINY, validation_fraction=0, scaling="standard")
     clf.fit(X, y)
-    np.testing.assert_allclose(clf._scaler.mean_, vectors.mean(0))
+    np.testing.assert_allclose(clf._scaler.center_, vectors.mean(0))
 
 
 class _BatchLabels(Callback):
@@ -150,7 +150,7 @@ def test_blanks_are_accepted(digit_pairs):
     # A blank is flagged, so it is not read as the feature's mean value.
     np.testing.assert_array_equal(clf._scaler.blank_columns_, np.arange(5))
     vector = X[:1, 0].copy()
-    vector[0, :5] = clf._scaler.mean_
+    vector[0, :5] = clf._scaler.center_
     blank = vector.copy()
     blank[0, :5] = np.nan
     assert not np.allclose(clf.transform(vector), clf.transform(blank))
@@ -219,36 +219,6 @@ def test_calibrate_max_tpr_and_max_tnr_respect_their_bound(
     assert tpr >= min_rate
     assert tnr == max(r[1] for r in rates if r[0] >= min_rate)
     np.testing.assert_array_equal(clf.decision_function(X) > 0, clf.predict(X) == 1)
-
-
-def test_select_distance_threshold_on_hand_built_pairs():
-    d = np.array([0.1, 0.2, 0.3, 0.3, 0.6, 0.8])
-    same = np.array([True, True, False, True, True, False])
-    # Below 0.25: 4 of 6 pairs right; below 0.7: 5 of 6.
-    assert select_distance_threshold(d, same, "accuracy") == pytest.approx(0.7)
-    # F1 is 0.89 below 0.7; with a tiny beta, precision (1) wins, at the
-    # higher recall of the two thresholds that reach it.
-    assert select_distance_threshold(d, same, "f_beta") == pytest.approx(0.7)
-    assert select_distance_threshold(d, same, "f_beta", beta=1e-3) == 0.25
-    # TNR >= 0.5 lets one different pair in; TNR = 1 none.
-    assert select_distance_threshold(d, same, "max_tpr", min_tnr=0.5) == 0.7
-    assert select_distance_threshold(d, same, "max_tpr", min_tnr=1.0) == 0.25
-    # With no bound, all same pairs are in; the last different one stays out.
-    assert select_distance_threshold(d, same, "max_tpr", min_tnr=0.0) == 0.7
-    assert select_distance_threshold(d, same, "max_tnr", min_tpr=0.5) == 0.25
-    assert select_distance_threshold(d, same, "max_tnr", min_tpr=1.0) == 0.7
-    # No pair same, or every pair: beyond the extremes, never on a pair.
-    d, same = np.array([0.1, 0.2]), np.array([False, True])
-    assert select_distance_threshold(d, same, "accuracy") == pytest.approx(-0.9)
-    assert select_distance_threshold(d, same, "max_tpr", min_tnr=0) == 1.2
-    with pytest.raises(
-        ValueError,
-        match=re.escape(
-            "Choosing a threshold needs both same (1) and different (0) pairs; "
-            "got only different pairs."
-        ),
-    ):
-        select_distance_threshold(d, [False, False])
 
 
 # -- errors --------------------------------------------------------------------
@@ -326,8 +296,8 @@ def test_bad_inputs_after_fit_are_refused(fitted, digit_pairs):
     for kwargs, msg in [
         (
             dict(strategy="recall"),
-            "strategy must be one of ('accuracy', 'f_beta', 'max_tpr', "
-            "'max_tnr'); got 'recall'.",
+            "strategy must be one of ('balanced_accuracy', 'accuracy', "
+            "'f_beta', 'max_tpr', 'max_tnr'); got 'recall'.",
         ),
         (dict(beta=0), "beta must be a positive number; got 0."),
         (dict(min_tnr=1.5), "min_tnr must be in [0, 1]; got 1.5."),

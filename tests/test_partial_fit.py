@@ -7,6 +7,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
+import sksiamese._classifier
 from sksiamese import SiameseClassifier
 
 SMALL = dict(hidden_layer_sizes=(32,), embedding_dim=8, random_state=0)
@@ -40,7 +41,7 @@ def test_partial_fit_learns_chunk_by_chunk(cancer):
 
 def test_reservoir_is_bounded_per_class(cancer, monkeypatch):
     X_train, _, y_train, _ = cancer
-    monkeypatch.setattr(SiameseClassifier, "_reservoir_size", 20)
+    monkeypatch.setattr(sksiamese._classifier, "_RESERVOIR_SIZE", 20)
     clf = SiameseClassifier(references="all", **SMALL)
     for Xc, yc in _chunks(X_train, y_train, 50):
         clf.partial_fit(Xc, yc, classes=[0, 1])

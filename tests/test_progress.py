@@ -4,7 +4,7 @@ import pytest
 from sklearn.datasets import load_wine
 
 from sksiamese import SiameseClassifier
-from sksiamese._progress import BalancedProgressBar
+from sksiamese._training import BalancedProgressBar
 
 SMALL = dict(hidden_layer_sizes=(8,), embedding_dim=2, max_epochs=2, random_state=0)
 

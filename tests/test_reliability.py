@@ -3,7 +3,6 @@ random input gives valid output or a clear error; large input is chunked."""
 
 import copy
 import pickle
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -15,9 +14,7 @@ from sklearn.exceptions import NotFittedError
 from skorch import NeuralNet
 from skorch.callbacks import Callback
 
-import sksiamese._net
 from sksiamese import SiameseClassifier, SiamesePairClassifier, TrainingDivergedError
-from sksiamese._networks import SiameseModule
 
 TINY = dict(
     hidden_layer_sizes=(8,),
@@ -519,62 +516,6 @@ def test_random_pairs_fit_validly_or_fail_clearly(n, shape, labels, blanks, seed
 
 
 # -- large inputs ------------------------------------------------------------------
-
-
-@pytest.fixture
-def block_spy(monkeypatch):
-    """Record the largest query x reference block compared at once."""
-    seen = []
-    smallest = SiameseModule.smallest
-
-    def spy(self, a, b, k, **kwargs):
-        width = a.shape[1] if self.head is not None else 1
-        seen.append(len(a) * len(b) * width)
-        return smallest(self, a, b, k, **kwargs)
-
-    monkeypatch.setattr(SiameseModule, "smallest", spy)
-    return seen
-
-
-def test_a_million_queries_use_linear_memory(data, block_spy):
-    X, y = data
-    clf = SiameseClassifier(**TINY, references="prototypes").fit(X, y)
-    n = 1_000_000
-    Q = np.random.RandomState(1).normal(size=(n, 3))
-    tracemalloc.start()
-    try:
-        proba = clf.predict_proba(Q)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert proba.shape == (n, 3) and np.isfinite(proba).all()
-    # Host arrays: a few values per row, nothing like n * n (1e12 bytes).
-    assert peak < 200 * n
-    # Torch blocks: bounded by the block budget, whatever n is.
-    assert max(block_spy) <= sksiamese._net._BLOCK_VALUES
-    np.testing.assert_allclose(proba[:50], clf.predict_proba(Q[:50]), rtol=1e-12)
-
-
-@pytest.mark.parametrize("references", ["all", 30])
-@pytest.mark.parametrize("loss", ["contrastive", "bce"])
-def test_small_blocks_give_the_same_scores(
-    data, block_spy, monkeypatch, loss, references
-):
-    # Classes of different sizes, so that neighbourhoods differ in size, and
-    # k-means references (30) that stand for different numbers of samples.
-    X, y = data
-    rng = np.random.RandomState(2)
-    clf = SiameseClassifier(**TINY, loss=loss, references=references, n_neighbors=3)
-    clf.fit(X, y)
-    labels = rng.choice(4, size=500, p=[0.6, 0.25, 0.1, 0.05])
-    clf.fit_references(rng.normal(size=(500, 3)), labels)
-    Q = rng.normal(size=(700, 3))
-    expected = clf.predict_proba(Q)
-    block_spy.clear()
-    monkeypatch.setattr(sksiamese._net, "_BLOCK_VALUES", 2**10)
-    np.testing.assert_allclose(clf.predict_proba(Q), expected, rtol=1e-12)
-    assert len(block_spy) > 50
-    assert max(block_spy) <= 2**10
 
 
 def test_fits_in_threads_repeat_sequential_fits():

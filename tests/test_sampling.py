@@ -107,7 +107,7 @@ def test_iterator_takes_read_only_data_without_warning():
 
     from skorch.dataset import Dataset
 
-    from sksiamese._net import BalancedBatchIterator
+    from sksiamese._training import BalancedBatchIterator
 
     X = np.arange(40, dtype=np.float32).reshape(20, 2)
     y = np.arange(20) % 2

@@ -1,16 +1,12 @@
 """Loaders of the Omniglot handwritten characters from their original zip files.
 
-The zip files are read directly; nothing is downloaded. The PNG images of
-Omniglot (grey-scale, non-interlaced) are decoded with :mod:`zlib` and numpy, so
-no imaging library is needed; other PNG flavours are handed to Pillow when it is
-installed.
+The zip files are read directly; nothing is downloaded. The PNG images are
+decoded by Pillow, the ``images`` extra (``pip install "sksiamese[images]"``).
 """
 
 import io
 import posixpath
-import struct
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +17,6 @@ BACKGROUND_ARCHIVES = (
     "images_background_small2.zip",
 )
 ONE_SHOT_ARCHIVE = "all_runs.zip"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def load_omniglot_background(
@@ -33,7 +28,8 @@ def load_omniglot_background(
     from 50 alphabets. Its "background" alphabets are meant for training; the
     one-shot evaluation (:func:`load_omniglot_one_shot`) uses other alphabets.
     By default the two minimal background splits are read; the alphabets Greek
-    and Latin are in both, and each drawing is kept once.
+    and Latin are in both, and each drawing is kept once. Pillow decodes the
+    images (``pip install "sksiamese[images]"``).
 
     Parameters
     ----------
@@ -130,6 +126,7 @@ def load_omniglot_one_shot(path, image_size=28):
     characters (the support set, from alphabets not in the background set) and
     20 test drawings, one of each character by another drawer; a trial asks
     which of the 20 support images shows the character of a test image.
+    Pillow decodes the images (``pip install "sksiamese[images]"``).
 
     Parameters
     ----------
@@ -266,84 +263,22 @@ def _area_resize(image, height, width):
 
 
 def _decode_png(data):
-    """Grey levels in [0, 1] of a PNG image, as a 2-D float array.
-
-    Handles non-interlaced grey-scale PNG (bit depths 1 to 16), which is what
-    Omniglot ships; anything else is passed to Pillow when it is installed.
-    """
-    if data[:8] != _PNG_SIGNATURE:
-        raise ValueError("Not a PNG image.")
-    pos, header, idat = 8, None, []
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        body = data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        pos += 12 + length
-    if header is None:
-        raise ValueError("Corrupt PNG image: no IHDR chunk.")
-    width, height, depth, color, _, _, interlace = header
-    if color != 0 or interlace != 0:
-        return _decode_with_pillow(data)
-    stride = (width * depth + 7) // 8
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8)
-    rows = _unfilter(raw.reshape(height, stride + 1), max(1, depth // 8))
-    if depth < 8:
-        bits = np.unpackbits(rows, axis=1).reshape(height, stride * 8 // depth, depth)
-        levels = bits @ (1 << np.arange(depth - 1, -1, -1))
-    elif depth == 8:
-        levels = rows
-    else:
-        levels = rows.reshape(height, -1, 2) @ np.array([256, 1])
-    return levels[:, :width].astype(np.float64) / (2**depth - 1)
-
-
-def _unfilter(scanlines, bpp):
-    """Undo the per-row PNG filters (None, Sub, Up, Average, Paeth)."""
-    height = scanlines.shape[0]
-    kinds, rows = scanlines[:, 0], scanlines[:, 1:].astype(np.int64)
-    out = np.zeros_like(rows)
-    prev = np.zeros(rows.shape[1], dtype=np.int64)
-    for r in range(height):
-        line, kind = rows[r], kinds[r]
-        if kind == 0:
-            cur = line
-        elif kind == 2:
-            cur = (line + prev) % 256
-        elif kind in (1, 3, 4):
-            cur = line.copy()
-            for i in range(len(cur)):
-                left = cur[i - bpp] if i >= bpp else 0
-                up = prev[i]
-                if kind == 1:
-                    pred = left
-                elif kind == 3:
-                    pred = (left + up) // 2
-                else:
-                    up_left = prev[i - bpp] if i >= bpp else 0
-                    p = left + up - up_left
-                    pa, pb, pc = abs(p - left), abs(p - up), abs(p - up_left)
-                    pred = (
-                        left if pa <= pb and pa <= pc else up if pb <= pc else up_left
-                    )
-                cur[i] = (cur[i] + pred) % 256
-        else:
-            raise ValueError(f"Corrupt PNG image: unknown row filter {kind}.")
-        out[r] = prev = cur
-    return out.astype(np.uint8)
-
-
-def _decode_with_pillow(data):
+    """Grey levels in [0, 1] of a PNG image, as a 2-D float array."""
     try:
-        from PIL import Image
-    except ImportError as exc:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as exc:  # an optional dependency
         raise ImportError(
-            "This PNG image is not grey-scale and non-interlaced, which sksiamese "
-            "decodes itself; reading it needs Pillow: pip install pillow."
+            "Reading the Omniglot images needs Pillow: "
+            'pip install "sksiamese[images]" (or pip install pillow).'
         ) from exc
-    with Image.open(io.BytesIO(data)) as image:
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"Not a readable PNG image: {exc}") from None
+    with image:
+        if image.mode == "1":  # Omniglot's: one bit per pixel
+            return np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16"):
+            return np.asarray(image, dtype=np.float64) / 65535.0
         return np.asarray(image.convert("L"), dtype=np.float64) / 255.0

@@ -1,0 +1,457 @@
+"""Calibration: probabilities and thresholds from held-out scores.
+
+- The classifier's probabilities: ``softmax(-S / T + a * log(prior))`` of its
+  class dissimilarities ``S`` (:mod:`sksiamese._references`), with the
+  temperature ``T`` and prior weight ``a`` fitted on samples scored against
+  references they were not among (held out, or cross-fitted on two halves of
+  the training data), and the class weights and priors that shift them.
+- The probability that a pair is alike, a logistic function of its
+  dissimilarity (both estimators).
+- Decision thresholds chosen on held-out scores, one selector for both
+  estimators.
+
+Plain functions on numpy arrays, apart from the two that embed and compare
+with a trained skorch net (:func:`calibration_scores`, :func:`calibration_pairs`).
+"""
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize, minimize_scalar
+from scipy.special import logit, logsumexp
+from sklearn.linear_model import LogisticRegression
+
+from ._references import select_references
+
+STRATEGIES = ("balanced_accuracy", "accuracy", "f_beta", "max_tpr", "max_tnr")
+
+# Rates computed from counts; a bound such as 0.9 must accept 9 of 10.
+_EPS = 1e-12
+
+
+def select_threshold(
+    scores,
+    positive,
+    strategy="balanced_accuracy",
+    *,
+    beta=1.0,
+    min_tnr=0.9,
+    min_tpr=0.9,
+):
+    """The threshold on ``scores`` that is best for ``strategy`` on this data.
+
+    A sample is predicted positive when its score is strictly greater than the
+    threshold. The threshold is halfway between the two distinct scores that
+    the best cut falls between (above the highest score when nothing should
+    be positive, below the lowest when everything should), so it does not sit
+    on a given score. Below, TPR is the recall of the positive class and TNR
+    that of the negative class (specificity).
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_samples,)
+        Higher means more likely positive.
+    positive : array-like of shape (n_samples,)
+        Boolean, True for the positive class. Both classes must occur.
+    strategy : {"balanced_accuracy", "accuracy", "f_beta", "max_tpr", \
+"max_tnr"}, default="balanced_accuracy"
+        ``"balanced_accuracy"``: the highest mean of TPR and TNR.
+        ``"accuracy"``: the most samples right (depends on the class mix).
+        ``"f_beta"``: the highest F-beta score of the positive class.
+        ``"max_tpr"``: the highest TPR with TNR >= ``min_tnr``; among equal
+        TPR, the highest TNR. ``"max_tnr"``: the highest TNR with TPR >=
+        ``min_tpr``; among equal TNR, the highest TPR. Ties of the other
+        strategies go to the highest threshold (the fewest positives).
+    beta : float, default=1.0
+        Weight of recall relative to precision for ``"f_beta"``.
+    min_tnr : float, default=0.9
+        Lowest acceptable TNR for ``"max_tpr"``.
+    min_tpr : float, default=0.9
+        Lowest acceptable TPR for ``"max_tnr"``.
+
+    Returns
+    -------
+    threshold : float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> scores = np.array([0.1, 0.2, 0.3, 0.6, 0.8])
+    >>> positive = np.array([False, False, True, False, True])
+    >>> select_threshold(scores, positive)
+    0.25
+    >>> select_threshold(scores, positive, "f_beta", beta=0.5)
+    0.7
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(
+            "Choosing a threshold needs samples of both classes; got only "
+            f"{'negatives' if n_pos == 0 else 'positives'}."
+        )
+    order = np.argsort(-scores, kind="stable")
+    s, pos = scores[order], positive[order]
+    # Cut k predicts the k highest distinct scores positive (cut 0: none);
+    # only cuts between distinct scores can be realised by a threshold.
+    ends = np.r_[np.flatnonzero(np.diff(s) != 0) + 1, len(s)]
+    tp = np.r_[0, np.cumsum(pos)[ends - 1]]
+    fp = np.r_[0, np.cumsum(~pos)[ends - 1]]
+    tpr, tnr = tp / n_pos, 1.0 - fp / n_neg
+    if strategy == "balanced_accuracy":
+        best = np.argmax(tpr + tnr)
+    elif strategy == "accuracy":
+        best = np.argmax(tp - fp)  # right: tp + n_neg - fp
+    elif strategy == "f_beta":
+        b2 = beta**2
+        denom = (1 + b2) * tp + b2 * (n_pos - tp) + fp
+        best = np.argmax(np.where(denom > 0, (1 + b2) * tp / np.maximum(denom, 1), 0))
+    elif strategy == "max_tpr":
+        # TPR grows and TNR shrinks with k; cut 0 (nothing positive) is feasible.
+        top = tpr[np.flatnonzero(tnr >= min_tnr - _EPS)[-1]]
+        best = np.flatnonzero(tpr == top)[0]
+    elif strategy == "max_tnr":
+        top = tnr[np.flatnonzero(tpr >= min_tpr - _EPS)[0]]
+        best = np.flatnonzero(tnr == top)[-1]
+    else:
+        raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}.")
+    if best == 0:
+        return float(s[0] + max(1.0, abs(s[0])))
+    if best == len(ends):
+        return float(s[-1] - max(1.0, abs(s[-1])))
+    return float((s[ends[best - 1] - 1] + s[ends[best - 1]]) / 2.0)
+
+
+def check_strategy(strategy, beta, min_tnr, min_tpr):
+    """Validate the arguments of either estimator's ``calibrate_threshold``."""
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}.")
+    if not isinstance(beta, numbers.Real) or isinstance(beta, bool) or not beta > 0:
+        raise ValueError(f"beta must be a positive number; got {beta!r}.")
+    for name, value in (("min_tnr", min_tnr), ("min_tpr", min_tpr)):
+        if (
+            not isinstance(value, numbers.Real)
+            or isinstance(value, bool)
+            or not 0 <= value <= 1
+        ):
+            raise ValueError(f"{name} must be in [0, 1]; got {value!r}.")
+
+
+def select_distance_threshold(
+    d, same, strategy="accuracy", *, beta=1.0, min_tnr=0.9, min_tpr=0.9
+):
+    """The dissimilarity below which pairs are called same, best for ``strategy``.
+
+    The threshold lies halfway between the two distinct dissimilarities that
+    the best cut falls between (below the lowest one when no pair should be
+    called same, above the highest when all should), so it does not sit on a
+    given pair. See :meth:`SiamesePairClassifier.calibrate_threshold` for the
+    strategies.
+
+    Parameters
+    ----------
+    d : ndarray of shape (n_pairs,)
+        Dissimilarities, lower = more alike.
+    same : ndarray of shape (n_pairs,)
+        True for same pairs; both kinds must occur.
+    strategy : {"accuracy", "balanced_accuracy", "f_beta", "max_tpr", "max_tnr"}, \
+            default="accuracy"
+    beta, min_tnr, min_tpr : float
+        As in ``calibrate_threshold``.
+
+    Returns
+    -------
+    threshold : float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = np.array([0.1, 0.2, 0.3, 0.6, 0.8])
+    >>> same = np.array([True, True, False, True, False])
+    >>> float(select_distance_threshold(d, same))
+    0.25
+    >>> float(select_distance_threshold(d, same, "max_tpr", min_tnr=0.5))
+    0.7
+    """
+    d = np.asarray(d, dtype=np.float64)
+    same = np.asarray(same, dtype=bool)
+    if same.all() or not same.any():
+        raise ValueError(
+            "Choosing a threshold needs both same (1) and different (0) pairs; "
+            f"got only {'same' if same.any() else 'different'} pairs."
+        )
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}.")
+    # "same" when d < threshold is "positive" when -d > -threshold.
+    return -select_threshold(
+        -d, same, strategy, beta=beta, min_tnr=min_tnr, min_tpr=min_tpr
+    )
+
+
+def fit_logistic_1d(d, same):
+    """Slope and intercept of ``P(same) = sigmoid(intercept + slope * d)``."""
+    d = np.asarray(d, dtype=np.float64)
+    same = np.asarray(same)
+    if len(np.unique(same)) < 2:
+        return -1.0, 0.0
+    # Fitted on standardised distances (Newton's method is then well
+    # conditioned, whatever their unit) and mapped back.
+    with np.errstate(all="ignore"):
+        size = np.max(np.abs(d))
+        unit = d / size
+        centre, spread = unit.mean(), unit.std()
+    if not (np.isfinite(size) and size > 0 and np.isfinite(spread) and spread > 0):
+        # All distances equal: they carry no information, only the base rate.
+        rate = np.mean(same == np.max(same))
+        return 0.0, float(np.log(rate / (1.0 - rate)))
+    z = ((unit - centre) / spread).reshape(-1, 1)
+    # Newton-Cholesky: exact and fast for one feature and many pairs (lbfgs
+    # took 20x longer here and stopped further from the optimum).
+    lr = LogisticRegression(C=1e4, solver="newton-cholesky").fit(z, same)
+    w, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    return float(w / (spread * size)), float(b - w * centre / spread)
+
+
+# Calibration fits one or two numbers: a few thousand samples of each class
+# determine them as well as hundreds of thousands, at a fraction of the cost.
+_CALIBRATION_PER_CLASS = 2000
+
+
+def cap_per_class(codes, cap, rng):
+    """Sorted positions of at most ``cap`` randomly chosen samples per class,
+    and for each the weight that restores the frequency of its class."""
+    counts = np.bincount(codes)
+    if counts.max() <= cap:
+        return np.arange(len(codes)), np.ones(len(codes))
+    keep = []
+    for c in np.flatnonzero(counts):
+        idx = np.flatnonzero(codes == c)
+        keep.append(idx if len(idx) <= cap else rng.choice(idx, cap, replace=False))
+    keep = np.sort(np.concatenate(keep))
+    return keep, (counts / np.minimum(counts, cap))[codes[keep]]
+
+
+def log_class_prior(prior):
+    """``log(prior)``, 0 for a class of prior 0: a class not seen yet
+    (``partial_fit``) has no references, and its scores are infinite anyway."""
+    return np.log(np.where(prior > 0, prior, 1.0))
+
+
+def fit_temperature(S, codes, log_prior, weights=None):
+    """Temperature ``T`` and prior scale ``a`` of ``softmax(-S / T + a *
+    log_prior)`` that minimise its log loss on ``(S, codes)`` (``log_prior``
+    finite, as :func:`log_class_prior` gives it).
+
+    The class scores ``S`` compare densities as if the classes were equally
+    frequent (balanced batches, share-of-class neighbourhoods); Bayes' rule
+    turns them into probabilities at the training frequencies with ``a = 1``,
+    which the fit may correct. ``weights`` (one per sample) restore the class
+    frequencies of a calibration set that was subsampled per class. The
+    targets are Platt's (1999) smoothed ones, ``(n_c + 1) / (n_c + 2)`` for
+    the true class: a perfectly separated calibration set would otherwise
+    drive the temperature to zero and the probabilities to 0 and 1.
+    """
+    n_classes = S.shape[-1]
+    weights = np.ones(len(codes)) if weights is None else weights
+    counts = np.bincount(codes, minlength=n_classes)
+    on = (counts[codes] + 1.0) / (counts[codes] + 2.0)
+    # Classes without references (S = inf) get no target mass.
+    finite = np.isfinite(S)
+    n_other = np.maximum(finite.sum(1) - 1, 1)
+    targets = np.where(finite, ((1.0 - on) / n_other)[:, None], 0.0)
+    targets[np.arange(len(codes)), codes] = on
+    # The temperature is searched around the spread of the scores.
+    spread = np.std(S[finite])
+    centre = np.log(spread if spread > 0 else 1.0)
+
+    def loss(params):
+        log_t, a = params
+        z = -S / np.exp(log_t) + a * log_prior
+        logp = z - logsumexp(z, axis=-1, keepdims=True)
+        ce = (targets * np.where(finite, logp, 0.0)).sum(1)
+        return -(weights * ce).sum() / weights.sum()
+
+    # Start from Bayes' rule (a = 1) at the temperature that is best for it.
+    start = minimize_scalar(
+        lambda log_t: loss((log_t, 1.0)),
+        bounds=(centre - 10, centre + 10),
+        method="bounded",
+    ).x
+    res = minimize(
+        loss,
+        x0=[start, 1.0],
+        method="L-BFGS-B",
+        bounds=[(centre - 10, centre + 10), (0.0, 2.0)],
+    )
+    log_t, a = res.x if res.fun <= loss((start, 1.0)) else (start, 1.0)
+    return float(np.exp(log_t)), float(a)
+
+
+# -- calibration data: samples scored against references they were not among ----
+
+
+@dataclass
+class CalibrationData:
+    """Class dissimilarities ``S`` of calibration samples of class ``codes``
+    (``weights`` restore the class frequencies when classes were capped), and
+    pair dissimilarities ``d`` with whether each pair is ``same``."""
+
+    S: np.ndarray
+    codes: np.ndarray
+    weights: np.ndarray
+    d: np.ndarray
+    same: np.ndarray
+
+
+def calibration_scores(
+    net, E, codes, n_classes, references, n_neighbors, rng, train=None, held=None
+):
+    """:class:`CalibrationData` from the embedded training data ``E``.
+
+    With a held-out split (indices ``train`` and ``held``), the held-out
+    samples are scored against references chosen from the training ones.
+    Without (``held`` None), two stratified halves are each scored against
+    the references of the other; samples of a class seen only once (possible
+    after ``partial_fit``) are left out. ``references`` and ``n_neighbors``
+    are the estimator's parameters.
+    """
+    if held is not None:
+        return _scored(
+            net, E, codes, held, train, n_classes, references, n_neighbors, rng
+        )
+    keep = np.bincount(codes, minlength=n_classes)[codes] >= 2
+    E, codes = E[keep], codes[keep]
+    half = np.zeros(len(codes), dtype=bool)
+    for c in range(n_classes):
+        idx = rng.permutation(np.flatnonzero(codes == c))
+        half[idx[: len(idx) // 2]] = True
+    parts = [
+        _scored(
+            net,
+            E,
+            codes,
+            np.flatnonzero(q),
+            np.flatnonzero(~q),
+            n_classes,
+            references,
+            n_neighbors,
+            rng,
+        )
+        for q in (half, ~half)
+    ]
+    return CalibrationData(
+        *(
+            np.concatenate([getattr(p, f) for p in parts])
+            for f in ("S", "codes", "weights", "d", "same")
+        )
+    )
+
+
+def _scored(net, E, codes, q, r, n_classes, references, n_neighbors, rng):
+    """The samples ``q`` (at most :data:`_CALIBRATION_PER_CLASS` per class)
+    scored against references chosen from the samples ``r``."""
+    refs = select_references(E[r], codes[r], references, rng)
+    keep, weights = cap_per_class(codes[q], _CALIBRATION_PER_CLASS, rng)
+    q = q[keep]
+    S = refs.dissimilarity(net, E[q], n_classes, n_neighbors)
+    d, same = calibration_pairs(net, E[q], codes[q], E[r], codes[r], rng)
+    return CalibrationData(S, codes[q], weights, d, same)
+
+
+def calibration_pairs(net, Q, q_codes, R, r_codes, rng, max_queries=10_000):
+    """Dissimilarities of one same-class and one other-class pair per query
+    (at most ``max_queries`` of them), and whether each pair is same."""
+    if len(Q) > max_queries:
+        keep = rng.choice(len(Q), max_queries, replace=False)
+        Q, q_codes = Q[keep], q_codes[keep]
+    order = np.argsort(r_codes, kind="stable")
+    sorted_codes = r_codes[order]
+    lo = np.searchsorted(sorted_codes, q_codes, side="left")
+    hi = np.searchsorted(sorted_codes, q_codes, side="right")
+    same_pick = order[lo + (rng.random_sample(len(Q)) * (hi - lo)).astype(int)]
+    # A reference drawn uniformly outside the query's class.
+    n_other = len(r_codes) - (hi - lo)
+    j = (rng.random_sample(len(Q)) * n_other).astype(int)
+    other_pick = order[np.where(j < lo, j, j + (hi - lo))]
+    d_same = net.rowwise(Q, R[same_pick])
+    d_other = net.rowwise(Q, R[other_pick])
+    d = np.concatenate([d_same, d_other])
+    same = np.r_[np.ones(len(Q)), np.zeros(len(Q))]
+    return d, same
+
+
+# -- class weights and priors ----------------------------------------------------
+
+
+def class_weight_vector(class_weight, classes, strict=True):
+    """The ``class_weight`` parameter as one weight per class of ``classes``,
+    or None (None and "balanced" weigh every class alike).
+
+    A label that ``classes`` lacks is an error when ``strict``, else skipped
+    (classes replaced by fit_references); unnamed classes weigh 1.
+    """
+    if class_weight is None or isinstance(class_weight, str):
+        return None
+    position = {label: i for i, label in enumerate(classes.tolist())}
+    weights = np.ones(len(classes))
+    for label, weight in class_weight.items():
+        label = label.item() if isinstance(label, np.generic) else label
+        if label not in position:
+            if not strict:
+                continue
+            raise ValueError(
+                f"class_weight names the class {label!r}, which is not among "
+                f"the classes of y: {classes.tolist()}."
+            )
+        if (
+            not isinstance(weight, numbers.Real)
+            or isinstance(weight, bool)
+            or not np.isfinite(weight)
+            or weight <= 0
+        ):
+            raise ValueError(
+                "class_weight values must be positive finite numbers; got "
+                f"{weight!r} for class {label!r}."
+            )
+        weights[position[label]] = float(weight)
+    return weights
+
+
+def prior_term(class_prior, prior_scale, class_weight, classes):
+    """The prior term of the classifier's logits, one value per class.
+
+    The class scores are balanced (as if every class were equally frequent);
+    ``prior_scale * log(class_prior)`` turns them into probabilities at the
+    training frequencies (fitted with the temperature). ``class_weight=
+    "balanced"`` removes the training frequencies again (Bayes' rule); a
+    dict then multiplies each class's odds by its weight. ``class_prior``
+    None (model files written before priors were kept): balanced scores.
+    """
+    if class_prior is None:
+        log_prior, prior_scale = np.zeros(len(classes)), 0.0
+    else:
+        log_prior = log_class_prior(class_prior)
+    if class_weight is None:
+        return prior_scale * log_prior
+    weights = class_weight_vector(class_weight, classes, strict=False)
+    shift = (prior_scale - 1.0) * log_prior
+    return shift if weights is None else shift + np.log(weights)
+
+
+# -- pairs -------------------------------------------------------------------------
+
+
+def pair_logistic(d, same):
+    """``(slope, intercept)`` of the probability that a pair is same, from the
+    dissimilarities ``d`` of calibration pairs: :func:`fit_logistic_1d`, or,
+    where closer pairs are no more often the same, a probability (almost)
+    flat at the fraction of same pairs, still decreasing so that it ranks
+    pairs as the dissimilarity does."""
+    slope, intercept = fit_logistic_1d(d, same)
+    if not slope < 0:
+        rate = np.clip(same.mean(), 1e-3, 1 - 1e-3)
+        slope, intercept = -1e-6, float(logit(rate)) + 1e-6 * float(np.mean(d))
+    return slope, intercept

@@ -1,0 +1,258 @@
+"""References: which embedded training samples a classifier keeps, how a
+query is scored against them, and the samples ``partial_fit`` keeps.
+
+Plain functions on arrays and a trained twin module; nothing here trains or
+calibrates.
+"""
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans, kmeans_plusplus
+
+# Upper bound on the number of float32 values in one block of a
+# query x reference dissimilarity computation (64 MB).
+_BLOCK_VALUES = 2**24
+
+# Largest fraction of a class that its neighbourhood in class_dissimilarity
+# covers when another class has very few references.
+_MAX_NEIGHBOURHOOD = 0.25
+
+
+@dataclass
+class References:
+    """Embedded references: ``embeddings`` (one row each), their class
+    ``codes``, and the ``weights``, the training samples each stands for."""
+
+    embeddings: np.ndarray
+    codes: np.ndarray
+    weights: np.ndarray | None = None
+
+    def dissimilarity(self, net, Q, n_classes, n_neighbors):
+        """:func:`class_dissimilarity` of the embedded queries ``Q`` with the
+        module of the skorch ``net``, on its device."""
+        return class_dissimilarity(
+            net.module_,
+            Q,
+            self.embeddings,
+            self.codes,
+            n_classes,
+            n_neighbors,
+            self.weights,
+            device=net.device,
+        )
+
+
+def select_references(E, codes, references, rng):
+    """The :class:`References` kept from the embedded samples ``E`` of class
+    ``codes``, as the ``references`` parameter says: ``"all"``, ``"prototypes"``
+    (one mean per class) or an int ``k`` (at most ``k`` k-means centres per
+    class, see :func:`class_centres`)."""
+    if references == "all":
+        return References(E, codes, np.ones(len(E)))
+    present = np.unique(codes)
+    groups = [E[codes == c] for c in present]
+    if references == "prototypes":
+        kept = [(g.mean(0, keepdims=True), np.array([len(g)])) for g in groups]
+    else:
+        kept = [class_centres(g, references, rng) for g in groups]
+    r_codes = np.concatenate(
+        [np.full(len(r), c) for c, (r, _) in zip(present, kept, strict=True)]
+    )
+    R = np.concatenate([r for r, _ in kept]).astype(np.float32)
+    return References(
+        R, r_codes, np.concatenate([w for _, w in kept]).astype(np.float64)
+    )
+
+
+def class_centres(E, k, rng):
+    """At most ``k`` centres of the rows ``E``, and how many of the rows
+    each stands for (counted in all of ``E`` when k-means saw a subsample)."""
+    n = len(E)
+    # k-means on a subsample is as good as on everything for k centres and
+    # keeps this step cheap on hundreds of thousands of samples.
+    if n > 20 * k:
+        E = E[rng.choice(n, 20 * k, replace=False)]
+    # Repeated rows (e.g. oversampled) are placed once but keep their count.
+    E, counts = np.unique(E, axis=0, return_counts=True)
+    counts = counts * (n / counts.sum())
+    if len(E) <= k:
+        return E, counts
+    E = E.astype(np.float64)
+    seed = rng.randint(2**31 - 1)
+    # Plain k-means++ seeding (one candidate per centre instead of
+    # scikit-learn's 2 + log(k)): the seeding was most of the time, and the
+    # Lloyd iterations that follow end within 2% of the same inertia.
+    init, _ = kmeans_plusplus(E, k, random_state=seed, n_local_trials=1)
+    km = KMeans(n_clusters=k, init=init, n_init=1, max_iter=50, random_state=seed)
+    km.fit(E)
+    held = np.bincount(km.labels_, weights=counts, minlength=k)
+    keep = held > 0
+    return km.cluster_centers_[keep].astype(np.float32), held[keep]
+
+
+@torch.inference_mode()
+def class_dissimilarity(
+    module, Q, R, r_codes, n_classes, n_neighbors, r_weights=None, *, device="cpu"
+):
+    """Mean dissimilarity of each query to its closest references of each
+    class, over neighbourhoods that hold the same fraction of every class.
+
+    The class with the fewest references is judged on its ``n_neighbors``
+    closest ones; every other class on its closest references that stand
+    for the same fraction of its training samples (at most a quarter of
+    them, and never fewer than ``n_neighbors`` references). The mean is
+    weighted by the samples each reference stands for. Among classes of
+    equal size whose references are single samples this is the plain mean
+    over the ``n_neighbors`` closest references; across classes of
+    different sizes it compares densities rather than counts (a balanced
+    k-nearest-neighbour rule), so that a large class does not win a query
+    merely for having more references near it.
+
+    Parameters
+    ----------
+    module : SiameseModule
+        The trained twin module, whose ``smallest`` gives the dissimilarities.
+    Q : ndarray of shape (n_queries, embedding_dim)
+    R : ndarray of shape (n_references, embedding_dim)
+    r_codes : ndarray of shape (n_references,)
+        Class code of each reference, in ``range(n_classes)``.
+    n_classes : int
+    n_neighbors : int
+    r_weights : ndarray of shape (n_references,), default=None
+        Training samples each reference stands for (a k-means centre, its
+        cluster); None: one each.
+    device : str, default="cpu"
+        Where to compute, the device of ``module``.
+
+    Returns
+    -------
+    S : ndarray of shape (n_queries, n_classes)
+
+    Work is done in blocks of queries and references so that memory stays
+    bounded however many queries and references there are.
+    """
+    width = Q.shape[1] if module.head is not None else 1
+    # Distances in float64: the cost is small next to the encoder, and a
+    # query's scores then do not depend on which other queries share its block.
+    order = np.argsort(r_codes, kind="stable")
+    R = torch.as_tensor(R[order], device=device, dtype=torch.float64)
+    if r_weights is None:
+        W = np.ones(len(order))
+    else:
+        W = np.asarray(r_weights, dtype=np.float64)[order]
+    sorted_codes = r_codes[order]
+    bounds = np.searchsorted(sorted_codes, np.arange(n_classes + 1))
+    counts = np.diff(bounds)
+    # Samples each class's neighbourhood holds: the same share of every class.
+    share = min(n_neighbors / counts[counts > 0].min(), _MAX_NEIGHBOURHOOD)
+    want = share * np.bincount(sorted_codes, weights=W, minlength=n_classes)
+    # A neighbourhood holds ``want`` once its weights reach this (sums of
+    # weights may round just below it).
+    enough = want * (1 - 1e-9)
+    # References to fetch per query: enough to hold ``want`` samples if
+    # they weigh what the class's references weigh on average (twice over);
+    # queries whose closest references are lighter than that fetch again,
+    # enough even if they were the lightest of the class.
+    guess = np.minimum(
+        counts, np.maximum(n_neighbors, np.ceil(2 * share * counts))
+    ).astype(int)
+    most = guess.copy()
+    for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        lightest = np.cumsum(np.sort(W[lo:hi]))
+        needed = np.searchsorted(lightest, enough[c]) + 1
+        most[c] = min(hi - lo, max(guess[c], needed))
+    W = torch.as_tensor(W, device=device)
+    ref_block = max(1, min(len(R), _BLOCK_VALUES // (256 * width)))
+    q_block = max(1, _BLOCK_VALUES // (ref_block * width))
+    # Kept distances, weights and indices stay within the block budget too.
+    q_block = max(1, min(q_block, _BLOCK_VALUES // (4 * max(1, most.max()))))
+
+    def closest(q, lo, hi, fetch):
+        """Distances to the ``fetch`` closest references of ``R[lo:hi]``,
+        ascending, and their weights."""
+        best = None
+        for rs in range(lo, hi, ref_block):
+            block = R[rs : min(hi, rs + ref_block)]
+            d, idx = module.smallest(q, block, min(fetch, len(block)), indices=True)
+            w = W[rs + idx]
+            if best is not None:
+                d = torch.cat([best[0], d], dim=1)
+                w = torch.cat([best[1], w], dim=1)
+                # Blocks may be narrower than fetch (wide pair heads).
+                d, pick = torch.topk(d, min(fetch, d.shape[1]), dim=1, largest=False)
+                w = torch.gather(w, 1, pick)
+            best = (d, w)
+        return best
+
+    def share_mean(d, w, k, want):
+        """Weighted mean of ``d`` over the closest references that hold
+        ``want`` samples, and at least the ``k`` closest, whatever they weigh."""
+        total = w.cumsum(1)
+        cover = torch.clamp(total[:, k - 1], min=want)
+        take = torch.minimum((cover[:, None] - (total - w)).clamp(min=0), w)
+        return (take * d).sum(1) / take.sum(1)
+
+    out = np.empty((len(Q), n_classes), dtype=np.float64)
+    for qs in range(0, len(Q), q_block):
+        q = torch.as_tensor(Q[qs : qs + q_block], device=device, dtype=torch.float64)
+        for c in range(n_classes):
+            lo, hi = bounds[c], bounds[c + 1]
+            if hi == lo:  # a class with no reference cannot be predicted
+                out[qs : qs + len(q), c] = np.inf
+                continue
+            k = min(n_neighbors, hi - lo)
+            d, w = closest(q, lo, hi, guess[c])
+            score = share_mean(d, w, k, want[c])
+            if most[c] > guess[c]:
+                short = torch.nonzero(w.sum(1) < enough[c])[:, 0]
+                if len(short):
+                    d, w = closest(q[short], lo, hi, most[c])
+                    score[short] = share_mean(d, w, k, want[c])
+            out[qs : qs + len(q), c] = score.cpu().numpy()
+    return out
+
+
+# -- the samples partial_fit keeps ----------------------------------------------
+
+
+def new_reservoir(rng, device, Z, n_classes):
+    """The state ``partial_fit`` carries between calls: its random stream and
+    device, the samples ``seen`` of each class, and those ``kept`` (scaled
+    rows like ``Z``, none yet)."""
+    return SimpleNamespace(
+        rng=rng,
+        device=device,
+        seen=np.zeros(n_classes, dtype=np.int64),
+        kept=[Z[:0] for _ in range(n_classes)],
+    )
+
+
+def kept_samples(reservoir):
+    """The kept samples, class by class, and their class codes."""
+    codes = np.concatenate([np.full(len(k), c) for c, k in enumerate(reservoir.kept)])
+    return np.concatenate(reservoir.kept), codes
+
+
+def update_reservoir(reservoir, Z, codes, cap):
+    """Keep at most ``cap`` samples of each class of all seen so far, a uniform
+    random sample of them (Vitter's algorithm R, one reservoir per class)."""
+    for c in np.unique(codes):
+        rows = Z[codes == c]
+        kept, seen = reservoir.kept[c], reservoir.seen[c]
+        room = max(0, cap - len(kept))
+        kept = np.concatenate([kept, rows[:room]])
+        rest = rows[room:]
+        if len(rest):
+            # Sample i of the stream replaces a random slot with prob. cap / i.
+            slots = (
+                reservoir.rng.random_sample(len(rest))
+                * (seen + room + 1 + np.arange(len(rest)))
+            ).astype(np.int64)
+            take = slots < cap
+            kept = kept.copy()
+            kept[slots[take]] = rest[take]
+        reservoir.kept[c] = kept
+        reservoir.seen[c] = seen + len(rows)

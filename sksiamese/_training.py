@@ -1,0 +1,613 @@
+"""The skorch side of training: building the twin module and the skorch net
+from an estimator's parameters, the balanced batch iterator, the net itself
+(training steps, embedding without DataLoaders), its callbacks, devices and
+seeding.
+
+Nothing here knows about classes, references or calibration; the estimators
+(``_base.py``) call :func:`build_module` and :func:`make_net`, train with
+``net.partial_fit`` under :func:`seeded`, and read embeddings back with
+:meth:`SiameseNet.embed`. :mod:`sksiamese._persistence` rebuilds saved nets
+with the same two factories.
+"""
+
+import contextlib
+import copy
+import math
+import numbers
+import threading
+import warnings
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from skorch import NeuralNet
+from skorch.callbacks import Callback, EarlyStopping, ProgressBar
+from skorch.dataset import Dataset
+from skorch.helper import predefined_split
+from skorch.utils import TeeGenerator, to_tensor
+from torch import nn
+
+from ._augment import random_affine
+from ._networks import CNNEncoder, EnsembleMLPEncoder, MLPEncoder, SiameseModule
+from ._preprocessing import shared_tensor
+from ._sampling import BalancedBatchSampler, batch_layout
+
+# Rows of every forward pass of SiameseNet.embed, by device type: on a CPU few
+# enough that embedding one sample stays cheap (about 2 ms for the default
+# ensemble, 0.5 ms for one network), many enough that large inputs run near a
+# plain forward pass (256 rows ran transform at half the speed of 1024); on a
+# GPU enough to keep it busy.
+EMBED_ROWS = {"cpu": 1024, "cuda": 8192}
+
+
+class BalancedBatchIterator:
+    """skorch ``iterator_train``: class-balanced batches from a skorch Dataset.
+
+    The data are turned into tensors once; every pass draws new batches from
+    :class:`~sksiamese._sampling.BalancedBatchSampler` and gathers them by
+    indexing, without a per-sample ``__getitem__``.
+
+    Parameters
+    ----------
+    dataset : skorch.dataset.Dataset
+        Holds ``X`` (float32 array) and ``y``: integer class codes, or rows
+        whose first column is the class code and whose other columns are
+        passed on to the criterion (e.g. the groups of the two sides of a
+        pair).
+    batch_size, samples_per_class, random_state, resample
+        Passed to the sampler.
+    n_batches : int, default=None
+        Batches per pass, passed to the sampler; by default one pass over the
+        data. Data-parallel workers set it so that all draw as many batches.
+    pin_memory : bool, default=False
+        Pin the host tensors so copies to a CUDA device can be asynchronous.
+    device : str, default=None
+        Keep the data on this device and gather batches there (no copy per
+        batch); for data that fit comfortably in GPU memory.
+    augment : tuple of int, default=None
+        ``(channels, height, width)`` of the images in the rows of ``X``: each
+        batch is then distorted by :func:`~sksiamese._augment.random_affine`,
+        seeded from ``random_state``. None leaves batches as they are.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        batch_size,
+        samples_per_class=None,
+        random_state=None,
+        resample=True,
+        pin_memory=False,
+        augment=None,
+        n_batches=None,
+        device=None,
+    ):
+        # Shared, not copied, even when read-only: batches are gathered by
+        # indexing, which copies, so the data are never written.
+        y = np.asarray(dataset.y)
+        self.X, self.y = shared_tensor(np.asarray(dataset.X)), shared_tensor(y)
+        if y.ndim == 2:
+            y = y[:, 0]
+        self.device = device
+        if device is not None:
+            self.X, self.y = self.X.to(device), self.y.to(device)
+        elif pin_memory:
+            self.X, self.y = self.X.pin_memory(), self.y.pin_memory()
+        self.sampler = BalancedBatchSampler(
+            y,
+            batch_size,
+            samples_per_class=samples_per_class,
+            n_batches=n_batches,
+            random_state=random_state,
+            resample=resample,
+        )
+        self.augment = None if augment is None else tuple(augment)
+        if self.augment is not None:
+            seed = self.sampler.random_state.randint(np.iinfo(np.int32).max)
+            self._generator = torch.Generator().manual_seed(int(seed))
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def __iter__(self):
+        for idx in self.sampler:
+            idx = torch.from_numpy(idx)
+            if self.device is not None:
+                idx = idx.to(self.device)
+            X = self.X[idx]
+            if self.augment is not None:
+                X = random_affine(X, self.augment, self._generator)
+            yield X, self.y[idx]
+
+
+class SiameseNet(NeuralNet):
+    """A skorch ``NeuralNet`` whose module is a
+    :class:`~sksiamese._networks.SiameseModule` and whose criterion compares the
+    embeddings of a batch with each other.
+
+    The criterion is called as ``criterion(embeddings, y, module)`` so that the
+    loss can use the module's own notion of dissimilarity. Inputs of shape
+    ``(batch, 2, n_features)`` are pairs: both halves go through the one encoder.
+    """
+
+    def __init__(self, *args, mixed_precision=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mixed_precision = mixed_precision
+
+    def _set_training(self, training=True):
+        # skorch sets the mode before every step; walking the module tree each
+        # time costs a few percent of a small encoder's step. ``train()`` sets
+        # every submodule, so a root already in the requested mode is left be.
+        for name in self._modules + self._criteria:
+            module = getattr(self, name + "_")
+            if isinstance(module, torch.nn.Module) and module.training != training:
+                module.train(training)
+
+    def _to_device(self, x):
+        # Asynchronous when the source is pinned host memory.
+        if isinstance(x, torch.Tensor):
+            return x.to(self.device, non_blocking=True)
+        return to_tensor(x, device=self.device)
+
+    def infer(self, x, **fit_params):
+        x = self._to_device(x)
+        autocast = (
+            torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
+            if self.mixed_precision and self.module_.training
+            else contextlib.nullcontext()  # entering autocast costs even if off
+        )
+        with autocast:
+            if x.dim() == 3:
+                n = len(x)
+                emb = self.module_(x.reshape(2 * n, -1), **fit_params)
+                emb = emb.float().reshape(n, 2, -1)
+                return emb[:, 0], emb[:, 1]
+            # The loss is computed in float32 whatever the encoder ran in.
+            return self.module_(x, **fit_params).float()
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        y_true = self._to_device(y_true)
+        return self.criterion_(y_pred, y_true, self.module_)
+
+    def train_step(self, batch, **fit_params):
+        """One optimisation step, as skorch's, without its closure.
+
+        AdamW never calls a closure more than once, so the step is: zero the
+        gradients, forward and backward (:meth:`train_step_single`), notify
+        ``on_grad_computed`` (only when a callback defines it, e.g. gradient
+        clipping), and step. skorch's closure, step accumulator and parameter
+        generator cost several percent of a small encoder's step.
+        """
+        self._zero_grad_optimizer()
+        step = self.train_step_single(batch, **fit_params)
+        if any(
+            type(cb).on_grad_computed is not Callback.on_grad_computed
+            for _, cb in self.callbacks_
+        ):
+            self.notify(
+                "on_grad_computed",
+                named_parameters=TeeGenerator(self.get_all_learnable_params()),
+                batch=batch,
+                training=True,
+            )
+        self._step_optimizer(None)
+        return step
+
+    # -- inference without DataLoaders: embed once, compare to references --------
+
+    @torch.inference_mode()
+    def embed(self, X, batch_size=None, prepare=None):
+        """Embeddings of the rows of ``X`` as a float32 numpy array.
+
+        ``X`` holds float32 encoder inputs, or raw rows that ``prepare`` turns
+        into them block by block (scaling a block that sits in the CPU cache is
+        faster than scaling the whole array first).
+
+        Every forward pass gets blocks of the same number of rows
+        (``batch_size``, by default :data:`EMBED_ROWS` of the device), the
+        last one padded with zeros: matrix products take other code paths for
+        other numbers of rows, which round differently, so a sample's
+        embedding would otherwise depend on how many samples were embedded
+        with it.
+        """
+        module = self.module_
+        module.eval()
+        if batch_size is None:
+            batch_size = EMBED_ROWS[torch.device(self.device).type]
+        out = []
+        for start in range(0, len(X), batch_size):
+            xb = X[start : start + batch_size]
+            if prepare is not None:
+                xb = prepare(xb)
+            xb = torch.as_tensor(xb).to(self.device, non_blocking=True)
+            n = len(xb)
+            if n < batch_size:
+                xb = torch.cat([xb, xb.new_zeros((batch_size - n, *xb.shape[1:]))])
+            out.append(module(xb)[:n].float().cpu())
+        E = torch.cat(out)
+        # A sum is finite exactly when every value is, unless the sum itself
+        # overflows; one cheap pass decides, the exact check runs only then.
+        if not torch.isfinite(E.sum()):
+            bad = ~torch.isfinite(E).all(dim=1).numpy()
+            # Distances to NaN would give NaN probabilities and arbitrary labels.
+            if bad.any():
+                raise ValueError(
+                    f"The encoder returned NaN or infinite embeddings for "
+                    f"{bad.sum()} of {len(E)} samples (the first is row "
+                    f"{np.flatnonzero(bad)[0]}). Their values may lie far outside "
+                    "those seen in fit: rescale or clip them."
+                )
+        return E.numpy()
+
+    @torch.inference_mode()
+    def rowwise(self, A, B):
+        """Dissimilarity of embedding rows ``A[i]`` and ``B[i]``."""
+        a = torch.as_tensor(A, device=self.device)
+        b = torch.as_tensor(B, device=self.device)
+        return self.module_.rowwise(a, b).cpu().numpy()
+
+
+class BalancedProgressBar(ProgressBar):
+    """skorch's :class:`~skorch.callbacks.ProgressBar` (a tqdm bar on stderr for
+    each epoch) counting the batches of the class-balanced iterators.
+
+    skorch's own count divides the number of samples by ``batch_size``; a
+    balanced batch holds ``P * K`` samples (see
+    :func:`~sksiamese._sampling.batch_layout`), which can differ.
+    """
+
+    def _get_batches_per_epoch_phase(self, net, dataset, training):
+        name = "iterator_train" if training else "iterator_valid"
+        if dataset is None or getattr(net, name) is not BalancedBatchIterator:
+            return super()._get_batches_per_epoch_phase(net, dataset, training)
+        y = np.asarray(dataset.y)
+        if not hasattr(self, "counts_"):
+            self.counts_ = {}
+        key = (training, len(y))
+        if key not in self.counts_:
+            params = net.get_params_for(name)
+            counts = np.unique(y, return_counts=True)[1]
+            p, k = batch_layout(
+                max(len(counts), 2),
+                params.get("batch_size", net.batch_size),
+                params.get("samples_per_class"),
+                largest_class=counts.max(),
+            )
+            self.counts_[key] = max(1, math.ceil(len(y) / (p * k)))
+        return self.counts_[key]
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Raised when the training loss becomes NaN or infinite."""
+
+
+class _DivergenceGuard(Callback):
+    """Stop with a clear message as soon as a training loss is not finite, or
+    the weights are not at the end of an epoch (the last step of training can
+    break them with a finite loss)."""
+
+    _advice = (
+        "Try a lower `lr`, scale the inputs (values of very different "
+        "magnitudes), or a smaller `margin`."
+    )
+
+    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
+        # A Python float check: cheaper than a tensor op at every step.
+        if training and loss is not None and not math.isfinite(loss.item()):
+            epoch = len(net.history)
+            raise TrainingDivergedError(
+                f"Training diverged: the loss became {loss.item()} in epoch {epoch}. "
+                + self._advice
+            )
+
+    def on_epoch_end(self, net, **kwargs):
+        with torch.no_grad():
+            finite = all(torch.isfinite(p).all() for p in net.module_.parameters())
+        if not finite:
+            raise TrainingDivergedError(
+                "Training diverged: the network weights became NaN or infinite in "
+                f"epoch {len(net.history)}. " + self._advice
+            )
+
+
+def warn_if_not_converged(estimator, net):
+    """ConvergenceWarning when early stopping ran all ``max_epochs`` epochs
+    while the held-out loss was still improving, as scikit-learn's MLP warns.
+
+    It is still improving when it fell by more than ``tol`` (relative) within
+    the last ``n_iter_no_change`` epochs. Without early stopping the number
+    of epochs is a fixed budget and nothing is checked: the training loss of
+    freshly drawn balanced batches is too noisy to tell convergence.
+    """
+    history = net.history
+    if len(history) < estimator.max_epochs or "valid_loss" not in history[-1]:
+        return
+    losses = np.asarray(history[:, "valid_loss"], dtype=float)
+    best = np.minimum.accumulate(losses)
+    improved = np.flatnonzero(best[1:] < best[:-1] * (1 - estimator.tol)) + 1
+    last = improved[-1] if len(improved) else 0
+    if len(losses) - 1 - last < estimator.n_iter_no_change:
+        warnings.warn(
+            f"{type(estimator).__name__} stopped after max_epochs="
+            f"{estimator.max_epochs} epochs while the held-out loss was still "
+            "improving; raise max_epochs to let training converge.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+
+
+# -- devices and seeds ---------------------------------------------------------
+
+
+def resolve_device(device):
+    """Turn the ``device`` parameter into a torch device string."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    # Other torch device types ("meta", "mps", ...) would fail later, deep in torch.
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}."
+        ) from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available on this "
+            "machine; use device='auto' or device='cpu'."
+        )
+    return str(parsed)
+
+
+def data_device(nbytes, device):
+    """Where training batches should be gathered: on a CUDA ``device`` when the
+    data take less than a quarter of its free memory, else None (on the host,
+    pinned, copied per batch)."""
+    if not str(device).startswith("cuda"):
+        return None
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return device if nbytes < free / 4 else None
+
+
+def fused_optimizer(module, device):
+    """Whether ``torch.optim.AdamW(fused=True)`` can train ``module`` on
+    ``device``: one kernel per step instead of a loop over the parameters
+    (10-15% faster steps for a small MLP on the CPU), the same algorithm.
+    PyTorch has it for CPU and CUDA tensors since 2.4, for floating point
+    parameters only."""
+    return (
+        torch.__version__ >= "2.4"  # a TorchVersion: compares as a version
+        and torch.device(device).type in ("cpu", "cuda")
+        and all(p.is_floating_point() for p in module.parameters())
+    )
+
+
+# Held while torch's process-wide random generator is seeded for a fit.
+_TORCH_RNG_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def seeded(seed, device):
+    """Seed torch's global RNG for the block, then restore its state.
+
+    The generator is shared by the whole process, so blocks in different
+    threads (a search on joblib's threading backend, an in-process Dask
+    cluster) take turns: otherwise one fit would reseed another's generator
+    halfway through and ``random_state`` would not repeat a fit.
+    """
+    devices = (
+        list(range(torch.cuda.device_count())) if device.startswith("cuda") else []
+    )
+    with _TORCH_RNG_LOCK, torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+# -- the factories: module and net from an estimator's parameters ---------------
+
+
+class _Reshape(nn.Module):
+    """Give a user's encoder its inputs back in their original (image) shape."""
+
+    def __init__(self, shape, module):
+        super().__init__()
+        self.shape = tuple(shape)
+        self.module = module
+
+    def forward(self, x):
+        return self.module(x.reshape(len(x), *self.shape))
+
+
+def n_members(estimator):
+    """Ensemble members of the encoder: ``n_members`` for the "mlp" encoder,
+    1 for the others (single networks)."""
+    return int(estimator.n_members) if estimator.encoder == "mlp" else 1
+
+
+def _make_encoder(estimator, n_inputs):
+    """The encoder that ``estimator``'s parameters name, untrained."""
+    encoder, params = estimator.encoder, estimator.encoder_params
+    if encoder == "mlp" and params:
+        raise ValueError(
+            "encoder_params are for encoder='cnn' or a module class; the 'mlp' "
+            "encoder is set by hidden_layer_sizes, embedding_dim and dropout. "
+            f"Got encoder_params={params!r}."
+        )
+    if encoder == "mlp":
+        sizes = np.asarray(estimator.hidden_layer_sizes, dtype=object)
+        # A width of 0 would train a constant network without complaint.
+        if sizes.ndim != 1 or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+            for s in sizes
+        ):
+            raise ValueError(
+                "hidden_layer_sizes must be a sequence of positive ints; got "
+                f"{estimator.hidden_layer_sizes!r}."
+            )
+        sizes = tuple(int(s) for s in sizes)
+        members = n_members(estimator)
+        if members > 1:
+            return EnsembleMLPEncoder(
+                n_inputs, sizes, estimator.embedding_dim, estimator.dropout, members
+            )
+        return MLPEncoder(n_inputs, sizes, estimator.embedding_dim, estimator.dropout)
+    if encoder == "cnn":
+        if n_inputs != int(np.prod(estimator.image_shape_)):
+            raise ValueError("encoder='cnn' does not accept blanks (NaN) in images.")
+        params = dict(params or {})
+        unknown = sorted(set(params) - {"channels", "n_blocks"})
+        if unknown:
+            raise ValueError(
+                f"encoder_params for encoder='cnn' may set 'channels' and "
+                f"'n_blocks'; got unknown {unknown}."
+            )
+        for key, value in params.items():
+            if (
+                not isinstance(value, numbers.Integral)
+                or isinstance(value, bool)
+                or value < 1
+            ):
+                raise ValueError(
+                    f"encoder_params[{key!r}] must be a positive int; got {value!r}."
+                )
+        return CNNEncoder(estimator.image_shape_, estimator.embedding_dim, **params)
+    if isinstance(encoder, nn.Module):
+        encoder = copy.deepcopy(encoder)
+    elif isinstance(encoder, type) and issubclass(encoder, nn.Module):
+        try:
+            encoder = encoder(**(params or {}))
+        except TypeError as exc:
+            raise TypeError(
+                f"encoder_params={params!r} do not fit {encoder.__name__}: {exc}"
+            ) from exc
+    else:
+        raise TypeError(
+            "encoder must be 'mlp', 'cnn', a torch.nn.Module instance or a "
+            f"torch.nn.Module subclass; got {encoder!r}."
+        )
+    if estimator.image_shape_ is not None:
+        encoder = _Reshape(estimator.image_shape_, encoder)
+    return encoder
+
+
+def build_module(estimator, n_inputs, head, probe, device):
+    """The twin module of ``estimator``'s parameters on ``device``, its encoder
+    checked on two rows of ``probe`` (scaled inputs)."""
+    encoder = _make_encoder(estimator, n_inputs).to(device)
+    x = torch.as_tensor(probe[:2], device=device)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            out = encoder(x)
+    except Exception as exc:
+        raise ValueError(
+            f"The encoder failed on a batch of shape {tuple(x.shape)}: {exc}"
+        ) from exc
+    encoder.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or len(out) != len(x):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out)
+        raise ValueError(
+            "The encoder must return a 2-D tensor of shape (n_samples, "
+            f"embedding_dim); for an input of shape {tuple(x.shape)} it "
+            f"returned {got}."
+        )
+    return SiameseModule(
+        encoder,
+        distance=estimator.distance,
+        head=head,
+        embedding_dim=out.shape[1],
+        n_members=n_members(estimator),
+    ).to(device)
+
+
+def _check_callbacks(callbacks):
+    for item in callbacks or []:
+        cb = item[1] if isinstance(item, tuple) and len(item) == 2 else item
+        if not (
+            isinstance(cb, Callback)
+            or (isinstance(cb, type) and issubclass(cb, Callback))
+        ):
+            raise TypeError(
+                "callbacks must hold skorch callbacks or (name, callback) "
+                f"tuples; got {item!r}."
+            )
+
+
+def make_net(
+    estimator,
+    module,
+    criterion,
+    valid,
+    rng,
+    device,
+    augment=None,
+    batch_device=None,
+):
+    """The untrained skorch net that trains ``module`` with ``estimator``'s
+    parameters.
+
+    ``valid`` is the held-out ``(X, y)`` of early stopping, or None; ``rng``
+    draws the seeds of the batch iterators; ``augment`` is the image shape to
+    distort training batches with (see :class:`BalancedBatchIterator`), or
+    None; ``batch_device`` the device to keep training data on (see
+    :func:`data_device`), or None.
+    """
+    for name in ("lr", "weight_decay"):
+        # The optimizer works in float32: a larger value is an overflow in
+        # torch, not a learning rate.
+        value = getattr(estimator, name)
+        try:
+            ok = abs(float(value)) <= float(np.finfo(np.float32).max)
+        except OverflowError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{name} must be a finite float32 number (at most 3.4e38); "
+                f"got {value!r}."
+            )
+    callbacks = [("divergence_guard", _DivergenceGuard())]
+    if valid is not None and estimator.early_stopping:
+        callbacks.append(
+            (
+                "early_stopping",
+                EarlyStopping(
+                    monitor="valid_loss",
+                    patience=estimator.n_iter_no_change,
+                    threshold=estimator.tol,
+                    threshold_mode="rel",
+                    load_best=True,
+                ),
+            )
+        )
+    if estimator.verbose >= 2:
+        callbacks.append(("progress_bar", BalancedProgressBar()))
+    _check_callbacks(estimator.callbacks)
+    callbacks += copy.deepcopy(estimator.callbacks or [])
+    samples_per_class = getattr(estimator, "samples_per_class", None)
+    return SiameseNet(
+        module=module,
+        criterion=criterion,
+        optimizer=torch.optim.AdamW,
+        lr=estimator.lr,
+        optimizer__weight_decay=estimator.weight_decay,
+        optimizer__fused=fused_optimizer(module, device) or None,
+        max_epochs=estimator.max_epochs,
+        batch_size=estimator.batch_size,
+        iterator_train=BalancedBatchIterator,
+        iterator_train__samples_per_class=samples_per_class,
+        iterator_train__random_state=rng.randint(np.iinfo(np.int32).max),
+        iterator_train__pin_memory=device.startswith("cuda"),
+        mixed_precision=getattr(estimator, "mixed_precision", False),
+        iterator_train__augment=augment,
+        iterator_train__device=batch_device,
+        iterator_valid=BalancedBatchIterator,
+        iterator_valid__samples_per_class=samples_per_class,
+        iterator_valid__random_state=rng.randint(np.iinfo(np.int32).max),
+        iterator_valid__resample=False,
+        train_split=None if valid is None else predefined_split(Dataset(*valid)),
+        callbacks=callbacks,
+        verbose=estimator.verbose,
+        device=device,
+    )

@@ -1,0 +1,163 @@
+"""Calibration: thresholds chosen on held-out scores, the pair logistic, the
+temperature and prior weight of the class probabilities."""
+
+import re
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+
+from sksiamese._calibration import (
+    cap_per_class,
+    fit_logistic_1d,
+    fit_temperature,
+    log_class_prior,
+    select_distance_threshold,
+    select_threshold,
+)
+
+# -- thresholds ------------------------------------------------------------------
+
+
+def test_select_threshold_on_hand_built_scores():
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 0.9])
+    positive = np.array([0, 0, 1, 0, 1, 0, 1], dtype=bool)
+    # Balanced accuracy: everything above 0.25 positive gives TPR 1 and TNR
+    # 2/4 (0.75); above 0.5: TPR 2/3, TNR 3/4 (0.708).
+    assert select_threshold(scores, positive) == pytest.approx(0.25)
+    # Accuracy: 5 of 7 right above 0.85, 0.5 or 0.25; ties go to the highest.
+    assert select_threshold(scores, positive, "accuracy") == pytest.approx(0.85)
+    # F1 is best with all three positives: 2 * 3 / (2 * 3 + 2) = 0.75.
+    assert select_threshold(scores, positive, "f_beta") == pytest.approx(0.25)
+    # F0.5 favours precision: only 0.9 positive.
+    assert select_threshold(scores, positive, "f_beta", beta=0.5) == pytest.approx(0.85)
+    # At most one false positive (TNR >= 0.75): 0.6 and 0.9 found.
+    assert select_threshold(scores, positive, "max_tpr", min_tnr=0.75) == pytest.approx(
+        0.5
+    )
+    # A recall of 0.6 needs two positives; of 1.0, all three.
+    assert select_threshold(scores, positive, "max_tnr", min_tpr=0.6) == pytest.approx(
+        0.5
+    )
+    assert select_threshold(scores, positive, "max_tnr", min_tpr=1.0) == pytest.approx(
+        0.25
+    )
+    # Ties: a threshold never splits equal scores.
+    tied = select_threshold(np.array([1.0, 1.0, 2.0]), np.array([0, 1, 1], bool))
+    assert 1.0 < tied < 2.0
+    # Everything (or nothing) positive: below (above) every score.
+    lowest_positive = np.array([True, False])
+    assert select_threshold([1.0, 2.0], lowest_positive, "max_tnr") < 1.0
+    assert select_threshold([1.0, 2.0], lowest_positive) > 2.0
+    with pytest.raises(ValueError, match="both classes"):
+        select_threshold(np.array([1.0, 2.0]), np.array([True, True]))
+
+
+def test_select_distance_threshold_on_hand_built_pairs():
+    d = np.array([0.1, 0.2, 0.3, 0.3, 0.6, 0.8])
+    same = np.array([True, True, False, True, True, False])
+    # Below 0.25: 4 of 6 pairs right; below 0.7: 5 of 6.
+    assert select_distance_threshold(d, same, "accuracy") == pytest.approx(0.7)
+    # F1 is 0.89 below 0.7; with a tiny beta, precision (1) wins, at the
+    # higher recall of the two thresholds that reach it.
+    assert select_distance_threshold(d, same, "f_beta") == pytest.approx(0.7)
+    assert select_distance_threshold(d, same, "f_beta", beta=1e-3) == 0.25
+    # TNR >= 0.5 lets one different pair in; TNR = 1 none.
+    assert select_distance_threshold(d, same, "max_tpr", min_tnr=0.5) == 0.7
+    assert select_distance_threshold(d, same, "max_tpr", min_tnr=1.0) == 0.25
+    # With no bound, all same pairs are in; the last different one stays out.
+    assert select_distance_threshold(d, same, "max_tpr", min_tnr=0.0) == 0.7
+    assert select_distance_threshold(d, same, "max_tnr", min_tpr=0.5) == 0.25
+    assert select_distance_threshold(d, same, "max_tnr", min_tpr=1.0) == 0.7
+    # No pair same, or every pair: beyond the extremes, never on a pair.
+    d, same = np.array([0.1, 0.2]), np.array([False, True])
+    assert select_distance_threshold(d, same, "accuracy") == pytest.approx(-0.9)
+    assert select_distance_threshold(d, same, "max_tpr", min_tnr=0) == 1.2
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Choosing a threshold needs both same (1) and different (0) pairs; "
+            "got only different pairs."
+        ),
+    ):
+        select_distance_threshold(d, [False, False])
+
+
+# -- the probability that a pair is alike ----------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6, 1e250])
+def test_fit_logistic_1d_is_unit_free(scale):
+    """The pair calibration maps distances to the same probabilities in any
+    unit, and matches scikit-learn's lbfgs fit of the raw distances."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.RandomState(0)
+    d = np.r_[rng.gamma(2.0, 0.3, 400), rng.gamma(6.0, 0.3, 400)]
+    same = np.r_[np.ones(400), np.zeros(400)]
+    slope, intercept = fit_logistic_1d(d * scale, same)
+    reference = LogisticRegression(C=1e4).fit(d.reshape(-1, 1), same)
+    np.testing.assert_allclose(slope * scale, reference.coef_[0, 0], rtol=1e-3)
+    np.testing.assert_allclose(intercept, reference.intercept_[0], rtol=1e-3)
+
+
+def test_fit_logistic_1d_of_equal_distances_gives_the_base_rate():
+    slope, intercept = fit_logistic_1d(np.full(10, 0.5), np.r_[np.ones(3), np.zeros(7)])
+    assert slope == 0.0
+    np.testing.assert_allclose(1 / (1 + np.exp(-intercept)), 0.3)
+
+
+def test_pairs_may_choose_the_balanced_accuracy_threshold():
+    # 1 same pair among 6, behind a different one: calling both same gets
+    # as many right as calling none (5 of 6), and accuracy's ties go to the
+    # fewest pairs called same; balanced accuracy takes the same pair (TPR 1,
+    # TNR 4/5).
+    d = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    same = np.array([False, True, False, False, False, False])
+    assert select_distance_threshold(d, same, "accuracy") == pytest.approx(-0.9)
+    assert select_distance_threshold(d, same, "balanced_accuracy") == pytest.approx(
+        0.25
+    )
+
+
+# -- temperature and prior weight of the class probabilities ---------------------
+
+
+def test_fit_temperature_recovers_the_model_that_drew_the_labels():
+    """Labels drawn from softmax(-S / T + a * log(prior)) give back T and a."""
+    rng = np.random.RandomState(0)
+    prior = np.array([0.7, 0.2, 0.1])
+    S = rng.gamma(2.0, 1.0, size=(20_000, 3))
+    proba = softmax(-S / 0.5 + 0.8 * np.log(prior), axis=1)
+    codes = (rng.random_sample((len(S), 1)) > proba.cumsum(1)).sum(1)
+    temperature, scale = fit_temperature(S, codes, log_class_prior(prior))
+    assert temperature == pytest.approx(0.5, rel=0.05)
+    assert scale == pytest.approx(0.8, abs=0.1)
+
+
+def test_fit_temperature_of_separable_scores_stays_finite():
+    # Every sample nearest its own class: Platt's targets keep T above 0.
+    S = np.array([[0.0, 5.0], [0.1, 4.0], [6.0, 0.2], [5.0, 0.0]])
+    temperature, scale = fit_temperature(
+        S, np.array([0, 0, 1, 1]), log_class_prior(np.array([0.5, 0.5]))
+    )
+    assert 0 < temperature < np.inf and 0 <= scale <= 2
+
+
+def test_cap_per_class_keeps_the_class_frequencies_by_weight():
+    codes = np.repeat([0, 1, 2], [5000, 300, 10])
+    keep, weights = cap_per_class(codes, 100, np.random.RandomState(0))
+    assert np.all(np.diff(keep) > 0)
+    np.testing.assert_array_equal(np.bincount(codes[keep]), [100, 100, 10])
+    np.testing.assert_allclose(
+        np.bincount(codes[keep], weights=weights), np.bincount(codes)
+    )
+    # Nothing over the cap: every sample, weight 1.
+    keep, weights = cap_per_class(codes, 5000, np.random.RandomState(0))
+    assert len(keep) == len(codes) and np.all(weights == 1)
+
+
+def test_log_class_prior_of_an_unseen_class_is_zero():
+    np.testing.assert_array_equal(
+        log_class_prior(np.array([0.5, 0.0, 0.5])), [np.log(0.5), 0.0, np.log(0.5)]
+    )
