@@ -158,17 +158,24 @@ class _BaseSiamese(BaseEstimator):
                     f"fitted on images of shape {self.image_shape_}."
                 )
             X = X.reshape(len(X), -1)
-        kwargs = dict(
+        out = self._validate_rows(X, y, reset)
+        if reset:
+            X = out[0] if isinstance(out, tuple) else out
+            self.image_shape_ = self._resolve_image_shape(shape, X.shape[1])
+        return out
+
+    def _validate_rows(self, X, y, reset):
+        """scikit-learn's ``validate_data`` of flat rows: float, blanks (NaN)
+        allowed, two rows at least to fit."""
+        return validate_data(
+            self,
+            X,
+            y,
             reset=reset,
             dtype=[np.float64, np.float32],
             ensure_all_finite="allow-nan",
             ensure_min_samples=2 if reset else 1,
         )
-        out = validate_data(self, X, y, **kwargs)
-        if reset:
-            X = out[0] if isinstance(out, tuple) else out
-            self.image_shape_ = self._resolve_image_shape(shape, X.shape[1])
-        return out
 
     def _resolve_image_shape(self, shape, n_features):
         if shape is None and self.image_shape is not None:
@@ -257,7 +264,7 @@ class _BaseSiamese(BaseEstimator):
                 None if held is None else (Z[held], targets[held]),
                 rng,
                 device,
-                augment=None if streaming else self._augment_shape(scaler),
+                augment=self._augment_shape(scaler),
                 # partial_fit's chunks differ in size: they stay on the host.
                 batch_device=None
                 if streaming

@@ -558,26 +558,28 @@ class SiameseClassifier(
                 "partial_fit needs at least 2 samples of each of at least 2 classes "
                 "in the data seen so far; pass a larger first chunk."
             )
-        with seeded(stream.rng.randint(np.iinfo(np.int32).max), stream.device):
+        seed = stream.rng.randint(np.iinfo(np.int32).max)
+        with seeded(seed, stream.device):
             net.partial_fit(Z_all, codes_all, epochs=1)
         update_reservoir(stream, Z, codes, _RESERVOIR_SIZE)
         Z_kept, codes_kept = kept_samples(stream)
-        return self._fit_finish(
-            FitPlan(
-                Z=Z_kept,
-                targets=codes_kept,
-                codes=codes_kept,
-                classes=self.classes_,
-                train=None,
-                held=None,
-                scaler=self._scaler,
-                net=net,
-                rng=stream.rng,
-                seed=None,
-                device=stream.device,
-                class_counts=stream.seen,
-            )
+        # The references and the calibration come from the kept samples,
+        # the class frequencies from all seen.
+        plan = FitPlan(
+            Z=Z_kept,
+            targets=codes_kept,
+            codes=codes_kept,
+            classes=self.classes_,
+            train=np.arange(len(codes_kept)),
+            held=None,
+            scaler=self._scaler,
+            net=net,
+            rng=stream.rng,
+            seed=seed,
+            device=stream.device,
+            class_counts=stream.seen,
         )
+        return self._fit_finish(plan)
 
     # -- references ------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._base import _BaseSiamese
 from ._calibration import check_strategy, pair_logistic, select_distance_threshold
-from ._compat import Interval, StrOptions, _fit_context, validate_data
+from ._compat import Interval, StrOptions, _fit_context
 from ._losses import RowPairLoss
 from ._persistence import register
 
@@ -359,16 +359,10 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
             else:
                 side_shape = None
             X = X.reshape(len(X), -1)
-        kwargs = dict(
-            reset=reset,
-            dtype=[np.float64, np.float32],
-            ensure_all_finite="allow-nan",
-            ensure_min_samples=2 if reset else 1,
-        )
         if y is None:
-            X = validate_data(self, X, **kwargs)
+            X = self._validate_rows(X, "no_validation", reset)
         else:
-            X, y = validate_data(self, X, y, **kwargs)
+            X, y = self._validate_rows(X, y, reset)
         if X.shape[1] % 2:
             raise ValueError(
                 f"X has {X.shape[1]} feature(s) per row, an odd number: a row "

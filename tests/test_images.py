@@ -169,8 +169,21 @@ def test_augment_needs_images(iris):
     msg = "augment=True distorts images; use encoder='cnn', set image_shape"
     with pytest.raises(ValueError, match=re.escape(msg)):
         SiameseClassifier(augment=True, max_epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        SiameseClassifier(augment=True).partial_fit(X, y, classes=[0, 1, 2])
     with pytest.raises(ValueError, match="augment"):
         SiameseClassifier(augment="yes", max_epochs=1).fit(X, y)
+
+
+def test_partial_fit_distorts_images_as_fit_does(digits):
+    images, _, y, _ = digits
+    params = dict(CNN, max_epochs=1)
+    plain = SiameseClassifier(**params).partial_fit(images, y, classes=np.arange(10))
+    aug = SiameseClassifier(augment=True, **params)
+    aug.partial_fit(images, y, classes=np.arange(10))
+    assert aug.net_.iterator_train__augment == (1, 8, 8)
+    assert plain.net_.iterator_train__augment is None
+    assert not np.allclose(aug.transform(images[:20]), plain.transform(images[:20]))
 
 
 # -- new classes from one example each ------------------------------------------

@@ -24,21 +24,16 @@ from sksiamese._references import (
     update_reservoir,
 )
 
-TINY = dict(
-    hidden_layer_sizes=(8,),
-    embedding_dim=4,
-    max_epochs=3,
-    batch_size=16,
-    random_state=0,
-)
+# A tiny network: these tests are about how queries are scored, not learned.
+TINY = dict(hidden_layer_sizes=(8,), embedding_dim=4, max_epochs=3, random_state=0)
 
 
 @pytest.fixture(scope="module")
 def data():
+    """Three classes of 20 samples, one apart along every feature."""
     rng = np.random.RandomState(0)
     y = np.repeat([0, 1, 2], 20)
-    X = rng.normal(size=(60, 3)) + y[:, None]
-    return X, y
+    return rng.normal(size=(60, 3)) + y[:, None], y
 
 
 # -- neighbourhoods of classes of different sizes ------------------------------
