@@ -36,7 +36,7 @@ from torch import nn
 from . import __version__
 from ._losses import InBatchLoss, RowPairLoss
 from ._preprocessing import BlankAwareScaler
-from ._training import build_module, make_net, resolve_device, seeded
+from ._training import build_module, make_net, resolve_device, seeded, to_cpu
 
 FORMAT = "sksiamese-model"
 # 2: ensemble encoders (the ``n_members`` parameter) and the pair group loss
@@ -168,11 +168,11 @@ def save(estimator, path):
     if _CRITERIA.get(crit_name) is not type(criterion):
         raise TypeError(f"cannot save a net trained with the criterion {crit_name}.")
     weights = {
-        "module": _to_cpu(net.module_.state_dict()),
-        "criterion": _to_cpu(criterion.state_dict()),
+        "module": to_cpu(net.module_.state_dict()),
+        "criterion": to_cpu(criterion.state_dict()),
         # With the optimizer's moments, partial_fit goes on after a reload
         # exactly as it would have without one.
-        "optimizer": _to_cpu(net.optimizer_.state_dict()),
+        "optimizer": to_cpu(net.optimizer_.state_dict()),
     }
     seeds = {
         k: v
@@ -229,17 +229,6 @@ def save(estimator, path):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-
-
-def _to_cpu(state):
-    """A copy of a (nested) state dict with every tensor on the CPU."""
-    if isinstance(state, torch.Tensor):
-        return state.detach().cpu()
-    if isinstance(state, dict):
-        return {k: _to_cpu(v) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(_to_cpu(v) for v in state)
-    return state
 
 
 def _history_default(value):

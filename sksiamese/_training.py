@@ -40,6 +40,28 @@ from ._sampling import BalancedBatchSampler, batch_layout
 EMBED_ROWS = {"cpu": 1024, "cuda": 8192}
 
 
+def to_cpu(obj):
+    """A copy of a (nested) dict, list or tuple with every tensor on the CPU
+    (anything else as it is)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def _callback_on_cpu(callback):
+    """``callback``, or a shallow copy of it whose tensors are on the CPU."""
+    state = {k: to_cpu(v) for k, v in vars(callback).items()}
+    if all(state[k] is v for k, v in vars(callback).items()):
+        return callback
+    copied = copy.copy(callback)
+    copied.__dict__.update(state)
+    return copied
+
+
 class BalancedBatchIterator:
     """skorch ``iterator_train``: class-balanced batches from a skorch Dataset.
 
@@ -133,6 +155,18 @@ class SiameseNet(NeuralNet):
     def __init__(self, *args, mixed_precision=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.mixed_precision = mixed_precision
+
+    def __getstate__(self):
+        # skorch pickles the module, criterion and optimizer so that a net
+        # trained on a GPU loads on a machine without one; callbacks are
+        # pickled as they are, and EarlyStopping keeps the best weights on
+        # the training device: those go to the CPU.
+        state = super().__getstate__()
+        if "callbacks_" in state:
+            state["callbacks_"] = [
+                (name, _callback_on_cpu(cb)) for name, cb in state["callbacks_"]
+            ]
+        return state
 
     def _set_training(self, training=True):
         # skorch sets the mode before every step; walking the module tree each

@@ -36,10 +36,10 @@ from torch import nn
 
 from ._base import restore_on_failure
 from ._classifier import SiameseClassifier
-from ._persistence import _history_default, _to_cpu
+from ._persistence import _history_default
 from ._references import select_references
 from ._sampling import batch_layout
-from ._training import seeded
+from ._training import seeded, to_cpu
 
 __all__ = ["fit_distributed", "ray_backend", "tune_search"]
 
@@ -195,8 +195,8 @@ def _train_worker(config):
         checkpoint = None
         if rank == 0:
             state = {
-                "module": _to_cpu(module.state_dict()),
-                "optimizer": _to_cpu(net.optimizer_.state_dict()),
+                "module": to_cpu(module.state_dict()),
+                "optimizer": to_cpu(net.optimizer_.state_dict()),
             }
             torch.save(state, os.path.join(tmp, _STATE_FILE))
             with open(os.path.join(tmp, _HISTORY_FILE), "w") as f:

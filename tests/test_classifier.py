@@ -273,6 +273,59 @@ def test_model_from_a_cuda_device_predicts_on_cpu(fitted, wine, monkeypatch):
     np.testing.assert_array_equal(clone_.predict(X_test), expected)
 
 
+def _tensors(obj, seen=None):
+    """The torch tensors held by ``obj``'s attributes, dicts, lists, tuples."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors(v)]
+    if hasattr(obj, "__dict__") and not isinstance(obj, (type, torch.nn.Module)):
+        return _tensors(vars(obj))
+    return []
+
+
+def test_fitted_attributes_hold_no_tensors_outside_the_net(wine):
+    # Only the skorch net holds tensors (which skorch maps to the CPU when a
+    # model pickled on a GPU is loaded without one).
+    X_train, _, y_train, _ = wine
+    for clf in (
+        SiameseClassifier(**SMALL).fit(X_train, y_train),
+        SiameseClassifier(early_stopping=True, **SMALL).fit(X_train, y_train),
+        SiameseClassifier(**SMALL).partial_fit(X_train, y_train, classes=[0, 1, 2]),
+    ):
+        rest = {k: v for k, v in vars(clf).items() if k != "net_"}
+        assert _tensors(rest) == []
+
+
+def test_pickled_callbacks_hold_their_tensors_on_the_cpu(wine, monkeypatch):
+    # EarlyStopping keeps the best weights on the training device; pickling
+    # the net maps them to the CPU, as skorch does for the module. On a CPU
+    # machine the mapping is checked by spying on it.
+    import sksiamese._training as training
+
+    X_train, _, y_train, _ = wine
+    clf = SiameseClassifier(early_stopping=True, **SMALL).fit(X_train, y_train)
+    (stopper,) = [cb for name, cb in clf.net_.callbacks_ if name == "early_stopping"]
+    weights = stopper.best_model_weights_
+    assert _tensors(weights)
+    mapped = []
+    to_cpu = training.to_cpu
+
+    def spy(obj):
+        mapped.append(obj)
+        return to_cpu(obj)
+
+    monkeypatch.setattr(training, "to_cpu", spy)
+    again = pickle.loads(pickle.dumps(clf))
+    assert any(obj is weights for obj in mapped)
+    (copied,) = [cb for name, cb in again.net_.callbacks_ if name == "early_stopping"]
+    assert all(t.device.type == "cpu" for t in _tensors(copied.best_model_weights_))
+    # The live callback is left as it was.
+    assert stopper.best_model_weights_ is weights
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fit_on_cuda_predict_on_cpu(wine):
     X_train, X_test, y_train, _ = wine

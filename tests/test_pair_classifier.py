@@ -125,7 +125,7 @@ class _BatchLabels(Callback):
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if training:
             # Rows of the targets: same or not, then the two sides' groups.
-            self.counts.append(np.bincount(np.asarray(batch[1])[:, 0], minlength=2))
+            self.counts.append(np.bincount(batch[1][:, 0].cpu().numpy(), minlength=2))
 
 
 def test_batches_are_balanced_when_same_pairs_are_rare(digit_pairs):
