@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The checks that need a CUDA device, as one script: the test suite with CUDA
+# visible (so device="auto" picks it), repeatability of seeded fits on the
+# device, the GPU speed scripts and the Omniglot benchmark. Each step's log
+# goes to OUT_DIR; a failing step does not stop the others.
+#
+# Run: bash benchmarks/gpu_check.sh OUT_DIR [GPU_SCRIPTS_DIR] [OMNIGLOT_DIR]
+#
+# GPU_SCRIPTS_DIR holds speed.py and steps.py (the measurements of the GPU
+# issue); OMNIGLOT_DIR the Omniglot zip files. Steps whose folder is not given
+# are skipped. On a machine without CUDA the script still runs (on the CPU),
+# which is how to try it before spending device time; set QUICK=1 to shorten
+# the speed runs there, SKIP_TESTS=1 to leave out the suite (on a CPU,
+# steps.py's triplet loss at batch 1024 alone runs for over ten minutes).
+set -u
+out=${1:?usage: gpu_check.sh OUT_DIR [GPU_SCRIPTS_DIR] [OMNIGLOT_DIR]}
+scripts=${2:-}
+omniglot=${3:-}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+device=$(python -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
+n_rows=400000
+[ "${QUICK:-0}" = 1 ] && n_rows=20000
+summary="$out/summary.txt"
+: > "$summary"
+
+step() {  # step NAME COMMAND...: run, log, record the exit status
+    local name=$1
+    shift
+    local start=$SECONDS
+    "$@" > "$out/$name.log" 2>&1
+    local rc=$?
+    echo "$name: exit $rc, $((SECONDS - start)) s" | tee -a "$summary"
+}
+
+python -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')" \
+    | tee -a "$summary"
+
+[ "${SKIP_TESTS:-0}" = 1 ] || step tests python -m pytest -q -p no:cacheprovider -n 8 --dist loadfile tests \
+    --ignore=tests/test_ray.py --ignore=tests/test_dask.py -rfE
+
+step repeatability python - "$device" <<'EOF'
+import sys
+
+import numpy as np
+from sklearn.datasets import load_digits
+
+from sksiamese import SiameseClassifier, SiamesePairClassifier
+
+device = sys.argv[1]
+X, y = load_digits(return_X_y=True)
+for name, params in [
+    ("mlp", {}),
+    ("cnn", {"encoder": "cnn", "image_shape": (8, 8)}),
+    ("cnn+augment", {"encoder": "cnn", "image_shape": (8, 8), "augment": True}),
+]:
+    runs = [
+        SiameseClassifier(max_epochs=5, random_state=0, device=device, **params)
+        .fit(X, y)
+        .transform(X[:500])
+        for _ in range(2)
+    ]
+    print(f"{name}: max abs difference of two seeded fits {np.abs(runs[0] - runs[1]).max():.3g}")
+rng = np.random.RandomState(0)
+pairs = X[rng.randint(len(X), size=(2000, 2))]
+same = (y[rng.randint(len(X), size=2000)] % 2).astype(int)
+runs = [
+    SiamesePairClassifier(max_epochs=5, random_state=0, device=device)
+    .fit(pairs, same)
+    .predict_proba(pairs)
+    for _ in range(2)
+]
+print(f"pairs: max abs difference of two seeded fits {np.abs(runs[0] - runs[1]).max():.3g}")
+EOF
+
+if [ -n "$scripts" ]; then
+    step speed python "$scripts/speed.py" --device "$device" --n "$n_rows"
+    step steps python "$scripts/steps.py" --device "$device" --n "$n_rows"
+fi
+step scale python benchmarks/scale.py --sizes "$n_rows"
+if [ -n "$omniglot" ]; then
+    step omniglot python benchmarks/omniglot.py --data "$omniglot"
+fi
+echo "logs in $out"
