@@ -414,7 +414,11 @@ def load(path, *, encoder=None, device=None):
         )
     cls = _ESTIMATORS.get(metadata.get("class"))
     if cls is None:
-        fail(f"unknown estimator class {metadata.get('class')!r}")
+        fail(
+            f"unknown estimator class {metadata.get('class')!r} (this reads "
+            f"{sorted(_ESTIMATORS) or 'the classes imported so far: none'}; "
+            "use sksiamese.load, which imports them)"
+        )
     for key in ("params", "attributes", "net"):
         if not isinstance(metadata.get(key), dict):
             fail(f"metadata.json has no valid {key!r} entry")

@@ -439,3 +439,20 @@ def test_file_of_format_1_loads_and_predicts_as_it_did():
         atol=1e-7,
     )
     assert loaded.transform(X[:3]).shape == (3, 4)
+
+
+def test_load_in_a_fresh_process_finds_the_estimator_classes(tmp_path, wine):
+    # sksiamese imports its modules on first use; load must import the
+    # estimator classes it may return before reading a file.
+    import subprocess
+    import sys
+
+    X_train, _, y_train, _ = wine
+    path = tmp_path / "model.zip"
+    clf = SiameseClassifier(hidden_layer_sizes=(4,), max_epochs=1, random_state=0)
+    clf.fit(X_train, y_train).save(path)
+    code = f"import sksiamese; print(type(sksiamese.load({str(path)!r})).__name__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "SiameseClassifier"
