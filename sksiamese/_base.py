@@ -62,6 +62,11 @@ def _rows(A):
     return A.reshape(-1, A.shape[-1])
 
 
+def scale(scaler, X):
+    """``X`` (rows, or pairs ``(n, 2, d)``) scaled by ``scaler``, in its shape."""
+    return scaler.transform(_rows(X)).reshape(*X.shape[:-1], -1)
+
+
 @dataclass
 class FitPlan:
     """Everything one fit trains on and with.
@@ -248,7 +253,7 @@ class _BaseSiamese(BaseEstimator):
         else:
             train, held, targets = self._split(X, codes, rng)
         scaler = self._make_scaler().fit(_rows(X[train]))
-        Z = scaler.transform(_rows(X)).reshape(*X.shape[:-1], -1)
+        Z = scale(scaler, X)
         with seeded(seed, device):
             module = build_module(
                 self,

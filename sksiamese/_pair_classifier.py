@@ -11,7 +11,7 @@ from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._base import _BaseSiamese
+from ._base import _BaseSiamese, scale
 from ._calibration import check_strategy, pair_logistic, select_distance_threshold
 from ._compat import Interval, StrOptions, _fit_context
 from ._losses import RowPairLoss
@@ -378,8 +378,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
 
     def _scale_pairs(self, X):
         """Scaled float32 pairs of shape ``(n_pairs, 2, n_outputs)``."""
-        Z = self._scaler.transform(X.reshape(2 * len(X), -1))
-        return Z.reshape(len(X), 2, -1)
+        return scale(self._scaler, X)
 
     def _holdout_split(self, same, items, rng):
         """(train, held-out) pair indices, or (all, None) when too few pairs.
