@@ -64,15 +64,23 @@ def triplet_loss(D, y, margin=1.0, sample_weight=None):
     pos = same & ~eye
     if not pos.any() or same.all():
         return D.sum() * 0.0
+    neg = ~same
+    # Each anchor's negatives in ascending order, the other samples last; for
+    # every pair (a, j), the first of a's negatives farther than d(a, j) by a
+    # binary search. O(batch^2 log batch) time and O(batch^2) memory, where
+    # comparing every triplet would take O(batch^3) of both.
+    inf = torch.finfo(D.dtype).max
+    S = torch.where(neg, D, inf).sort(dim=-1).values
+    n_neg = neg.sum(dim=1)
+    first = torch.searchsorted(
+        S.detach().contiguous(), D.detach().contiguous(), right=True
+    )
+    closest_semi_hard = S.gather(-1, first.clamp(max=len(y) - 1))
+    hardest = S.gather(-1, (n_neg - 1).expand(*S.shape[:-2], -1)[..., None])
+    d_neg = torch.where(first < n_neg[:, None], closest_semi_hard, hardest)
     anchor, positive = pos.nonzero(as_tuple=True)
     d_ap = D[..., anchor, positive]
-    d_an = D[..., anchor, :]  # (..., n_triplets, batch)
-    neg = ~same[anchor]
-    inf = torch.finfo(D.dtype).max
-    semi_hard = neg & (d_an > d_ap[..., None])
-    closest_semi_hard = torch.where(semi_hard, d_an, inf).min(dim=-1).values
-    hardest = torch.where(neg, d_an, -inf).max(dim=-1).values
-    d_neg = torch.where(semi_hard.any(dim=-1), closest_semi_hard, hardest)
+    d_neg = d_neg[..., anchor, positive]
     values = F.relu(d_ap - d_neg + margin)
     return _weighted_mean(
         values, None if sample_weight is None else sample_weight[anchor]
