@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA device, as one script: the test suite with CUDA
 # visible (so device="auto" picks it), repeatability of seeded fits on the
-# device, the GPU speed scripts and the Omniglot benchmark. Each step's log
-# goes to OUT_DIR; a failing step does not stop the others.
+# device, the GPU speed scripts, throughput.py at batch 128 and 1024 and the
+# Omniglot benchmark. Each step's log goes to OUT_DIR; a failing step does not
+# stop the others.
 #
 # Run: bash benchmarks/gpu_check.sh OUT_DIR [GPU_SCRIPTS_DIR] [OMNIGLOT_DIR]
 #
@@ -78,6 +79,10 @@ if [ -n "$scripts" ]; then
     step steps python "$scripts/steps.py" --device "$device" --n "$n_rows"
 fi
 step scale python benchmarks/scale.py --sizes "$n_rows"
+tp_rows=100000
+[ "${QUICK:-0}" = 1 ] && tp_rows=5000
+step throughput python benchmarks/throughput.py --device "$device" --n-samples "$tp_rows"
+step throughput_b1024 python benchmarks/throughput.py --device "$device" --n-samples "$tp_rows" --batch-size 1024
 if [ -n "$omniglot" ]; then
     step omniglot python benchmarks/omniglot.py --data "$omniglot"
 fi

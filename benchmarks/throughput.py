@@ -36,7 +36,13 @@ the input before, embedding all rows, choosing references and calibrating after
 estimator's default is 30); ``--epochs 3`` shows that cost's larger share
 in a very short one.
 
-Run: ``python benchmarks/throughput.py [--n-samples 100000] [--epochs 10]``
+``--device cuda`` runs both sides on a GPU: the plain loop keeps the training
+data on the device (as ``SiameseClassifier`` does when they fit), the plain
+forward pass copies blocks of 65,536 rows in and the embeddings out once, and
+every timing waits for the device to finish.
+
+Run: ``python benchmarks/throughput.py [--n-samples 100000] [--epochs 10]
+[--device cpu]``
 """
 
 import argparse
@@ -54,35 +60,48 @@ from sksiamese._references import _MAX_NEIGHBOURHOOD
 from sksiamese._training import fused_optimizer
 
 
-def plain_fit(X, y, epochs, batch_size, seed, same_optimizer=True):
+def sync(device):
+    """Wait for the device's queued work, so that a timing includes it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_fit(X, y, epochs, batch_size, seed, same_optimizer=True, device="cpu"):
     """``same_optimizer``: AdamW as SiameseClassifier builds it (fused kernel
     where PyTorch has one), else AdamW's default implementation."""
     torch.manual_seed(seed)
-    module = SiameseModule(MLPEncoder(X.shape[1], (128, 64), 32))
+    module = SiameseModule(MLPEncoder(X.shape[1], (128, 64), 32)).to(device)
     criterion = InBatchLoss(SiameseClassifier().loss)
-    fused = same_optimizer and fused_optimizer(module, "cpu")
+    fused = same_optimizer and fused_optimizer(module, device)
     opt = torch.optim.AdamW(
         module.parameters(), lr=1e-3, weight_decay=1e-4, fused=fused or None
     )
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    Xt, yt = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
     module.train()
     for _ in range(epochs):
-        perm = torch.randperm(len(Xt))
+        perm = torch.randperm(len(Xt), device=device)
         for start in range(0, len(Xt), batch_size):
             idx = perm[start : start + batch_size]
             opt.zero_grad()
             loss = criterion(module(Xt[idx]), yt[idx], module)
             loss.backward()
             opt.step()
+    sync(device)
     return module
 
 
 @torch.inference_mode()
-def plain_forward(module, X, batch_size=4096):
+def plain_forward(module, X):
+    """Embeddings of the host array ``X``, on the module's device."""
     module.eval()
+    device = next(module.parameters()).device
+    batch_size = 4096 if device.type == "cpu" else 65536
     Xt = torch.from_numpy(X)
     return torch.cat(
-        [module(Xt[s : s + batch_size]) for s in range(0, len(Xt), batch_size)]
+        [
+            module(Xt[s : s + batch_size].to(device, non_blocking=True))
+            for s in range(0, len(Xt), batch_size)
+        ]
     )
 
 
@@ -95,9 +114,9 @@ def plain_predict_proba(
     them), and a softmax with the prior term: what predict_proba computes,
     written plainly."""
     E = plain_forward(module, X).double()
-    R = torch.from_numpy(R).double()
-    weights = torch.from_numpy(weights).double()
-    r_codes = torch.from_numpy(r_codes)
+    R = torch.from_numpy(R).double().to(E.device)
+    weights = torch.from_numpy(weights).double().to(E.device)
+    r_codes = torch.from_numpy(r_codes).to(E.device)
     counts = torch.bincount(r_codes, minlength=n_classes)
     share = min(k / counts.min().item(), _MAX_NEIGHBOURHOOD)
     scores = []
@@ -116,8 +135,10 @@ def plain_predict_proba(
         cover = total[:, kc - 1].clamp(min=want)
         take = torch.minimum((cover[:, None] - total + w).clamp(min=0), w)
         scores.append((take * d).sum(1) / take.sum(1))
-    logits = -torch.stack(scores, 1) / temperature + torch.from_numpy(log_prior)
-    return torch.softmax(logits, dim=1).numpy()
+    logits = -torch.stack(scores, 1) / temperature + torch.from_numpy(log_prior).to(
+        E.device
+    )
+    return torch.softmax(logits, dim=1).cpu().numpy()
 
 
 def race(fns, repeat):
@@ -140,7 +161,11 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)"
+    )
     args = parser.parse_args(argv)
+    device = args.device
 
     X, y = make_classification(
         args.n_samples,
@@ -158,6 +183,7 @@ def main(argv=None):
         early_stopping=False,
         validation_fraction=0.0,
         random_state=0,
+        device=device,
     )
     # skorch's own timing of each fit's epochs: the training loop without the
     # set-up before and the references and calibration after.
@@ -171,8 +197,8 @@ def main(argv=None):
     # PyTorch has one; also timed with AdamW's defaults, as most loops are.
     (t_plain, t_default, t_fit), (module, _, _) = race(
         [
-            lambda: plain_fit(X, y, args.epochs, args.batch_size, 0),
-            lambda: plain_fit(X, y, args.epochs, args.batch_size, 0, False),
+            lambda: plain_fit(X, y, args.epochs, args.batch_size, 0, device=device),
+            lambda: plain_fit(X, y, args.epochs, args.batch_size, 0, False, device),
             siamese_fit,
         ],
         args.repeat,
@@ -190,8 +216,8 @@ def main(argv=None):
 
     (t_fwd, t_scaled_fwd, t_transform), _ = race(
         [
-            lambda: plain_forward(module, X),
-            lambda: plain_forward(module, plain_scale(X)),
+            lambda: plain_forward(module, X).cpu(),
+            lambda: plain_forward(module, plain_scale(X)).cpu(),
             lambda: clf.transform(X),
         ],
         n_turns,
@@ -241,8 +267,8 @@ def main(argv=None):
     ]
     print(
         f"{args.n_samples} samples x {args.n_features} features, {args.epochs} "
-        f"epochs, batch {args.batch_size}, torch threads {torch.get_num_threads()}, "
-        f"best of {args.repeat}"
+        f"epochs, batch {args.batch_size}, device {device}, torch threads "
+        f"{torch.get_num_threads()}, best of {args.repeat}"
     )
     print(f"{'stage':<8} {'what':<26} {'samples/s':>12} {'ratio':>7}")
     for stage, what, rate, ratio in rows:
