@@ -38,6 +38,8 @@ from ._sampling import BalancedBatchSampler, batch_layout
 # plain forward pass (256 rows ran transform at half the speed of 1024); on a
 # GPU enough to keep it busy.
 EMBED_ROWS = {"cpu": 1024, "cuda": 8192}
+# Rows of embeddings gathered on the device before one copy to the host.
+_EMBED_COPY_ROWS = 1 << 20
 
 
 def to_cpu(obj):
@@ -248,7 +250,9 @@ class SiameseNet(NeuralNet):
         module.eval()
         if batch_size is None:
             batch_size = EMBED_ROWS[torch.device(self.device).type]
-        out = []
+        # Blocks stay on the device and go back to the host together, a copy
+        # (and a wait for the device) per _EMBED_COPY_ROWS rows, not per block.
+        out, pending = [], []
         for start in range(0, len(X), batch_size):
             xb = X[start : start + batch_size]
             if prepare is not None:
@@ -257,7 +261,12 @@ class SiameseNet(NeuralNet):
             n = len(xb)
             if n < batch_size:
                 xb = torch.cat([xb, xb.new_zeros((batch_size - n, *xb.shape[1:]))])
-            out.append(module(xb)[:n].float().cpu())
+            pending.append(module(xb)[:n])
+            if len(pending) * batch_size >= _EMBED_COPY_ROWS:
+                out.append(torch.cat(pending).float().cpu())
+                pending = []
+        if pending:
+            out.append(torch.cat(pending).float().cpu())
         E = torch.cat(out)
         # A sum is finite exactly when every value is, unless the sum itself
         # overflows; one cheap pass decides, the exact check runs only then.

@@ -14,7 +14,12 @@ from sklearn.exceptions import NotFittedError
 from skorch import NeuralNet
 from skorch.callbacks import Callback
 
-from sksiamese import SiameseClassifier, SiamesePairClassifier, TrainingDivergedError
+from sksiamese import (
+    SiameseClassifier,
+    SiamesePairClassifier,
+    TrainingDivergedError,
+    _training,
+)
 
 TINY = dict(
     hidden_layer_sizes=(8,),
@@ -243,6 +248,20 @@ def test_same_random_state_gives_identical_fits(data):
         )
     np.testing.assert_array_equal(first.references_, second.references_)
     assert first.temperature_ == second.temperature_
+
+
+def test_embeddings_copied_back_in_parts_are_the_same(data, monkeypatch):
+    # Embedded blocks wait on the device and go back to the host together;
+    # with a copy after every block, the rows must come back the same, in order.
+    X, y = data
+    clf = SiameseClassifier(**TINY).fit(X, y)
+    X_big = np.tile(X, (2500 // len(X) + 1, 1))[:2500]
+    whole = clf.transform(X_big)
+    monkeypatch.setattr(_training, "_EMBED_COPY_ROWS", 1)
+    monkeypatch.setitem(_training.EMBED_ROWS, "cpu", 1000)
+    parts = clf.transform(X_big)
+    assert parts.shape == (2500, whole.shape[1])
+    np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)
 
 
 def test_pickle_round_trip_gives_identical_outputs(data):
