@@ -438,13 +438,23 @@ def seeded(seed, device):
     threads (a search on joblib's threading backend, an in-process Dask
     cluster) take turns: otherwise one fit would reseed another's generator
     halfway through and ``random_state`` would not repeat a fit.
+
+    On a CUDA device, cuDNN also runs deterministic algorithms for the block
+    (its autotuner off), as convolutions' backward passes otherwise sum in
+    an order that changes from run to run; its settings are restored after.
     """
-    devices = (
-        list(range(torch.cuda.device_count())) if device.startswith("cuda") else []
-    )
+    cuda = device.startswith("cuda")
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    cudnn = torch.backends.cudnn
     with _TORCH_RNG_LOCK, torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+        saved = cudnn.deterministic, cudnn.benchmark
+        if cuda:
+            cudnn.deterministic, cudnn.benchmark = True, False
+        try:
+            torch.manual_seed(seed)
+            yield
+        finally:
+            cudnn.deterministic, cudnn.benchmark = saved
 
 
 # -- the factories: module and net from an estimator's parameters ---------------

@@ -1,5 +1,6 @@
 """Images: the CNN encoder, augmentation, new classes, and the Omniglot loaders."""
 
+import contextlib
 import io
 import os
 import re
@@ -14,6 +15,7 @@ from sklearn.model_selection import train_test_split
 
 from sksiamese import SiameseClassifier
 from sksiamese._augment import random_affine
+from sksiamese._training import seeded
 from sksiamese.datasets import load_omniglot_background, load_omniglot_one_shot
 from sksiamese.datasets._omniglot import _decode_png
 
@@ -149,6 +151,27 @@ def test_random_affine_is_seeded():
     a = random_affine(batch, (1, 8, 8), torch.Generator().manual_seed(3))
     b = random_affine(batch, (1, 8, 8), torch.Generator().manual_seed(3))
     torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_seeded_cuda_fit_runs_cudnn_deterministically_then_restores(fails):
+    # Two seeded CNN fits differed on a GPU: cuDNN's autotuner and its
+    # non-deterministic backward kernels. A fit on CUDA switches both for its
+    # duration only (CUDA itself is not needed to see the switch).
+    cudnn = torch.backends.cudnn
+    before = cudnn.deterministic, cudnn.benchmark
+    cudnn.benchmark = True
+    try:
+        with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+            with seeded(0, "cuda"):
+                assert cudnn.deterministic and not cudnn.benchmark
+                if fails:
+                    raise RuntimeError("the fit failed")
+        assert (cudnn.deterministic, cudnn.benchmark) == (before[0], True)
+        with seeded(0, "cpu"):
+            assert (cudnn.deterministic, cudnn.benchmark) == (before[0], True)
+    finally:
+        cudnn.deterministic, cudnn.benchmark = before
 
 
 def test_augment_trains_repeatably_and_changes_training(fitted_cnn, digits):
