@@ -13,6 +13,9 @@
 # which is how to try it before spending device time; set QUICK=1 to shorten
 # the speed runs there, SKIP_TESTS=1 to leave out the suite (on a CPU,
 # steps.py's triplet loss at batch 1024 alone runs for over ten minutes).
+# ONLY="tests repeatability" runs just the steps named (tests, repeatability,
+# speed, steps, scale, throughput, throughput_b1024, omniglot), to split the
+# checks over several calls of a time-limited machine.
 set -u
 out=${1:?usage: gpu_check.sh OUT_DIR [GPU_SCRIPTS_DIR] [OMNIGLOT_DIR]}
 scripts=${2:-}
@@ -28,6 +31,9 @@ summary="$out/summary.txt"
 step() {  # step NAME COMMAND...: run, log, record the exit status
     local name=$1
     shift
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then
+        return
+    fi
     local start=$SECONDS
     "$@" > "$out/$name.log" 2>&1
     local rc=$?
