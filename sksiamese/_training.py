@@ -262,12 +262,13 @@ class SiameseNet(NeuralNet):
             if n < batch_size:
                 xb = torch.cat([xb, xb.new_zeros((batch_size - n, *xb.shape[1:]))])
             pending.append(module(xb)[:n])
-            if len(pending) * batch_size >= _EMBED_COPY_ROWS:
+            last = start + batch_size >= len(X)
+            if last or len(pending) * batch_size >= _EMBED_COPY_ROWS:
                 out.append(torch.cat(pending).float().cpu())
                 pending = []
-        if pending:
-            out.append(torch.cat(pending).float().cpu())
-        E = torch.cat(out)
+        # One group (inputs under _EMBED_COPY_ROWS rows) is the result as it is:
+        # on a CPU, concatenating it again would copy every embedding twice.
+        E = out[0] if len(out) == 1 else torch.cat(out)
         # A sum is finite exactly when every value is, unless the sum itself
         # overflows; one cheap pass decides, the exact check runs only then.
         if not torch.isfinite(E.sum()):
