@@ -160,7 +160,7 @@ def select_distance_threshold(
     strategy : {"accuracy", "balanced_accuracy", "f_beta", "max_tpr", "max_tnr"}, \
             default="accuracy"
     beta, min_tnr, min_tpr : float
-        As in ``calibrate_threshold``.
+        As in :func:`select_threshold`.
 
     Returns
     -------
@@ -183,8 +183,6 @@ def select_distance_threshold(
             "Choosing a threshold needs both same (1) and different (0) pairs; "
             f"got only {'same' if same.any() else 'different'} pairs."
         )
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}.")
     # "same" when d < threshold is "positive" when -d > -threshold.
     return -select_threshold(
         -d, same, strategy, beta=beta, min_tnr=min_tnr, min_tpr=min_tpr
