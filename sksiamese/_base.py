@@ -222,7 +222,8 @@ class _BaseSiamese(BaseEstimator):
     def _embed(self, X):
         """Embeddings of validated, unscaled rows ``X`` of a fitted estimator
         (scaled block by block while embedding)."""
-        return self.net_.embed(X, prepare=self._scaler.tensor_transform())
+        prepare = self._scaler.tensor_transform(self.net_.device)
+        return self.net_.embed(X, prepare=prepare)
 
     # -- the fit skeleton ------------------------------------------------------
 

@@ -16,6 +16,12 @@ def shared_tensor(array):
         return torch.as_tensor(array)
 
 
+_TOO_LARGE = (
+    "X holds values too large to scale for float32 computation "
+    "(after scaling some exceed 3e38). Rescale or clip the input."
+)
+
+
 class BlankAwareScaler:
     """Scale features and encode blanks (NaN) as value 0 plus a "was blank" flag.
 
@@ -119,76 +125,15 @@ class BlankAwareScaler:
 
     def transform(self, X):
         """Return a float32 array of ``n_features + n_blank_columns`` columns."""
-        if self.scaling == "robust":
-            mean, scale = self._tensor_params(X.dtype)
-            if not (X.flags.c_contiguous or X.flags.f_contiguous):
-                X = np.ascontiguousarray(X)  # torch takes no negative strides
-            Z, t, finite = _robust_block(shared_tensor(X), mean, scale)
-            if finite:
-                Z = _clip_with(Z, t)
-            else:  # blanks stay NaN; values whose square overflows become +-3
-                over, sign = torch.isinf(t), torch.sign(Z)
-                Z = torch.where(over, 3.0 * sign, _clip_with(Z, t))
-            Z = Z.to(torch.float32).numpy()
-        else:
-            with np.errstate(over="ignore", invalid="ignore"):
-                Z = X - self.center_.astype(X.dtype)
-                Z /= self.scale_.astype(X.dtype)
-                Z = Z.astype(np.float32, copy=False)
-        # One pass when everything is finite, the common case.
-        blank = None
-        if not np.isfinite(Z).all():
-            blank = np.isnan(Z)
-            Z[blank] = 0.0
-            if not np.isfinite(Z).all():
-                raise ValueError(
-                    "X holds values too large to scale for float32 computation "
-                    "(after scaling some exceed 3e38). Rescale or clip the input."
-                )
-        if len(self.blank_columns_):
-            if blank is None:
-                flags = np.zeros((len(Z), len(self.blank_columns_)), np.float32)
-            else:
-                flags = blank[:, self.blank_columns_].astype(np.float32)
-            Z = np.hstack([Z, flags])
-        return np.ascontiguousarray(Z)
+        blocks = BlockTransform(self)
+        Z = blocks(X)
+        blocks.check()
+        return Z.numpy()
 
-    def tensor_transform(self):
-        """A function of a block of rows that returns ``transform(block)`` as a
-        float32 tensor, computed with torch when the block is finite.
-
-        Torch's vectorised kernels scale a block several times faster than
-        numpy's temporaries, which matters when prediction is little more than
-        one small forward pass. The operations are those of :meth:`transform`
-        (subtract, divide, clip, cast), so the values are identical; blocks with
-        blanks or values that overflow take :meth:`transform` itself.
-        """
-        params = {
-            dtype: self._tensor_params(dtype) for dtype in (np.float32, np.float64)
-        }
-        n_flags = len(self.blank_columns_)
-        robust = self.scaling == "robust"
-
-        def prepare(X):
-            if X.dtype.type in params and X.flags.c_contiguous:
-                mean, scale = params[X.dtype.type]
-                if robust:
-                    # Finite t (checked by one sum) means finite clipped values.
-                    Z, t, finite = _robust_block(shared_tensor(X), mean, scale)
-                    if finite:
-                        Z = _clip_with(Z, t).to(torch.float32)
-                else:
-                    Z = (shared_tensor(X) - mean).div_(scale).to(torch.float32)
-                    # A sum is finite only if every value is (a float32 overflow
-                    # of the sum itself just sends the block to the careful path).
-                    finite = bool(torch.isfinite(Z.sum()))
-                if finite:
-                    if n_flags:
-                        Z = torch.cat([Z, Z.new_zeros((len(Z), n_flags))], dim=1)
-                    return Z
-            return torch.from_numpy(self.transform(X))
-
-        return prepare
+    def tensor_transform(self, device="cpu"):
+        """A :class:`BlockTransform`: :meth:`transform` of blocks of rows,
+        computed with torch on ``device``, returning float32 tensors there."""
+        return BlockTransform(self, device)
 
     def _tensor_params(self, dtype):
         """``center_`` and ``scale_`` as tensors of ``dtype`` (statistics beyond
@@ -200,16 +145,62 @@ class BlankAwareScaler:
             )
 
 
-def _robust_block(X, median, spread):
-    """The first half of robust scaling, on a tensor: ``Z = (X - median) /
-    spread`` and ``t = 1 + Z**2 / 9``, and whether ``t`` is all finite (no
-    blank, no square beyond the float range). :func:`_clip_with` completes it.
+class BlockTransform:
+    """:meth:`BlankAwareScaler.transform` of blocks of rows, on a device.
+
+    Calling it with a block (a float numpy array) returns the block's scaled
+    rows and "was blank" flags as a float32 tensor on ``device``: the raw block
+    goes to the device and is scaled there, so a GPU receives the data once and
+    scales it with its own kernels. The operations are those of ``transform``
+    (subtract, divide, clip, cast, blanks to 0), so the values are identical on
+    a CPU. No step waits for the device: values too large for float32 after
+    scaling are recorded, and :meth:`check`, called after the last block,
+    raises ``transform``'s error for them.
+
+    Torch's vectorised kernels also scale a block several times faster than
+    numpy's temporaries on a CPU, which matters when prediction is little more
+    than one small forward pass.
     """
-    Z = (X - median).div_(spread)
-    t = torch.addcmul(torch.ones((), dtype=Z.dtype), Z, Z, value=1 / 9)
-    return Z, t, bool(torch.isfinite(t.sum()))
 
+    def __init__(self, scaler, device="cpu"):
+        self.device = torch.device(device)
+        self._params = {
+            dtype: tuple(t.to(self.device) for t in scaler._tensor_params(dtype))
+            for dtype in (np.float32, np.float64)
+        }
+        self._robust = scaler.scaling == "robust"
+        self._flags = torch.as_tensor(scaler.blank_columns_, dtype=torch.long)
+        self._flags = self._flags.to(self.device)
+        self._overflow = None
 
-def _clip_with(Z, t):
-    """Smooth clipping ``Z / sqrt(1 + (Z / 3) ** 2)``, in place, from ``t``."""
-    return Z.mul_(t.rsqrt_())
+    def __call__(self, X):
+        if X.dtype.type not in self._params:
+            X = X.astype(np.float64)
+        if not X.flags.c_contiguous:
+            X = np.ascontiguousarray(X)  # torch takes no negative strides
+        center, scale = self._params[X.dtype.type]
+        Z = (shared_tensor(X).to(self.device, non_blocking=True) - center).div_(scale)
+        if self._robust:
+            # Smooth clipping Z / sqrt(1 + (Z / 3) ** 2); a square beyond the
+            # float range (t infinite) means a value far out: +-3.
+            t = torch.addcmul(
+                torch.ones((), dtype=Z.dtype, device=Z.device), Z, Z, value=1 / 9
+            )
+            over, sign = torch.isinf(t), torch.sign(Z)
+            Z = torch.where(over, 3.0 * sign, Z.mul_(t.rsqrt_()))
+        Z = Z.to(torch.float32)
+        blank = torch.isnan(Z)
+        Z = Z.masked_fill_(blank, 0.0)
+        overflow = torch.isinf(Z).any()
+        self._overflow = (
+            overflow if self._overflow is None else self._overflow | overflow
+        )
+        if len(self._flags):
+            Z = torch.cat([Z, blank[:, self._flags].to(torch.float32)], dim=1)
+        return Z
+
+    def check(self):
+        """Raise ``transform``'s ValueError if a block held values too large
+        for float32 after scaling (one wait for the device, at the end)."""
+        if self._overflow is not None and bool(self._overflow):
+            raise ValueError(_TOO_LARGE)

@@ -236,8 +236,11 @@ class SiameseNet(NeuralNet):
         """Embeddings of the rows of ``X`` as a float32 numpy array.
 
         ``X`` holds float32 encoder inputs, or raw rows that ``prepare`` turns
-        into them block by block (scaling a block that sits in the CPU cache is
-        faster than scaling the whole array first).
+        into them block by block, as tensors on the device (scaling a block
+        that sits in the CPU cache is faster than scaling the whole array
+        first; on a GPU the device scales). A ``prepare`` with a ``check``
+        method (:class:`~sksiamese._preprocessing.BlockTransform`) has it
+        called after the last block.
 
         Every forward pass gets blocks of the same number of rows
         (``batch_size``, by default :data:`EMBED_ROWS` of the device), the
@@ -266,6 +269,8 @@ class SiameseNet(NeuralNet):
             if last or len(pending) * batch_size >= _EMBED_COPY_ROWS:
                 out.append(torch.cat(pending).float().cpu())
                 pending = []
+        if hasattr(prepare, "check"):
+            prepare.check()  # errors of the input, before those of the output
         # One group (inputs under _EMBED_COPY_ROWS rows) is the result as it is:
         # on a CPU, concatenating it again would copy every embedding twice.
         E = out[0] if len(out) == 1 else torch.cat(out)

@@ -18,21 +18,41 @@ def _rows(dtype, blanks, seed=0):
     return X.astype(dtype)
 
 
+def _reference_transform(scaler, X):
+    """``BlankAwareScaler.transform`` written out in numpy."""
+    with np.errstate(all="ignore"):
+        center = np.asarray(scaler.center_).astype(X.dtype)
+        Z = (X - center) / np.asarray(scaler.scale_).astype(X.dtype)
+        if scaler.scaling == "robust":
+            t = 1 + Z * Z * X.dtype.type(1 / 9)
+            Z = np.where(np.isinf(t), 3 * np.sign(Z), Z * (1 / np.sqrt(t)))
+        Z = Z.astype(np.float32)
+    blank = np.isnan(Z)
+    Z[blank] = 0.0
+    return np.hstack([Z, blank[:, scaler.blank_columns_]]).astype(np.float32)
+
+
 @pytest.mark.parametrize("scaling", ["robust", "standard", "global", None])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("blanks_in_fit", [False, True])
-def test_tensor_transform_equals_transform(scaling, dtype, blanks_in_fit):
+def test_transform_and_block_transform_compute_the_scaling(
+    scaling, dtype, blanks_in_fit
+):
     scaler = BlankAwareScaler(scaling).fit(_rows(dtype, blanks_in_fit))
     prepare = scaler.tensor_transform()
     for X in (
-        _rows(dtype, blanks=False, seed=1),  # the torch path
-        _rows(dtype, blanks=True, seed=2),  # blanks: the numpy path
+        _rows(dtype, blanks=False, seed=1),
+        _rows(dtype, blanks=True, seed=2),
         np.asfortranarray(_rows(dtype, blanks=False, seed=3)),  # not C-ordered
         _rows(dtype, blanks=False, seed=4)[::-2],  # negative strides
     ):
+        expected = _reference_transform(scaler, X)
         Z = prepare(X)
         assert isinstance(Z, torch.Tensor) and Z.dtype == torch.float32
-        np.testing.assert_array_equal(Z.numpy(), scaler.transform(X))
+        # Within two float32 rounding steps (torch fuses 1 + Z * Z / 9).
+        np.testing.assert_allclose(Z.numpy(), expected, rtol=3e-7, atol=0)
+        np.testing.assert_array_equal(scaler.transform(X), Z.numpy())
+    prepare.check()  # nothing too large
 
 
 def test_tensor_transform_of_read_only_rows_does_not_warn():
@@ -45,10 +65,17 @@ def test_tensor_transform_of_read_only_rows_does_not_warn():
     np.testing.assert_array_equal(Z.numpy(), scaler.transform(X))
 
 
-def test_tensor_transform_refuses_values_too_large_for_float32():
+def test_values_too_large_for_float32_are_refused_after_the_last_block():
     scaler = BlankAwareScaler().fit(np.array([[0.0], [1.0], [2.0]]))
     with pytest.raises(ValueError, match="too large to scale"):
-        scaler.tensor_transform()(np.array([[1e300]]))
+        scaler.transform(np.array([[1.0], [1e300]]))
+    # Block by block, nothing waits for the device: check() raises at the end.
+    prepare = scaler.tensor_transform()
+    prepare(np.array([[1.0]]))
+    prepare(np.array([[1e300]]))
+    prepare(np.array([[2.0]]))
+    with pytest.raises(ValueError, match="too large to scale"):
+        prepare.check()
 
 
 def test_robust_scaling_centres_spreads_and_clips():
