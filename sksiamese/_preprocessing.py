@@ -153,16 +153,17 @@ class BlockTransform:
     goes to the device and is scaled there, so a GPU receives the data once and
     scales it with its own kernels. The operations are those of ``transform``
     (subtract, divide, clip, cast, blanks to 0), so the values are identical on
-    a CPU. No step waits for the device: values too large for float32 after
-    scaling are recorded, and :meth:`check`, called after the last block,
-    raises ``transform``'s error for them.
+    a CPU.
 
-    Torch's vectorised kernels also scale a block several times faster than
-    numpy's temporaries on a CPU, which matters when prediction is little more
-    than one small forward pass.
+    ``check_each_block`` (default: on a CPU) looks at each block once for
+    blanks and values out of range, and scales a clean block, the common case,
+    without the passes those need; elsewhere that look would wait for the
+    device, so every block takes those passes and values too large for float32
+    after scaling are only recorded: :meth:`check`, called after the last
+    block, raises ``transform``'s error for them.
     """
 
-    def __init__(self, scaler, device="cpu"):
+    def __init__(self, scaler, device="cpu", check_each_block=None):
         self.device = torch.device(device)
         self._params = {
             dtype: tuple(t.to(self.device) for t in scaler._tensor_params(dtype))
@@ -171,6 +172,9 @@ class BlockTransform:
         self._robust = scaler.scaling == "robust"
         self._flags = torch.as_tensor(scaler.blank_columns_, dtype=torch.long)
         self._flags = self._flags.to(self.device)
+        if check_each_block is None:
+            check_each_block = self.device.type == "cpu"
+        self._check_each_block = check_each_block
         self._overflow = None
 
     def __call__(self, X):
@@ -183,24 +187,46 @@ class BlockTransform:
         if self._robust:
             # Smooth clipping Z / sqrt(1 + (Z / 3) ** 2); a square beyond the
             # float range (t infinite) means a value far out: +-3.
-            t = torch.addcmul(
-                torch.ones((), dtype=Z.dtype, device=Z.device), Z, Z, value=1 / 9
-            )
+            one = torch.ones((), dtype=Z.dtype, device=Z.device)
+            t = torch.addcmul(one, Z, Z, value=1 / 9)
+            # A sum is finite only if every value is (a float overflow of the
+            # sum itself just sends the block the careful way).
+            if self._check_each_block and bool(torch.isfinite(t.sum())):
+                return self._with_flags(Z.mul_(t.rsqrt_()).to(torch.float32))
             over, sign = torch.isinf(t), torch.sign(Z)
             Z = torch.where(over, 3.0 * sign, Z.mul_(t.rsqrt_()))
         Z = Z.to(torch.float32)
+        if (
+            self._check_each_block
+            and not self._robust
+            and bool(torch.isfinite(Z.sum()))
+        ):
+            return self._with_flags(Z)
         blank = torch.isnan(Z)
         Z = Z.masked_fill_(blank, 0.0)
         overflow = torch.isinf(Z).any()
-        self._overflow = (
-            overflow if self._overflow is None else self._overflow | overflow
-        )
-        if len(self._flags):
-            Z = torch.cat([Z, blank[:, self._flags].to(torch.float32)], dim=1)
-        return Z
+        if self._check_each_block:
+            if overflow:
+                raise ValueError(_TOO_LARGE)
+        else:
+            self._overflow = (
+                overflow if self._overflow is None else self._overflow | overflow
+            )
+        return self._with_flags(Z, blank)
+
+    def _with_flags(self, Z, blank=None):
+        """``Z`` and its "was blank" columns (zeros for a block without blanks)."""
+        if not len(self._flags):
+            return Z
+        if blank is None:
+            flags = Z.new_zeros((len(Z), len(self._flags)))
+        else:
+            flags = blank[:, self._flags].to(torch.float32)
+        return torch.cat([Z, flags], dim=1)
 
     def check(self):
         """Raise ``transform``'s ValueError if a block held values too large
-        for float32 after scaling (one wait for the device, at the end)."""
+        for float32 after scaling (one wait for the device, at the end; blocks
+        checked one by one have raised already)."""
         if self._overflow is not None and bool(self._overflow):
             raise ValueError(_TOO_LARGE)

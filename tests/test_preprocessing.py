@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sksiamese import SiameseClassifier
-from sksiamese._preprocessing import BlankAwareScaler
+from sksiamese._preprocessing import BlankAwareScaler, BlockTransform
 
 
 def _rows(dtype, blanks, seed=0):
@@ -35,11 +35,14 @@ def _reference_transform(scaler, X):
 @pytest.mark.parametrize("scaling", ["robust", "standard", "global", None])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("blanks_in_fit", [False, True])
+@pytest.mark.parametrize("check_each_block", [True, False])
 def test_transform_and_block_transform_compute_the_scaling(
-    scaling, dtype, blanks_in_fit
+    scaling, dtype, blanks_in_fit, check_each_block
 ):
+    """Both ways (a CPU's check of each block, a GPU's passes that need no
+    check), with and without blanks, give the numpy reference."""
     scaler = BlankAwareScaler(scaling).fit(_rows(dtype, blanks_in_fit))
-    prepare = scaler.tensor_transform()
+    prepare = BlockTransform(scaler, check_each_block=check_each_block)
     for X in (
         _rows(dtype, blanks=False, seed=1),
         _rows(dtype, blanks=True, seed=2),
@@ -69,8 +72,11 @@ def test_values_too_large_for_float32_are_refused_after_the_last_block():
     scaler = BlankAwareScaler().fit(np.array([[0.0], [1.0], [2.0]]))
     with pytest.raises(ValueError, match="too large to scale"):
         scaler.transform(np.array([[1.0], [1e300]]))
-    # Block by block, nothing waits for the device: check() raises at the end.
-    prepare = scaler.tensor_transform()
+    with pytest.raises(ValueError, match="too large to scale"):
+        scaler.tensor_transform()(np.array([[1e300]]))  # checked at once
+    # Without a check of each block, as on a GPU, nothing waits for the
+    # device: check() raises at the end.
+    prepare = BlockTransform(scaler, check_each_block=False)
     prepare(np.array([[1.0]]))
     prepare(np.array([[1e300]]))
     prepare(np.array([[2.0]]))
