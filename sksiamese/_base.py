@@ -31,6 +31,7 @@ from ._training import (
     build_module,
     data_device,
     make_net,
+    resolve_batch_size,
     resolve_device,
     seeded,
     warn_if_not_converged,
@@ -128,7 +129,10 @@ class _BaseSiamese(BaseEstimator):
         "distance": [StrOptions(set(DISTANCES))],
         "margin": [Interval(numbers.Real, 0, None, closed="neither")],
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
-        "batch_size": [Interval(numbers.Integral, 4, None, closed="left")],
+        "batch_size": [
+            Interval(numbers.Integral, 4, None, closed="left"),
+            StrOptions({"auto"}),
+        ],
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
         "early_stopping": ["boolean"],
@@ -255,6 +259,7 @@ class _BaseSiamese(BaseEstimator):
             train, held, targets = self._split(X, codes, rng)
         scaler = self._make_scaler().fit(_rows(X[train]))
         Z = scale(scaler, X)
+        self.batch_size_ = resolve_batch_size(self.batch_size, len(train))
         with seeded(seed, device):
             module = build_module(
                 self,

@@ -177,8 +177,12 @@ class SiameseClassifier(
     max_epochs : int, default=30
         Passes over the training data (the most, with ``early_stopping``).
 
-    batch_size : int, default=128
-        Samples per training batch.
+    batch_size : int or "auto", default="auto"
+        Samples per training batch. ``"auto"``: 128, doubled for every
+        doubling of the training rows beyond 51,200, up to 1,024 (so 256 from
+        51,200 rows, 1,024 from 204,800), with ``lr`` multiplied by
+        ``(batch_size_ / 128) ** 0.75``; an epoch of a large table then takes
+        200 to 400 steps. An int is used as given, with ``lr`` as given.
 
     samples_per_class : int, default=None
         Samples of each class in a batch (``K``); by default
@@ -266,6 +270,9 @@ class SiameseClassifier(
 
     image_shape_ : tuple of int or None
         ``(channels, height, width)`` of image input, else None.
+
+    batch_size_ : int
+        Samples per training batch: ``batch_size``, or what ``"auto"`` chose.
 
     net_ : skorch.NeuralNet
         The trained skorch net; ``net_.module_`` is the twin module.
@@ -358,7 +365,7 @@ class SiameseClassifier(
         n_neighbors=5,
         class_weight=None,
         max_epochs=30,
-        batch_size=128,
+        batch_size="auto",
         samples_per_class=None,
         augment=False,
         lr=1e-3,

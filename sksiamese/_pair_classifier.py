@@ -112,8 +112,11 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
     max_epochs : int, default=100
         Maximum number of passes over the training pairs.
 
-    batch_size : int, default=128
-        Pairs per training batch, half same and half different.
+    batch_size : int or "auto", default=128
+        Pairs per training batch, half same and half different. ``"auto"``
+        sizes batches by the number of training pairs and scales ``lr`` as
+        :class:`SiameseClassifier` does (not the default here: unmeasured on
+        large sets of pairs).
 
     lr : float, default=1e-3
         Learning rate of the AdamW optimizer.
@@ -184,6 +187,9 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
 
     image_shape_ : tuple of int or None
         ``(channels, height, width)`` of the images on each side, else None.
+
+    batch_size_ : int
+        Pairs per training batch: ``batch_size``, or what ``"auto"`` chose.
 
     net_ : skorch.NeuralNet
         The trained skorch net; ``net_.module_`` is the twin module.

@@ -376,7 +376,7 @@ def _layout(estimator, codes):
     counts = np.unique(codes, return_counts=True)[1]
     return batch_layout(
         len(counts),
-        estimator.batch_size,
+        estimator.batch_size_,
         estimator.samples_per_class,
         largest_class=counts.max(),
     )

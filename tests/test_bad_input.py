@@ -271,7 +271,16 @@ CASES = [
         "fit",
         (X, y),
         ValueError,
-        re.escape(PARAM.format("batch_size")) + r".*range \[4, inf\). Got 0",
+        re.escape(PARAM.format("batch_size"))
+        + r".*range \[4, inf\) or a str among \{'auto'\}. Got 0",
+    ),
+    Case(
+        "batch_size-unknown-string",
+        {"batch_size": "large"},
+        "fit",
+        (X, y),
+        ValueError,
+        re.escape(PARAM.format("batch_size")) + ".* Got 'large'",
     ),
     Case(
         "batch_size-negative",

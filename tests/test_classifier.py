@@ -28,6 +28,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import Callback
 
+import sksiamese
 from sksiamese import SiameseClassifier
 
 SMALL = dict(hidden_layer_sizes=(32,), embedding_dim=8, max_epochs=30, random_state=0)
@@ -584,3 +585,33 @@ def test_convergence_warning_when_max_epochs_cut_early_stopping_short(iris):
         assert clf.n_epochs_ < clf.max_epochs
         clf = SiameseClassifier(max_epochs=3, random_state=0).fit(X, y)
         assert clf.n_epochs_ == 3
+
+
+def _optimizer_lr(clf):
+    return clf.net_.optimizer_.param_groups[0]["lr"]
+
+
+def test_auto_batch_size_is_128_on_small_data_and_grows_with_the_rows(tmp_path):
+    X, y = load_wine(return_X_y=True)
+    tiny = dict(hidden_layer_sizes=(8,), embedding_dim=4, n_members=1, max_epochs=1)
+    small = SiameseClassifier(random_state=0, **tiny).fit(X, y)
+    assert small.batch_size == "auto"
+    assert small.batch_size_ == small.net_.batch_size == 128
+    assert _optimizer_lr(small) == small.lr  # no scaling at 128
+    # 51,200 rows: 256 per batch, the learning rate scaled by 2 ** 0.75.
+    rng = np.random.RandomState(0)
+    X_big = rng.normal(size=(51_200, 3)).astype(np.float32)
+    y_big = (X_big[:, 0] > 1.5).astype(int)
+    big = SiameseClassifier(random_state=0, **tiny).fit(X_big, y_big)
+    assert big.batch_size_ == big.net_.batch_size == 256
+    assert _optimizer_lr(big) == pytest.approx(1e-3 * 2**0.75)
+    assert big.n_epochs_ == 1
+    assert roc_auc_score(y_big, big.predict_proba(X_big)[:, 1]) > 0.95
+    # A saved model trains on with the batch size and rate it was fitted with.
+    big.save(tmp_path / "big.zip")
+    loaded = sksiamese.load(tmp_path / "big.zip")
+    assert loaded.batch_size_ == loaded.net_.batch_size == 256
+    assert _optimizer_lr(loaded) == _optimizer_lr(big)
+    # An int is used as given, and so is lr.
+    given = SiameseClassifier(random_state=0, batch_size=256, **tiny).fit(X_big, y_big)
+    assert given.batch_size_ == 256 and _optimizer_lr(given) == given.lr

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sksiamese._sampling import BalancedBatchSampler, batch_layout
+from sksiamese._sampling import BalancedBatchSampler, auto_batch_size, batch_layout
 
 
 @pytest.mark.parametrize(
@@ -121,3 +121,21 @@ def test_iterator_takes_read_only_data_without_warning():
         np.testing.assert_array_equal(Xb.numpy(), X[Xb.numpy()[:, 0].astype(int) // 2])
         assert set(np.bincount(yb.numpy())) == {4}
     np.testing.assert_array_equal(X, np.arange(40).reshape(20, 2))
+
+
+@pytest.mark.parametrize(
+    "n_samples, expected",
+    [
+        (0, 128),
+        (51_199, 128),
+        (51_200, 256),
+        (102_400, 512),
+        (204_800, 1024),
+        (10**9, 1024),
+    ],
+)
+def test_auto_batch_size_keeps_an_epoch_at_200_to_400_steps(n_samples, expected):
+    batch = auto_batch_size(n_samples)
+    assert batch == expected
+    if 51_200 <= n_samples < 409_600:
+        assert 200 <= n_samples / batch < 400
