@@ -182,7 +182,8 @@ class SiameseClassifier(
         doubling of the training rows beyond 51,200, up to 1,024 (so 256 from
         51,200 rows, 1,024 from 204,800), with ``lr`` multiplied by
         ``(batch_size_ / 128) ** 0.75``; an epoch of a large table then takes
-        200 to 400 steps. An int is used as given, with ``lr`` as given.
+        200 to 400 steps (:meth:`partial_fit`: chosen by its first call's
+        rows). An int is used as given, with ``lr`` as given.
 
     samples_per_class : int, default=None
         Samples of each class in a batch (``K``); by default
@@ -196,7 +197,8 @@ class SiameseClassifier(
         only (``encoder="cnn"``, ``image_shape``, or image-shaped ``X``).
 
     lr : float, default=1e-3
-        Learning rate of the AdamW optimizer.
+        Learning rate of the AdamW optimizer (for batches of more than 128
+        samples chosen by ``batch_size="auto"``, scaled as said there).
 
     weight_decay : float, default=1e-4
         Decoupled weight decay of AdamW.
