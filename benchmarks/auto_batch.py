@@ -9,8 +9,11 @@ by ``(batch / 128) ** 0.75``); average precision, ROC AUC and log loss on the
 held-out rows, and the fit's seconds (their ratio is what to compare: the
 machine's speed varies).
 
-Run: ``python benchmarks/auto_batch.py [--rows 0 1 2 3]``: about 8 minutes
-for all four rows on 2 CPU cores.
+``--repeats R`` repeats each row with R seeds (the row's, plus 100, 200, ...)
+and prints the means, and the ratio of the summed fit times.
+
+Run: ``python benchmarks/auto_batch.py [--rows 0 1 2 3] [--repeats 1]``: about
+8 minutes per repeat of all four rows on 2 CPU cores.
 """
 
 import argparse
@@ -62,6 +65,7 @@ def score(batch_size, epochs, seed, X, y, X_held, y_held):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=range(len(ROWS)))
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
     print(
         f"{'rows':>8} {'data':>8} {'epochs':>6}   {'batch':>5} {'AP':>6} {'AUC':>6} "
@@ -69,12 +73,18 @@ def main(argv=None):
         f"{'logloss':>7} {'fit (s)':>7} {'time ratio':>10}"
     )
     for i in args.rows:
-        n, data, epochs, seed = ROWS[i]
-        Xy = load(n, data, seed)
-        fixed = score(128, epochs, seed, *Xy)
-        auto = score("auto", epochs, seed, *Xy)
+        n, data, epochs, first_seed = ROWS[i]
+        runs = []
+        for seed in range(first_seed, first_seed + 100 * args.repeats, 100):
+            Xy = load(n, data, seed)
+            runs.append(
+                [score(128, epochs, seed, *Xy), score("auto", epochs, seed, *Xy)]
+            )
+        # Means over the seeds; the time columns are means too, so their
+        # ratio is that of the summed times.
+        fixed, auto = np.mean(runs, axis=0)
         cells = [
-            f"{b:>5} {ap:>6.3f} {auc:>6.3f} {ll:>7.4f} {t:>7.1f}"
+            f"{b:>5.0f} {ap:>6.3f} {auc:>6.3f} {ll:>7.4f} {t:>7.1f}"
             for b, ap, auc, ll, t in (fixed, auto)
         ]
         print(
