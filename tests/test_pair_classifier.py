@@ -100,6 +100,14 @@ def test_layouts_and_bool_labels_give_the_same_model(digit_pairs):
     assert stacked.threshold_ == flat.threshold_
 
 
+def test_auto_batch_size_on_few_pairs_is_the_default_128(digit_pairs):
+    X, y = digit_pairs[0][:200], digit_pairs[1][:200]
+    auto = SiamesePairClassifier(batch_size="auto", **TINY).fit(X, y)
+    given = SiamesePairClassifier(**TINY).fit(X, y)
+    assert auto.batch_size_ == given.batch_size_ == auto.net_.batch_size == 128
+    np.testing.assert_array_equal(auto.predict_proba(X), given.predict_proba(X))
+
+
 def test_scaling_is_fitted_on_the_vectors_of_both_sides(digit_pairs):
     X, y = digit_pairs[0][:100], digit_pairs[1][:100]
     vectors = X.reshape(-1, X.shape[2])
