@@ -611,7 +611,7 @@ def test_auto_batch_size_is_128_on_small_data_and_grows_with_the_rows(tmp_path):
     big.save(tmp_path / "big.zip")
     loaded = sksiamese.load(tmp_path / "big.zip")
     assert loaded.batch_size_ == loaded.net_.batch_size == 256
-    assert _optimizer_lr(loaded) == _optimizer_lr(big)
+    assert _optimizer_lr(loaded) == _optimizer_lr(big) == loaded.net_.lr
     # An int is used as given, and so is lr.
     given = SiameseClassifier(random_state=0, batch_size=256, **tiny).fit(X_big, y_big)
     assert given.batch_size_ == 256 and _optimizer_lr(given) == given.lr
