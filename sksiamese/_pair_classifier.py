@@ -11,7 +11,7 @@ from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._base import _BaseSiamese, scale
+from ._base import _BaseSiamese
 from ._calibration import check_strategy, pair_logistic, select_distance_threshold
 from ._compat import Interval, StrOptions, _fit_context
 from ._losses import RowPairLoss
@@ -382,9 +382,11 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         X = X.reshape(len(X), 2, n_features)
         return X if y is None else (X, y)
 
-    def _scale_pairs(self, X):
-        """Scaled float32 pairs of shape ``(n_pairs, 2, n_outputs)``."""
-        return scale(self._scaler, X)
+    def _embed_pairs(self, X):
+        """Embeddings ``(n_pairs, 2, d)`` of validated, unscaled pairs ``X``,
+        scaled block by block where they are embedded, as single vectors are
+        in :meth:`transform`."""
+        return self._embed(X.reshape(2 * len(X), -1)).reshape(len(X), 2, -1)
 
     def _holdout_split(self, same, items, rng):
         """(train, held-out) pair indices, or (all, None) when too few pairs.
@@ -486,7 +488,10 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         self.classes_ = plan.classes
         self.n_epochs_ = len(plan.net.history)
         calibration = plan.train if plan.held is None else plan.held
-        d = self._dissimilarity(plan.Z[calibration])
+        Z = plan.Z[calibration]  # scaled already
+        d = self._dissimilarity(
+            self.net_.embed(Z.reshape(2 * len(Z), -1)).reshape(len(Z), 2, -1)
+        )
         slope, intercept = pair_logistic(d, plan.codes[calibration].astype(bool))
         self.pair_calibration_ = (slope, intercept)
         self.threshold_ = -intercept / slope
@@ -494,16 +499,14 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
 
     # -- prediction ------------------------------------------------------------
 
-    def _dissimilarity(self, Z):
-        """Dissimilarity of scaled pairs ``Z`` (lower = more alike)."""
-        n = len(Z)
-        E = self.net_.embed(Z.reshape(2 * n, -1)).reshape(n, 2, -1)
+    def _dissimilarity(self, E):
+        """Dissimilarity of the pairs of embeddings ``E`` (lower = more alike)."""
         return self.net_.rowwise(E[:, 0], E[:, 1]).astype(np.float64)
 
     def _pair_dissimilarity(self, X):
         check_is_fitted(self)
         return self._dissimilarity(
-            self._scale_pairs(self._validate_pairs(X, None, False))
+            self._embed_pairs(self._validate_pairs(X, None, False))
         )
 
     def decision_function(self, X):
@@ -601,10 +604,9 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
                 f"expecting {self.n_features_in_} features as input (pairs side "
                 f"by side), or {n_features} (single vectors)."
             )
-        Z = self._scale_pairs(self._validate_pairs(X, None, False))
-        n = len(Z)
-        E = self.net_.embed(Z.reshape(2 * n, -1)).astype(np.float64)
-        return E.reshape(n, -1) if len(shape) == 2 else E.reshape(n, 2, -1)
+        E = self._embed_pairs(self._validate_pairs(X, None, False))
+        E = E.astype(np.float64)
+        return E.reshape(len(E), -1) if len(shape) == 2 else E
 
     # -- threshold -------------------------------------------------------------
 

@@ -137,7 +137,7 @@ class BlankAwareScaler:
 
     def _tensor_params(self, dtype):
         """``center_`` and ``scale_`` as tensors of ``dtype`` (statistics beyond
-        float32 become inf in float32, as in the numpy path)."""
+        the float32 range become inf for float32 rows, as numpy casts them)."""
         with np.errstate(over="ignore", invalid="ignore"):
             return tuple(
                 torch.from_numpy(np.asarray(a, dtype=dtype))
