@@ -13,27 +13,37 @@ LOSSES = ("contrastive", "bce", "triplet", "prototype", "nca")
 
 
 def _weighted_mean(values, weights=None):
-    """Mean of ``values``; ``weights`` apply along its last dimension (leading
-    dimensions are ensemble members)."""
+    """Mean of ``values``, weighted by ``weights`` when given.
+
+    ``weights`` broadcast against the trailing dimensions of ``values``
+    (leading ones are ensemble members); a weight of 0 drops a term. With
+    every weight 0 the mean is 0, not NaN, so that a batch without such
+    terms needs no check on the host (a check would wait for the device).
+    """
     if weights is None:
         return values.mean()
-    weights = weights.expand_as(values)
-    return (values * weights).sum() / weights.sum()
+    total = weights.sum() * (values.numel() // max(weights.numel(), 1))
+    return (values * weights).sum() / total.clamp(min=torch.finfo(values.dtype).tiny)
 
 
-def _balanced_mean(values, positive, weights=None):
+def _balanced_mean(values, same, weights=None):
     """Mean over positive pairs and mean over negative pairs, averaged.
 
     Keeps the loss from being dominated by negative pairs, which are far more
-    numerous in a batch with many classes. ``weights`` (one per pair) make the
-    two means weighted ones. Pairs lie along the last dimension of ``values``.
+    numerous in a batch with many classes. ``same`` tells the positive pairs;
+    ``weights`` (one per pair, 0 for a pair that does not count) make the two
+    means weighted ones. Pairs lie along the trailing dimensions of
+    ``values``. A kind of pair absent from the batch has no mean: the other
+    one is the loss.
     """
-    terms = [
-        _weighted_mean(values[..., m], None if weights is None else weights[m])
-        for m in (positive, ~positive)
-        if m.any()
-    ]
-    return torch.stack(terms).mean()
+    positive, negative = same.to(values.dtype), (~same).to(values.dtype)
+    if weights is not None:
+        positive, negative = positive * weights, negative * weights
+    kinds = (positive.sum() > 0).to(values.dtype) + (negative.sum() > 0).to(
+        values.dtype
+    )
+    means = _weighted_mean(values, positive) + _weighted_mean(values, negative)
+    return means / kinds.clamp(min=1)
 
 
 def contrastive_loss(d, same, margin=1.0, weights=None):
@@ -50,6 +60,11 @@ def bce_pair_loss(d, same, weights=None):
     return _balanced_mean(values, same, weights)
 
 
+# The in-batch losses below use masks of fixed shape, never boolean indexing,
+# ``nonzero`` or a test of a tensor's value in Python: each of those makes the
+# host wait for a GPU (and makes a step impossible to capture in a CUDA graph).
+
+
 def triplet_loss(D, y, margin=1.0, sample_weight=None):
     """Batch semi-hard triplet loss (Schroff et al. 2015).
 
@@ -57,13 +72,11 @@ def triplet_loss(D, y, margin=1.0, sample_weight=None):
     farther than the positive; when there is none, the farthest negative within the
     batch is used instead (so easy batches still give a gradient of zero, not NaN).
     ``D`` is ``(batch, batch)``, or ``(n_members, batch, batch)`` for an
-    ensemble, each member mining its own triplets.
+    ensemble, each member mining its own triplets. A batch without
+    anchor-positive pairs, or without negatives, has a loss of 0.
     """
     same = y[:, None] == y[None, :]
     eye = torch.eye(len(y), dtype=torch.bool, device=y.device)
-    pos = same & ~eye
-    if not pos.any() or same.all():
-        return D.sum() * 0.0
     neg = ~same
     # Each anchor's negatives in ascending order, the other samples last; for
     # every pair (a, j), the first of a's negatives farther than d(a, j) by a
@@ -76,15 +89,16 @@ def triplet_loss(D, y, margin=1.0, sample_weight=None):
         S.detach().contiguous(), D.detach().contiguous(), right=True
     )
     closest_semi_hard = S.gather(-1, first.clamp(max=len(y) - 1))
-    hardest = S.gather(-1, (n_neg - 1).expand(*S.shape[:-2], -1)[..., None])
+    # Without negatives this is the largest float; the term is then 0.
+    last = (n_neg - 1).clamp(min=0)
+    hardest = S.gather(-1, last.expand(*S.shape[:-2], -1)[..., None])
     d_neg = torch.where(first < n_neg[:, None], closest_semi_hard, hardest)
-    anchor, positive = pos.nonzero(as_tuple=True)
-    d_ap = D[..., anchor, positive]
-    d_neg = d_neg[..., anchor, positive]
-    values = F.relu(d_ap - d_neg + margin)
-    return _weighted_mean(
-        values, None if sample_weight is None else sample_weight[anchor]
-    )
+    values = F.relu(D - d_neg + margin)
+    # Every (anchor, positive) pair is a triplet, weighted by its anchor.
+    weights = (same & ~eye).to(D.dtype)
+    if sample_weight is not None:
+        weights = weights * sample_weight[:, None]
+    return _weighted_mean(values, weights)
 
 
 def prototype_loss(emb, y, module, sample_weight=None):
@@ -93,32 +107,45 @@ def prototype_loss(emb, y, module, sample_weight=None):
     Each sample is classified by softmax over its dissimilarity to the mean
     embedding of every class in the batch (squared for the euclidean distance);
     its own class mean leaves the sample out, so no sample is compared with
-    itself. Cosine distances lie in [0, 2], too narrow a range for a softmax, so
-    they are scaled by 10 first. Each ensemble member has its own class means
-    and its own loss; the loss is their mean.
+    itself. A sample alone in its class has no such mean and no term (a
+    class-balanced batch has none). Cosine distances lie in [0, 2], too
+    narrow a range for a softmax, so they are scaled by 10 first. Each
+    ensemble member has its own class means and its own loss; the loss is
+    their mean.
     """
     E = module.members(emb)  # (members, batch, d)
     labels, codes = torch.unique(y, return_inverse=True)
-    n_classes = len(labels)
-    onehot = F.one_hot(codes, n_classes).to(E.dtype)  # (batch, classes)
+    in_class = y[:, None] == labels[None, :]  # (batch, classes)
+    onehot = in_class.to(E.dtype)
     counts = onehot.sum(0)
     sums = onehot.T @ E  # (members, classes, d)
     means = sums / counts[:, None]
-    logits = -module.member_pairwise(E, means, squared=True)
-    # Leave-one-out mean for the sample's own class.
-    own_count = (counts[codes] - 1).clamp(min=1)[:, None]
-    own_mean = (sums[:, codes] - E) / own_count
-    own = -module.member_rowwise(E, own_mean, squared=True)
-    logits = torch.where(onehot.bool(), own[..., None], logits)
-    if module.head is None and module.distance == "cosine":
-        logits = 10.0 * logits
+    others = counts[codes] - 1  # the samples the own class mean is made of
+    if module.head is None and module.distance == "euclidean":
+        # x - (n m - x) / (n - 1) is n / (n - 1) (x - m): the squared
+        # distance to the mean of the others is (n / (n - 1))^2 times the one
+        # to the whole class's mean, so one matrix of distances serves both.
+        scale = (counts / (counts - 1).clamp(min=1)).pow(2)
+        logits = module.member_pairwise(E, means, squared=True) * -torch.where(
+            in_class, scale, 1.0
+        )
+    else:
+        logits = -module.member_pairwise(E, means, squared=True)
+        own_mean = (sums[:, codes] - E) / others.clamp(min=1)[:, None]
+        own = -module.member_rowwise(E, own_mean, squared=True)
+        logits = torch.where(in_class, own[..., None], logits)
+        if module.head is None and module.distance == "cosine":
+            logits = 10.0 * logits
     values = F.cross_entropy(
         logits.flatten(0, 1), codes.repeat(len(E)), reduction="none"
     ).reshape(len(E), -1)
-    return _weighted_mean(values, sample_weight)
+    weights = (others > 0).to(E.dtype)
+    if sample_weight is not None:
+        weights = weights * sample_weight
+    return _weighted_mean(values, weights)
 
 
-def nca_loss(emb, y, module, sample_weight=None):
+def nca_loss(emb, y, module, sample_weight=None, only_mates=False):
     """Neighbourhood components analysis (Goldberger et al. 2004) inside a batch,
     the soft nearest neighbour loss of Frosst, Papernot and Hinton (2019).
 
@@ -129,28 +156,39 @@ def nca_loss(emb, y, module, sample_weight=None):
     class made of several clusters can stay several clusters. Cosine distances
     are scaled by 10, as in :func:`prototype_loss`. Ensemble members pick
     within their own embeddings; the loss is their mean.
+
+    Every class of a balanced batch has at least 2 samples; a sample alone in
+    its class (possible in a user's batch, or in a batch of pairs) has nothing
+    to pick and no term. ``only_mates=True`` leaves such samples' rows out of
+    the computation instead of computing and then ignoring them: less work
+    when many samples are alone (a batch of pairs), but their number is read
+    on the host, a wait for a GPU.
     """
-    same = y[:, None] == y[None, :]
-    same.fill_diagonal_(False)
-    # Every class of a balanced batch has at least 2 samples; a sample alone in
-    # its class (possible in a user's batch, or in a batch of pairs) has
-    # nothing to pick and no term: only samples with a mate are compared.
-    has_mate = same.any(dim=1)
-    if not has_mate.any():
+    if len(y) < 2:  # no other sample to pick (a row of -inf gives NaN)
         return emb.sum() * 0.0
-    anchors = torch.nonzero(has_mate)[:, 0]
+    eye = torch.eye(len(y), dtype=torch.bool, device=emb.device)
+    same = (y[:, None] == y[None, :]) & ~eye
+    has_mate = same.any(dim=1)
     E = module.members(emb)
-    D = module.member_pairwise(E[:, anchors], E, squared=True)
+    if only_mates:
+        rows = torch.nonzero(has_mate)[:, 0]
+        eye, same, has_mate = eye[rows], same[rows], has_mate[rows]
+        if sample_weight is not None:
+            sample_weight = sample_weight[rows]
+        D = module.member_pairwise(E[:, rows], E, squared=True)
+    else:
+        D = module.member_pairwise(E, E, squared=True)
     if module.head is None and module.distance == "cosine":
         D = 10.0 * D
-    same = same[anchors]
-    itself = torch.zeros_like(same)
-    itself[torch.arange(len(anchors), device=emb.device), anchors] = True
-    logits = (-D).masked_fill(itself, float("-inf"))
-    log_p = torch.logsumexp(
-        logits.masked_fill(~same, float("-inf")), dim=-1
-    ) - torch.logsumexp(logits, dim=-1)
-    weights = None if sample_weight is None else sample_weight[anchors]
+    logits = (-D).masked_fill(eye, float("-inf"))
+    # A sample without a mate picks from its whole row: log p = 0, no term.
+    picks = same | ~has_mate[:, None]
+    log_p = torch.logsumexp(logits.masked_fill(~picks, float("-inf")), dim=-1) - (
+        torch.logsumexp(logits, dim=-1)
+    )
+    weights = has_mate.to(D.dtype)
+    if sample_weight is not None:
+        weights = weights * sample_weight
     return _weighted_mean(-log_p, weights)
 
 
@@ -193,12 +231,15 @@ class InBatchLoss(nn.Module):
         D = module.member_pairwise(E, E)
         if self.loss == "triplet":
             return triplet_loss(D, y, self.margin, w)
-        i, j = torch.triu_indices(len(y), len(y), offset=1, device=emb.device)
-        d, same = D[:, i, j], y[i] == y[j]
-        pair_w = None if w is None else (w[i] + w[j]) / 2
+        # Every pair of distinct samples, both ways round (as many terms as
+        # the pairs above the diagonal, twice over: the same means).
+        same = y[:, None] == y[None, :]
+        pair_w = (~torch.eye(len(y), dtype=torch.bool, device=D.device)).to(D.dtype)
+        if w is not None:
+            pair_w = pair_w * ((w[:, None] + w[None, :]) / 2)
         if self.loss == "bce":
-            return bce_pair_loss(d, same, pair_w)
-        return contrastive_loss(d, same, self.margin, pair_w)
+            return bce_pair_loss(D, same, pair_w)
+        return contrastive_loss(D, same, self.margin, pair_w)
 
 
 class RowPairLoss(nn.Module):
@@ -241,7 +282,10 @@ class RowPairLoss(nn.Module):
             loss = contrastive_loss(d, same, self.margin)
         if self.group_weight and y.dim() == 2:
             groups = torch.cat([y[:, 1], y[:, 2]])
+            # Many vectors of a batch of pairs have no other member of their
+            # group in it: on a CPU, their rows are not worth computing; on a
+            # GPU, waiting to learn which ones costs more than the rows.
             loss = loss + self.group_weight * nca_loss(
-                torch.cat([a, b]), groups, module
+                torch.cat([a, b]), groups, module, only_mates=a.device.type == "cpu"
             )
         return loss

@@ -279,10 +279,15 @@ class SiameseModule(nn.Module):
             w, bias = head
             return -(_weighted_l1(a, b, w) + bias)
         if self.distance == "euclidean":
-            sq = (
-                a.pow(2).sum(-1)[..., :, None]
-                + b.pow(2).sum(-1)[..., None, :]
-                - 2.0 * (a @ b.transpose(-1, -2))
+            # |a|^2 + |b|^2 - 2 a.b, in as few operations as the formula
+            # allows (each is a kernel launch on a GPU): the norms once when
+            # a batch is compared with itself, the product's factor in ``add``.
+            sq_a = a.pow(2).sum(-1)
+            sq_b = sq_a if b is a else b.pow(2).sum(-1)
+            sq = torch.add(
+                sq_a[..., :, None] + sq_b[..., None, :],
+                a @ b.transpose(-1, -2),
+                alpha=-2.0,
             ).clamp(min=0.0)
             return sq if squared else sq.clamp(min=1e-12).sqrt()
         if self.distance == "manhattan":

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from sksiamese._losses import (
     InBatchLoss,
@@ -9,7 +10,7 @@ from sksiamese._losses import (
     prototype_loss,
     triplet_loss,
 )
-from sksiamese._networks import MLPEncoder, SiameseModule
+from sksiamese._networks import EnsembleMLPEncoder, MLPEncoder, SiameseModule
 
 
 def _module(distance="euclidean", head=False):
@@ -259,3 +260,180 @@ def test_row_pair_loss_with_members_and_groups():
     nca = nca_loss(torch.cat([a, b]), torch.cat([groups_a, groups_b]), ensemble)
     torch.testing.assert_close(grouped, plain + 2.0 * nca)
     assert nca > 0
+
+
+def _loss_module(distance, head, dim=3):
+    module = SiameseModule(torch.nn.Identity(), distance, head=head, embedding_dim=dim)
+    return module.double()
+
+
+def _prototype_by_loops(E, y, module, weights):
+    """Prototype loss of one member, sample by sample: the means of every
+    class, the own one without the sample."""
+    scale = 10.0 if module.head is None and module.distance == "cosine" else 1.0
+    classes = sorted(set(y))
+    terms, used = [], []
+    for i in range(len(y)):
+        others = [j for j in range(len(y)) if y[j] == y[i] and j != i]
+        if not others:
+            continue  # alone in its class: no term
+        logits = []
+        for c in classes:
+            rows = others if c == y[i] else [j for j in range(len(y)) if y[j] == c]
+            mean = E[rows].mean(0, keepdim=True)
+            logits.append(-module.member_rowwise(E[i : i + 1], mean, squared=True)[0])
+        log_p = torch.log_softmax(scale * torch.stack(logits), 0)
+        terms.append(-log_p[classes.index(y[i])])
+        used.append(weights[i])
+    return sum(t * w for t, w in zip(terms, used, strict=True)) / sum(used)
+
+
+@pytest.mark.parametrize(
+    "distance, head",
+    [
+        ("euclidean", False),
+        ("manhattan", False),
+        ("cosine", False),
+        ("euclidean", True),
+    ],
+)
+def test_prototype_loss_matches_leave_one_out_means_by_loops(distance, head):
+    # The euclidean loss gets the distance to the mean of a sample's class
+    # mates by scaling the one to its whole class's mean; the others compute
+    # that mean. Classes of 1, 2, 3 and 5 samples; the lone one has no term.
+    gen = torch.Generator().manual_seed(0)
+    y = torch.tensor([3, 0, 1, 1, 2, 0, 2, 2, 0, 0, 0])
+    emb = torch.randn(len(y), 3, generator=gen, dtype=torch.float64)
+    weights = torch.rand(len(y), generator=gen, dtype=torch.float64)
+    module = _loss_module(distance, head)
+    for w in (None, weights):
+        got = prototype_loss(emb, y, module, w)
+        expected = _prototype_by_loops(
+            emb, y.tolist(), module, torch.ones(len(y)) if w is None else w
+        )
+        assert got.item() == pytest.approx(expected.item(), rel=1e-10)
+
+
+def _pair_loss_by_pairs(D, y, loss, weights, margin=1.0):
+    """Contrastive or BCE loss over the pairs above the diagonal: the mean
+    over same pairs and the mean over different pairs, averaged."""
+    i, j = torch.triu_indices(len(y), len(y), offset=1)
+    d, same, pair_w = D[i, j], y[i] == y[j], (weights[i] + weights[j]) / 2
+    if loss == "bce":
+        values = torch.nn.functional.binary_cross_entropy_with_logits(
+            -d, same.double(), reduction="none"
+        )
+    else:
+        values = torch.where(same, d.pow(2), torch.relu(margin - d).pow(2))
+    means = [
+        (values[m] * pair_w[m]).sum() / pair_w[m].sum()
+        for m in (same, ~same)
+        if m.any()
+    ]
+    return sum(means) / len(means)
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "bce"])
+@pytest.mark.parametrize(
+    "y",
+    [[0, 0, 1, 1, 1, 2, 0, 2], [0, 1, 2, 3, 4], [1, 1, 1, 1]],
+    ids=["mixed", "no-same-pair", "one-class"],
+)
+def test_pair_losses_match_the_pairs_above_the_diagonal(loss, y):
+    # The in-batch loss takes every pair both ways round on the whole
+    # matrix; a batch without same (or without different) pairs is the mean
+    # of the other kind alone.
+    gen = torch.Generator().manual_seed(1)
+    y = torch.tensor(y)
+    emb = torch.randn(len(y), 3, generator=gen, dtype=torch.float64)
+    module = _loss_module("euclidean", head=loss == "bce")
+    class_weight = [1.0, 3.0, 0.5, 2.0, 1.5]
+    D = module.pairwise(emb, emb)
+    for cw in (None, class_weight):
+        got = InBatchLoss(loss, class_weight=cw)(emb, y, module)
+        weights = torch.ones(5) if cw is None else torch.tensor(cw)
+        expected = _pair_loss_by_pairs(D, y, loss, weights[y].double())
+        assert got.item() == pytest.approx(expected.item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype", "nca"])
+@pytest.mark.parametrize(
+    "y", [[0], [0, 1, 2], [4, 4, 4]], ids=["one-sample", "no-mates", "one-class"]
+)
+def test_batches_without_terms_give_zero_and_zero_gradients(loss, y):
+    # Nothing to compare (no pair of a kind, no mate, no negative) must not
+    # give NaN, which would end training.
+    y = torch.tensor(y)
+    module = _loss_module("euclidean", head=loss == "bce")
+    emb = torch.randn(len(y), 3, dtype=torch.float64, requires_grad=True)
+    value = InBatchLoss(loss)(emb, y, module)
+    value.backward()
+    assert torch.isfinite(value)
+    assert torch.isfinite(emb.grad).all()
+    if loss in ("triplet", "nca") or (loss == "prototype" and len(set(y)) == len(y)):
+        assert value.item() == 0.0
+        assert not emb.grad.any()
+
+
+class _HostWaits(TorchDispatchMode):
+    """Records the operations that make the host wait for the device: reading a
+    value (``.item()``, ``bool(tensor)``) or a result whose size depends on
+    the data (``nonzero``, boolean indexing, ``unique``)."""
+
+    waiting = ("_local_scalar_dense", "nonzero", "masked_select", "unique")
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if any(w in name for w in self.waiting):
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype", "nca"])
+@pytest.mark.parametrize("n_members", [1, 4])
+def test_a_training_step_of_the_in_batch_losses_never_waits_for_the_device(
+    loss, n_members
+):
+    # On a GPU each such wait stalls the queue of kernels, and a step with
+    # one cannot be captured in a CUDA graph. The prototype loss needs the
+    # batch's classes (one ``unique``); the others need nothing.
+    torch.manual_seed(0)
+    module = SiameseModule(
+        EnsembleMLPEncoder(5, (8,), 4, n_members=n_members)
+        if n_members > 1
+        else MLPEncoder(5, (8,), 4),
+        "euclidean",
+        head=loss == "bce",
+        embedding_dim=4 * n_members,
+        n_members=n_members,
+    )
+    criterion = InBatchLoss(loss, class_weight=[1.0, 2.0, 0.5])
+    x, y = torch.randn(12, 5), torch.tensor([0, 1, 2] * 4)
+    with _HostWaits() as mode:
+        criterion(module(x), y, module).backward()
+    allowed = ["_unique2"] if loss == "prototype" else []
+    assert mode.seen == allowed
+
+
+@pytest.mark.parametrize(
+    "y",
+    [[0, 1, 1, 2, 3, 3, 3, 4], [0, 1, 2], [5, 5]],
+    ids=["some-alone", "all-alone", "all-mates"],
+)
+def test_nca_loss_of_the_rows_with_mates_only_is_the_same(y):
+    # The pair estimator leaves out, on a CPU, the rows of vectors without a
+    # mate in the batch; values and gradients are those of the whole matrix.
+    y = torch.tensor(y)
+    module = _loss_module("euclidean", head=False)
+    emb = torch.randn(len(y), 3, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(len(y), dtype=torch.float64)
+    for w in (None, weights):
+        whole = nca_loss(emb, y, module, w)
+        mates = nca_loss(emb, y, module, w, only_mates=True)
+        torch.testing.assert_close(mates, whole)
+        g_whole, g_mates = (torch.autograd.grad(v, emb)[0] for v in (whole, mates))
+        torch.testing.assert_close(g_mates, g_whole)
