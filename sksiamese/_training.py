@@ -22,7 +22,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, ProgressBar
-from skorch.dataset import Dataset
+from skorch.dataset import Dataset, get_len
 from skorch.helper import predefined_split
 from skorch.utils import TeeGenerator, to_tensor
 from torch import nn
@@ -139,14 +139,31 @@ class BalancedBatchIterator:
         return len(self.sampler)
 
     def __iter__(self):
+        on_cuda = self.device is not None and torch.device(self.device).type == "cuda"
         for idx in self.sampler:
             idx = torch.from_numpy(idx)
-            if self.device is not None:
+            if on_cuda:
+                # From pageable memory a copy waits for the device to finish
+                # the work queued before it (the last step); from pinned
+                # memory it is queued like a kernel.
+                idx = idx.pin_memory().to(self.device, non_blocking=True)
+            elif self.device is not None:
                 idx = idx.to(self.device)
             X = self.X[idx]
             if self.augment is not None:
                 X = random_affine(X, self.augment, self._generator)
             yield X, self.y[idx]
+
+
+def _read_losses(rows, key):
+    """Turn the tensors under ``key`` in history ``rows`` into floats, with
+    one copy to the host (entries a callback has already replaced by a
+    number are left as they are)."""
+    pending = [row for row in rows if isinstance(row.get(key), torch.Tensor)]
+    if pending:
+        values = torch.stack([row[key] for row in pending]).tolist()
+        for row, value in zip(pending, values, strict=True):
+            row[key] = value
 
 
 class SiameseNet(NeuralNet):
@@ -234,6 +251,35 @@ class SiameseNet(NeuralNet):
         self._step_optimizer(None)
         return step
 
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        """skorch's epoch, except that the batches' losses are read on the
+        host once, at the end of the epoch, not after every step.
+
+        Reading a loss (``.item()``) makes the host wait until a GPU has
+        finished the step, so the next step cannot be queued while this one
+        runs. During the epoch the history holds each batch's loss as a 0-d
+        tensor (a callback that needs the number calls ``float`` on it); at
+        its end, or when it is interrupted, as a float, as skorch records it.
+        """
+        if iterator is None:
+            return
+        key = prefix + "_loss"
+        batches = self.history[-1]["batches"]
+        first = len(batches)
+        batch_count = 0
+        try:
+            for batch in iterator:
+                self.notify("on_batch_begin", batch=batch, training=training)
+                step = step_fn(batch, **fit_params)
+                self.history.record_batch(key, step["loss"].detach())
+                size = get_len(batch[0] if isinstance(batch, (tuple, list)) else batch)
+                self.history.record_batch(prefix + "_batch_size", size)
+                self.notify("on_batch_end", batch=batch, training=training, **step)
+                batch_count += 1
+        finally:
+            _read_losses(batches[first:], key)
+        self.history.record(prefix + "_batch_count", batch_count)
+
     # -- inference without DataLoaders: embed once, compare to references --------
 
     @torch.inference_mode()
@@ -310,6 +356,11 @@ class BalancedProgressBar(ProgressBar):
     :func:`~sksiamese._sampling.batch_layout`), which can differ.
     """
 
+    def _get_postfix_dict(self, net):
+        # The batch's loss is a tensor until the end of the epoch (see
+        # SiameseNet.run_single_epoch); the bar shows it as a number.
+        return {k: float(v) for k, v in super()._get_postfix_dict(net).items()}
+
     def _get_batches_per_epoch_phase(self, net, dataset, training):
         name = "iterator_train" if training else "iterator_valid"
         if dataset is None or getattr(net, name) is not BalancedBatchIterator:
@@ -336,31 +387,36 @@ class TrainingDivergedError(FloatingPointError):
 
 
 class _DivergenceGuard(Callback):
-    """Stop with a clear message as soon as a training loss is not finite, or
-    the weights are not at the end of an epoch (the last step of training can
-    break them with a finite loss)."""
+    """Stop with a clear message at the end of an epoch in which a training
+    loss was not finite, or after which the weights are not (the last step
+    of training can break them with a finite loss).
+
+    The losses are checked once per epoch, when they are read on the host
+    (see :meth:`SiameseNet.run_single_epoch`): checking every step would
+    make the host wait for a GPU at every step.
+    """
 
     _advice = (
         "Try a lower `lr`, scale the inputs (values of very different "
         "magnitudes), or a smaller `margin`."
     )
 
-    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
-        # A Python float check: cheaper than a tensor op at every step.
-        if training and loss is not None and not math.isfinite(loss.item()):
-            epoch = len(net.history)
-            raise TrainingDivergedError(
-                f"Training diverged: the loss became {loss.item()} in epoch {epoch}. "
-                + self._advice
-            )
-
     def on_epoch_end(self, net, **kwargs):
+        epoch = len(net.history)
+        for row in net.history[-1]["batches"]:
+            loss = row.get("train_loss")
+            if loss is not None and not math.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"Training diverged: the loss became {loss} in epoch {epoch}. "
+                    + self._advice
+                )
         with torch.no_grad():
-            finite = all(torch.isfinite(p).all() for p in net.module_.parameters())
+            params = list(net.module_.parameters())
+            finite = torch.stack([torch.isfinite(p).all() for p in params]).all()
         if not finite:
             raise TrainingDivergedError(
                 "Training diverged: the network weights became NaN or infinite in "
-                f"epoch {len(net.history)}. " + self._advice
+                f"epoch {epoch}. " + self._advice
             )
 
 

@@ -138,7 +138,10 @@ class _RayTrainSync(Callback):
         if self.world_size == 1:
             return
         key = "train_loss" if training else "valid_loss"
-        value = torch.tensor(net.history[-1, "batches", -1, key], dtype=torch.float64)
+        # A tensor on the training device until the end of the epoch.
+        value = torch.tensor(
+            float(net.history[-1, "batches", -1, key]), dtype=torch.float64
+        )
         torch.distributed.all_reduce(value)
         net.history.record_batch(key, value.item() / self.world_size)
 

@@ -13,6 +13,7 @@ from hypothesis.extra.numpy import arrays
 from sklearn.exceptions import NotFittedError
 from skorch import NeuralNet
 from skorch.callbacks import Callback
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from sksiamese import (
     SiameseClassifier,
@@ -207,6 +208,96 @@ def test_weights_broken_by_the_last_step_are_caught(data):
 
 def test_divergence_is_a_floating_point_error():
     assert issubclass(TrainingDivergedError, FloatingPointError)
+
+
+class _HostReads(TorchDispatchMode):
+    """Counts the reads of a tensor's value on the host (``.item()``,
+    ``float(t)``, ``bool(t)``), each a wait for a GPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ == "_local_scalar_dense":
+            self.reads += 1
+        return func(*args, **(kwargs or {}))
+
+
+class CountEpochReads(Callback):
+    """Counts host reads from the start of each epoch to its end, and what a
+    callback finds in the history during the epoch."""
+
+    def initialize(self):
+        self.reads, self.seen = [], []
+        return self
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.mode_ = _HostReads()
+        self.mode_.__enter__()
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            self.seen.append(net.history[-1, "batches", -1, "train_loss"])
+
+    def on_epoch_end(self, net, **kwargs):
+        self.mode_.__exit__(None, None, None)
+        self.reads.append(self.mode_.reads)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_training_reads_the_losses_on_the_host_once_per_epoch(early_stopping):
+    # Reading each step's loss would make the host wait for a GPU at every
+    # step; the reads of an epoch must not grow with its number of batches.
+    rng = np.random.RandomState(0)
+    reads = {}
+    for n in (64, 512):
+        y = np.repeat([0, 1], n // 2)
+        X = rng.normal(size=(n, 3)) + y[:, None]
+        clf = SiameseClassifier(
+            **{**TINY, "max_epochs": 2},
+            early_stopping=early_stopping,
+            callbacks=[CountEpochReads()],
+        ).fit(X, y)
+        spy = next(c for _, c in clf.net_.callbacks_ if isinstance(c, CountEpochReads))
+        history = clf.history_
+        n_batches = [len(epoch["batches"]) for epoch in history]
+        reads[n] = spy.reads
+        # In the epoch the batch's loss is a tensor; after it, the number.
+        losses = [
+            b["train_loss"]
+            for epoch in history
+            for b in epoch["batches"]
+            if "train_loss" in b
+        ]
+        assert all(isinstance(v, float) for v in losses)
+        assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in spy.seen)
+        np.testing.assert_array_equal([v.item() for v in spy.seen], losses)
+        # skorch's epoch loss is still the batches' mean, weighted by size.
+        sizes = [
+            b["train_batch_size"] for b in history[-1]["batches"] if "train_loss" in b
+        ]
+        last = [b["train_loss"] for b in history[-1]["batches"] if "train_loss" in b]
+        assert history[-1]["train_loss"] == pytest.approx(
+            np.average(last, weights=sizes)
+        )
+    assert n_batches[0] > 1
+    assert reads[64] == reads[512]
+    assert max(reads[512]) <= 3
+
+
+class InterruptSecondBatch(Callback):
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training and len(net.history[-1]["batches"]) == 2:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_epoch_leaves_numbers_in_the_history(data):
+    X, y = data
+    clf = SiameseClassifier(**TINY, callbacks=[InterruptSecondBatch()]).fit(X, y)
+    batches = clf.history_[-1]["batches"]
+    assert [type(b["train_loss"]) for b in batches] == [float, float]
+    pickle.loads(pickle.dumps(clf))
 
 
 # -- interruption -------------------------------------------------------------------
