@@ -212,11 +212,15 @@ class InBatchLoss(nn.Module):
             raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}.")
         self.loss = loss
         self.margin = margin
-        # Weight of each class code, or None for equal weights.
-        self.class_weight = (
+        # Weight of each class code, or None for equal weights. A buffer
+        # moves to the training device with the criterion, once: copying it
+        # from the host at every step would make the host wait for a GPU.
+        self.register_buffer(
+            "class_weight",
             None
             if class_weight is None
-            else torch.as_tensor(class_weight, dtype=torch.float32)
+            else torch.as_tensor(class_weight, dtype=torch.float32),
+            persistent=False,
         )
 
     def forward(self, emb, y, module):
