@@ -459,7 +459,7 @@ class SiameseClassifier(
 
     def _criterion(self, classes):
         weights = class_weight_vector(self.class_weight, classes)
-        return InBatchLoss(self.loss, self.margin, weights)
+        return InBatchLoss(self.loss, self.margin, weights, n_classes=len(classes))
 
     def _fit_finish(self, plan):
         """Keep the references and calibrate, from a trained ``plan.net``."""

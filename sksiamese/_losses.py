@@ -101,7 +101,7 @@ def triplet_loss(D, y, margin=1.0, sample_weight=None):
     return _weighted_mean(values, weights)
 
 
-def prototype_loss(emb, y, module, sample_weight=None):
+def prototype_loss(emb, y, module, sample_weight=None, n_classes=None):
     """Prototypical-network loss (Snell, Swersky and Zemel 2017) inside a batch.
 
     Each sample is classified by softmax over its dissimilarity to the mean
@@ -112,14 +112,24 @@ def prototype_loss(emb, y, module, sample_weight=None):
     narrow a range for a softmax, so they are scaled by 10 first. Each
     ensemble member has its own class means and its own loss; the loss is
     their mean.
+
+    The classes of the batch are found by ``torch.unique``, which makes the
+    host wait for a GPU. With ``n_classes``, the number of class codes ``y``
+    is drawn from (``0 .. n_classes - 1``), every code has a column instead,
+    those absent from the batch masked out: no wait, and the same loss. That
+    is done when there are no more codes than samples in the batch (beyond,
+    the columns would cost more than the wait).
     """
     E = module.members(emb)  # (members, batch, d)
-    labels, codes = torch.unique(y, return_inverse=True)
+    if n_classes is not None and n_classes <= len(y):
+        codes, labels = y, torch.arange(n_classes, device=y.device)
+    else:
+        labels, codes = torch.unique(y, return_inverse=True)
     in_class = y[:, None] == labels[None, :]  # (batch, classes)
     onehot = in_class.to(E.dtype)
     counts = onehot.sum(0)
     sums = onehot.T @ E  # (members, classes, d)
-    means = sums / counts[:, None]
+    means = sums / counts.clamp(min=1)[:, None]
     others = counts[codes] - 1  # the samples the own class mean is made of
     if module.head is None and module.distance == "euclidean":
         # x - (n m - x) / (n - 1) is n / (n - 1) (x - m): the squared
@@ -136,6 +146,8 @@ def prototype_loss(emb, y, module, sample_weight=None):
         logits = torch.where(in_class, own[..., None], logits)
         if module.head is None and module.distance == "cosine":
             logits = 10.0 * logits
+    if n_classes is not None and n_classes <= len(y):
+        logits = logits.masked_fill(counts == 0, float("-inf"))  # absent classes
     values = F.cross_entropy(
         logits.flatten(0, 1), codes.repeat(len(E)), reduction="none"
     ).reshape(len(E), -1)
@@ -204,14 +216,24 @@ class InBatchLoss(nn.Module):
     class_weight : sequence of float, default=None
         Weight of each class code: a sample's terms (a pair's: the mean of its
         two samples' weights; a triplet's: its anchor's) count that much.
+    n_classes : int, default=None
+        Number of class codes the labels are drawn from (``0 .. n_classes -
+        1``; by default the length of ``class_weight``, if given). It spares
+        the prototype loss a wait for a GPU at every step (see
+        :func:`prototype_loss`).
     """
 
-    def __init__(self, loss="contrastive", margin=1.0, class_weight=None):
+    def __init__(
+        self, loss="contrastive", margin=1.0, class_weight=None, n_classes=None
+    ):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}.")
         self.loss = loss
         self.margin = margin
+        if n_classes is None and class_weight is not None:
+            n_classes = len(class_weight)
+        self.n_classes = n_classes
         # Weight of each class code, or None for equal weights. A buffer
         # moves to the training device with the criterion, once: copying it
         # from the host at every step would make the host wait for a GPU.
@@ -228,7 +250,7 @@ class InBatchLoss(nn.Module):
         if self.class_weight is not None:
             w = self.class_weight.to(emb.device)[y]
         if self.loss == "prototype":
-            return prototype_loss(emb, y, module, w)
+            return prototype_loss(emb, y, module, w, self.n_classes)
         if self.loss == "nca":
             return nca_loss(emb, y, module, w)
         E = module.members(emb)

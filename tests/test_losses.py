@@ -400,7 +400,8 @@ def test_a_training_step_of_the_in_batch_losses_never_waits_for_the_device(
 ):
     # On a GPU each such wait stalls the queue of kernels, and a step with
     # one cannot be captured in a CUDA graph. The prototype loss needs the
-    # batch's classes (one ``unique``); the others need nothing.
+    # number of class codes (here given by the class weights) to do without
+    # ``unique``; the others need nothing.
     torch.manual_seed(0)
     module = SiameseModule(
         EnsembleMLPEncoder(5, (8,), 4, n_members=n_members)
@@ -415,8 +416,36 @@ def test_a_training_step_of_the_in_batch_losses_never_waits_for_the_device(
     x, y = torch.randn(12, 5), torch.tensor([0, 1, 2] * 4)
     with _HostWaits() as mode:
         criterion(module(x), y, module).backward()
-    allowed = ["_unique2"] if loss == "prototype" else []
-    assert mode.seen == allowed
+    assert mode.seen == []
+    if loss == "prototype":  # the batch's classes are looked up otherwise
+        with _HostWaits() as mode:
+            InBatchLoss(loss)(module(x), y, module).backward()
+        assert mode.seen == ["_unique2"]
+
+
+@pytest.mark.parametrize(
+    "distance, head",
+    [("euclidean", False), ("cosine", False), ("euclidean", True)],
+)
+def test_prototype_loss_with_every_class_code_is_the_same(distance, head):
+    # One column per class code, those absent from the batch masked out,
+    # gives the loss and gradients of the batch's own classes.
+    gen = torch.Generator().manual_seed(3)
+    y = torch.tensor([4, 1, 1, 6, 4, 6, 6, 1, 4, 4])  # codes 0, 2, 3, 5 absent
+    emb = torch.randn(len(y), 3, generator=gen, dtype=torch.float64)
+    emb.requires_grad_()
+    weights = torch.rand(len(y), generator=gen, dtype=torch.float64)
+    module = _loss_module(distance, head)
+    for w in (None, weights):
+        found = prototype_loss(emb, y, module, w)
+        coded = prototype_loss(emb, y, module, w, n_classes=7)
+        torch.testing.assert_close(coded, found)
+        g_found, g_coded = (torch.autograd.grad(v, emb)[0] for v in (found, coded))
+        torch.testing.assert_close(g_coded, g_found)
+    # More codes than samples: the batch's classes are looked up instead.
+    with _HostWaits() as mode:
+        prototype_loss(emb, y, module, n_classes=11)
+    assert mode.seen == ["_unique2"]
 
 
 @pytest.mark.parametrize(

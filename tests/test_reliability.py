@@ -211,15 +211,17 @@ def test_divergence_is_a_floating_point_error():
 
 
 class _HostReads(TorchDispatchMode):
-    """Counts the reads of a tensor's value on the host (``.item()``,
-    ``float(t)``, ``bool(t)``), each a wait for a GPU."""
+    """Counts the operations that make the host wait for a GPU: reading a
+    tensor's value (``.item()``, ``float(t)``, ``bool(t)``) or a result
+    whose size depends on the data (``nonzero``, ``unique``)."""
 
     def __init__(self):
         super().__init__()
         self.reads = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket.__name__ == "_local_scalar_dense":
+        name = func.overloadpacket.__name__
+        if name == "_local_scalar_dense" or "nonzero" in name or "unique" in name:
             self.reads += 1
         return func(*args, **(kwargs or {}))
 
@@ -246,9 +248,10 @@ class CountEpochReads(Callback):
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])
-def test_training_reads_the_losses_on_the_host_once_per_epoch(early_stopping):
-    # Reading each step's loss would make the host wait for a GPU at every
-    # step; the reads of an epoch must not grow with its number of batches.
+def test_training_waits_for_the_device_once_per_epoch(early_stopping):
+    # Reading each step's loss, or looking up the classes of each batch,
+    # would make the host wait for a GPU at every step; the waits of an
+    # epoch must not grow with its number of batches.
     rng = np.random.RandomState(0)
     reads = {}
     for n in (64, 512):
