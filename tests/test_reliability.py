@@ -3,6 +3,7 @@ random input gives valid output or a clear error; large input is chunked."""
 
 import copy
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -287,6 +288,44 @@ def test_training_waits_for_the_device_once_per_epoch(early_stopping):
     assert n_batches[0] > 1
     assert reads[64] == reads[512]
     assert max(reads[512]) <= 3
+
+
+class CountGpuSyncs(Callback):
+    """Counts, epoch by epoch, the synchronizing CUDA calls that CUDA's sync
+    debug mode warns of (copies from pageable host memory among them)."""
+
+    def initialize(self):
+        self.syncs = []
+        return self
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.caught_ = warnings.catch_warnings(record=True)
+        self.log_ = self.caught_.__enter__()
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def on_epoch_end(self, net, **kwargs):
+        torch.cuda.set_sync_debug_mode("default")
+        self.caught_.__exit__(None, None, None)
+        self.syncs.append(sum("synchroniz" in str(w.message) for w in self.log_))
+        del self.caught_, self.log_
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_synchronizes_with_a_gpu_as_often_whatever_the_batches():
+    # What the count of waits above cannot see: the synchronizing calls of
+    # CUDA itself. An epoch of 8 times the batches must make as many.
+    rng = np.random.RandomState(0)
+    syncs = {}
+    for n in (256, 2048):
+        y = np.repeat([0, 1], n // 2)
+        X = rng.normal(size=(n, 3)) + y[:, None]
+        clf = SiameseClassifier(
+            **{**TINY, "max_epochs": 3}, device="cuda", callbacks=[CountGpuSyncs()]
+        ).fit(X, y)
+        spy = next(c for _, c in clf.net_.callbacks_ if isinstance(c, CountGpuSyncs))
+        syncs[n] = spy.syncs[1:]  # the first epoch also allocates
+    assert syncs[256] == syncs[2048], syncs
 
 
 class InterruptSecondBatch(Callback):
