@@ -211,6 +211,12 @@ def test_divergence_is_a_floating_point_error():
     assert issubclass(TrainingDivergedError, FloatingPointError)
 
 
+def _two_classes(n):
+    """``n`` rows of 3 features, two classes of ``n / 2`` shifted apart."""
+    y = np.repeat([0, 1], n // 2)
+    return np.random.RandomState(n).normal(size=(n, 3)) + y[:, None], y
+
+
 class _HostReads(TorchDispatchMode):
     """Counts the operations that make the host wait for a GPU: reading a
     tensor's value (``.item()``, ``float(t)``, ``bool(t)``) or a result
@@ -253,11 +259,9 @@ def test_training_waits_for_the_device_once_per_epoch(early_stopping):
     # Reading each step's loss, or looking up the classes of each batch,
     # would make the host wait for a GPU at every step; the waits of an
     # epoch must not grow with its number of batches.
-    rng = np.random.RandomState(0)
     reads = {}
     for n in (64, 512):
-        y = np.repeat([0, 1], n // 2)
-        X = rng.normal(size=(n, 3)) + y[:, None]
+        X, y = _two_classes(n)
         clf = SiameseClassifier(
             **{**TINY, "max_epochs": 2},
             early_stopping=early_stopping,
@@ -315,11 +319,9 @@ class CountGpuSyncs(Callback):
 def test_training_synchronizes_with_a_gpu_as_often_whatever_the_batches():
     # What the count of waits above cannot see: the synchronizing calls of
     # CUDA itself. An epoch of 8 times the batches must make as many.
-    rng = np.random.RandomState(0)
     syncs = {}
     for n in (256, 2048):
-        y = np.repeat([0, 1], n // 2)
-        X = rng.normal(size=(n, 3)) + y[:, None]
+        X, y = _two_classes(n)
         clf = SiameseClassifier(
             **{**TINY, "max_epochs": 3}, device="cuda", callbacks=[CountGpuSyncs()]
         ).fit(X, y)
