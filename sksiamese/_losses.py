@@ -36,14 +36,14 @@ def _balanced_mean(values, same, weights=None):
     ``values``. A kind of pair absent from the batch has no mean: the other
     one is the loss.
     """
-    positive, negative = same.to(values.dtype), (~same).to(values.dtype)
+    kinds = torch.stack([same, ~same]).to(values.dtype)  # (2, pairs...)
     if weights is not None:
-        positive, negative = positive * weights, negative * weights
-    kinds = (positive.sum() > 0).to(values.dtype) + (negative.sum() > 0).to(
-        values.dtype
-    )
-    means = _weighted_mean(values, positive) + _weighted_mean(values, negative)
-    return means / kinds.clamp(min=1)
+        kinds = kinds * weights
+    # Each kind's weighted mean, as in _weighted_mean, from one sum per kind.
+    totals = kinds.flatten(1).sum(1) * (values.numel() // max(kinds[0].numel(), 1))
+    sums = torch.stack([(values * kinds[0]).sum(), (values * kinds[1]).sum()])
+    means = sums / totals.clamp(min=torch.finfo(values.dtype).tiny)
+    return means.sum() / (totals > 0).sum().clamp(min=1)
 
 
 def contrastive_loss(d, same, margin=1.0, weights=None):
@@ -121,7 +121,8 @@ def prototype_loss(emb, y, module, sample_weight=None, n_classes=None):
     the columns would cost more than the wait).
     """
     E = module.members(emb)  # (members, batch, d)
-    if n_classes is not None and n_classes <= len(y):
+    every_code = n_classes is not None and n_classes <= len(y)
+    if every_code:
         codes, labels = y, torch.arange(n_classes, device=y.device)
     else:
         labels, codes = torch.unique(y, return_inverse=True)
@@ -146,7 +147,7 @@ def prototype_loss(emb, y, module, sample_weight=None, n_classes=None):
         logits = torch.where(in_class, own[..., None], logits)
         if module.head is None and module.distance == "cosine":
             logits = 10.0 * logits
-    if n_classes is not None and n_classes <= len(y):
+    if every_code:
         logits = logits.masked_fill(counts == 0, float("-inf"))  # absent classes
     values = F.cross_entropy(
         logits.flatten(0, 1), codes.repeat(len(E)), reduction="none"
