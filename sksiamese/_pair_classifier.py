@@ -382,11 +382,12 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         X = X.reshape(len(X), 2, n_features)
         return X if y is None else (X, y)
 
-    def _embed_pairs(self, X):
-        """Embeddings ``(n_pairs, 2, d)`` of validated, unscaled pairs ``X``,
-        scaled block by block where they are embedded, as single vectors are
-        in :meth:`transform`."""
-        return self._embed(X.reshape(2 * len(X), -1)).reshape(len(X), 2, -1)
+    def _embed_pairs(self, X, scaled=False):
+        """Embeddings ``(n_pairs, 2, d)`` of validated pairs ``X``: unscaled
+        ones are scaled block by block where they are embedded, as single
+        vectors are in :meth:`transform`."""
+        embed = self.net_.embed if scaled else self._embed
+        return embed(X.reshape(2 * len(X), -1)).reshape(len(X), 2, -1)
 
     def _holdout_split(self, same, items, rng):
         """(train, held-out) pair indices, or (all, None) when too few pairs.
@@ -488,10 +489,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         self.classes_ = plan.classes
         self.n_epochs_ = len(plan.net.history)
         calibration = plan.train if plan.held is None else plan.held
-        Z = plan.Z[calibration]  # scaled already
-        d = self._dissimilarity(
-            self.net_.embed(Z.reshape(2 * len(Z), -1)).reshape(len(Z), 2, -1)
-        )
+        d = self._dissimilarity(self._embed_pairs(plan.Z[calibration], scaled=True))
         slope, intercept = pair_logistic(d, plan.codes[calibration].astype(bool))
         self.pair_calibration_ = (slope, intercept)
         self.threshold_ = -intercept / slope
