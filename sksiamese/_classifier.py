@@ -249,6 +249,15 @@ class SiameseClassifier(
         in float32). Faster on GPUs with bfloat16 support; prediction always
         runs in float32.
 
+    compile : bool or dict, default=False
+        Train with the encoder and the loss compiled by ``torch.compile``
+        (a dict: its keyword arguments, e.g. ``{"mode": "max-autotune"}``).
+        Compiling takes seconds to tens of seconds at the first training step
+        and makes every later step faster, so it pays off on long fits only
+        (see :ref:`scaling`); it needs a C++ compiler on a CPU. The fitted
+        model is the same kind of object either way: prediction runs the
+        plain encoder, and pickles and saved files hold no compiled code.
+
     random_state : int, RandomState instance or None, default=None
         Seeds the weight initialisation, the batches and the held-out split.
         An int makes CPU runs repeatable.
@@ -348,6 +357,7 @@ class SiameseClassifier(
         "samples_per_class": [Interval(numbers.Integral, 2, None, closed="left"), None],
         "augment": ["boolean"],
         "mixed_precision": ["boolean"],
+        "compile": ["boolean", dict],
     }
 
     def __init__(
@@ -380,6 +390,7 @@ class SiameseClassifier(
         scaling="auto",
         device="auto",
         mixed_precision=False,
+        compile=False,
         random_state=None,
         verbose=0,
     ):
@@ -410,6 +421,7 @@ class SiameseClassifier(
         self.scaling = scaling
         self.device = device
         self.mixed_precision = mixed_precision
+        self.compile = compile
         self.random_state = random_state
         self.verbose = verbose
 

@@ -12,6 +12,7 @@ with the same two factories.
 
 import contextlib
 import copy
+import inspect
 import math
 import numbers
 import threading
@@ -184,13 +185,37 @@ class SiameseNet(NeuralNet):
         # skorch pickles the module, criterion and optimizer so that a net
         # trained on a GPU loads on a machine without one; callbacks are
         # pickled as they are, and EarlyStopping keeps the best weights on
-        # the training device: those go to the CPU.
+        # the training device: those go to the CPU. Compiled code is not
+        # pickled: it is compiled again at the next training step.
         state = super().__getstate__()
+        state.pop("_compiled", None)
         if "callbacks_" in state:
             state["callbacks_"] = [
                 (name, _callback_on_cpu(cb)) for name, cb in state["callbacks_"]
             ]
         return state
+
+    def torch_compile(self, module, name):
+        """The module as it is: with ``compile=True`` the training steps run a
+        compiled version of it (:meth:`_for_training`), while ``module_`` and
+        ``criterion_`` stay plain modules, so that their state dicts, pickles
+        and saved files are the same as without compiling, and prediction
+        (blocks of other sizes, no gradients) compiles nothing."""
+        return module
+
+    def _for_training(self, name):
+        """``module_`` or ``criterion_`` (``name``), compiled with
+        ``torch.compile`` when ``compile=True`` (``compile__*`` parameters are
+        its keyword arguments); compiled once per module, at its first
+        training step."""
+        module = getattr(self, name + "_")
+        if not self.compile:
+            return module
+        compiled = self.__dict__.setdefault("_compiled", {})
+        if name not in compiled or compiled[name][0] is not module:
+            kwargs = self.get_params_for("compile")
+            compiled[name] = (module, torch.compile(module, **kwargs))
+        return compiled[name][1]
 
     def _set_training(self, training=True):
         # skorch sets the mode before every step; walking the module tree each
@@ -209,23 +234,27 @@ class SiameseNet(NeuralNet):
 
     def infer(self, x, **fit_params):
         x = self._to_device(x)
+        training = self.module_.training
         autocast = (
             torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
-            if self.mixed_precision and self.module_.training
+            if self.mixed_precision and training
             else contextlib.nullcontext()  # entering autocast costs even if off
         )
+        # Validation runs the plain module: no gradients, other batch sizes.
+        module = self._for_training("module") if training else self.module_
         with autocast:
             if x.dim() == 3:
                 n = len(x)
-                emb = self.module_(x.reshape(2 * n, -1), **fit_params)
+                emb = module(x.reshape(2 * n, -1), **fit_params)
                 emb = emb.float().reshape(n, 2, -1)
                 return emb[:, 0], emb[:, 1]
             # The loss is computed in float32 whatever the encoder ran in.
-            return self.module_(x, **fit_params).float()
+            return module(x, **fit_params).float()
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         y_true = self._to_device(y_true)
-        return self.criterion_(y_pred, y_true, self.module_)
+        criterion = self._for_training("criterion") if training else self.criterion_
+        return criterion(y_pred, y_true, self.module_)
 
     def train_step(self, batch, **fit_params):
         """One optimisation step, as skorch's, without its closure.
@@ -271,7 +300,10 @@ class SiameseNet(NeuralNet):
             for batch in iterator:
                 self.notify("on_batch_begin", batch=batch, training=training)
                 step = step_fn(batch, **fit_params)
-                self.history.record_batch(key, step["loss"].detach())
+                loss = step["loss"].detach()
+                # A compiled step may run as a CUDA graph (mode=
+                # "reduce-overhead"), whose outputs the next step overwrites.
+                self.history.record_batch(key, loss.clone() if self.compile else loss)
                 size = get_len(batch[0] if isinstance(batch, (tuple, list)) else batch)
                 self.history.record_batch(prefix + "_batch_size", size)
                 self.notify("on_batch_end", batch=batch, training=training, **step)
@@ -678,6 +710,28 @@ def batch_size_and_lr(estimator):
     return batch, estimator.lr * (batch / AUTO_BATCH[0]) ** 0.75
 
 
+# The keyword arguments of torch.compile, which compile=dict(...) may set.
+_COMPILE_KWARGS = tuple(
+    name
+    for name, p in inspect.signature(torch.compile).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+def _compile_params(compile):
+    """The skorch parameters of an estimator's ``compile`` (False, True or a
+    dict of ``torch.compile``'s keyword arguments)."""
+    if not isinstance(compile, dict):
+        return {"compile": bool(compile)}
+    unknown = sorted(set(compile) - set(_COMPILE_KWARGS))
+    if unknown:
+        raise ValueError(
+            f"compile holds {', '.join(map(repr, unknown))}, which torch.compile "
+            f"does not take; its keyword arguments are {', '.join(_COMPILE_KWARGS)}."
+        )
+    return {"compile": True, **{f"compile__{k}": v for k, v in compile.items()}}
+
+
 def make_net(
     estimator,
     module,
@@ -743,6 +797,7 @@ def make_net(
         iterator_train__random_state=rng.randint(np.iinfo(np.int32).max),
         iterator_train__pin_memory=device.startswith("cuda"),
         mixed_precision=getattr(estimator, "mixed_precision", False),
+        **_compile_params(getattr(estimator, "compile", False)),
         iterator_train__augment=augment,
         iterator_train__device=batch_device,
         iterator_valid=BalancedBatchIterator,

@@ -1,0 +1,157 @@
+"""``compile=True``: training steps run the encoder and loss compiled by
+``torch.compile``; everything a fitted model holds stays plain."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_wine
+from sklearn.model_selection import train_test_split
+
+from sksiamese import SiameseClassifier, load
+
+SMALL = dict(
+    hidden_layer_sizes=(16,),
+    embedding_dim=4,
+    n_members=2,
+    max_epochs=8,
+    batch_size=32,
+    random_state=0,
+)
+
+
+@pytest.fixture(scope="module")
+def wine():
+    X, y = load_wine(return_X_y=True)
+    return train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
+
+
+class _CompileSpy:
+    """``torch.compile`` that records its keyword arguments and counts the
+    calls of what it compiled, by the class of the compiled module."""
+
+    def __init__(self):
+        self.kwargs, self.calls = [], {}
+
+    def __call__(self, model, **kwargs):
+        self.kwargs.append(kwargs)
+        compiled = _real_compile(model, **kwargs)
+        name = type(model).__name__
+
+        def run(*args, **kw):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return compiled(*args, **kw)
+
+        return run
+
+
+_real_compile = torch.compile
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    spy = _CompileSpy()
+    monkeypatch.setattr(torch, "compile", spy)
+    return spy
+
+
+@pytest.fixture(scope="module")
+def compiled_fit(wine):
+    """A fit with PyTorch's default compiler (inductor), shared by the tests
+    that only read it."""
+    X_train, _, y_train, _ = wine
+    return SiameseClassifier(compile=True, **SMALL).fit(X_train, y_train)
+
+
+def test_compiled_fit_learns_like_the_plain_one(compiled_fit, wine):
+    X_train, X_test, y_train, y_test = wine
+    plain = SiameseClassifier(**SMALL).fit(X_train, y_train)
+    assert compiled_fit.score(X_test, y_test) > 0.9
+    # The compiled kernels round differently, so the two fits drift apart
+    # over the steps; they end up close, not equal.
+    agree = np.mean(compiled_fit.predict(X_test) == plain.predict(X_test))
+    assert agree >= 0.95
+    loss_c = compiled_fit.history_[:, "train_loss"]
+    loss_p = plain.history_[:, "train_loss"]
+    np.testing.assert_allclose(loss_c[0], loss_p[0], rtol=1e-4)
+    assert loss_c[-1] < 0.85 * loss_c[0]
+
+
+def test_compiled_fits_repeat_with_a_seed(compiled_fit, wine):
+    X_train, X_test, y_train, _ = wine
+    again = SiameseClassifier(compile=True, **SMALL).fit(X_train, y_train)
+    np.testing.assert_array_equal(
+        again.predict_proba(X_test), compiled_fit.predict_proba(X_test)
+    )
+
+
+def test_training_steps_run_compiled_and_prediction_does_not(spy, wine):
+    X_train, X_test, y_train, _ = wine
+    clf = SiameseClassifier(compile={"backend": "eager"}, **SMALL)
+    clf.fit(X_train, y_train)
+    assert spy.kwargs == [{"backend": "eager"}] * 2
+    steps = len(clf.history_[:, "batches"]) * len(clf.history_[0, "batches"])
+    assert spy.calls == {"SiameseModule": steps, "InBatchLoss": steps}
+    clf.predict_proba(X_test)
+    clf.transform(X_test)
+    assert spy.calls == {"SiameseModule": steps, "InBatchLoss": steps}
+
+
+def test_validation_passes_run_the_plain_module(spy, wine):
+    X_train, _, y_train, _ = wine
+    clf = SiameseClassifier(
+        compile={"backend": "eager"}, early_stopping=True, **SMALL
+    ).fit(X_train, y_train)
+    assert "valid_loss" in clf.history_[-1]
+    steps = sum(
+        sum(1 for b in epoch["batches"] if "train_loss" in b) for epoch in clf.history_
+    )
+    assert spy.calls == {"SiameseModule": steps, "InBatchLoss": steps}
+
+
+def test_a_compiled_model_pickles_and_saves_as_a_plain_one(
+    compiled_fit, wine, tmp_path
+):
+    X_train, X_test, y_train, _ = wine
+    plain = SiameseClassifier(**SMALL).fit(X_train, y_train)
+    assert list(compiled_fit.net_.module_.state_dict()) == list(
+        plain.net_.module_.state_dict()
+    )
+    assert type(compiled_fit.net_.module_) is type(plain.net_.module_)
+    copy = pickle.loads(pickle.dumps(compiled_fit))
+    assert "_compiled" not in vars(copy.net_)
+    np.testing.assert_array_equal(
+        copy.predict_proba(X_test), compiled_fit.predict_proba(X_test)
+    )
+    compiled_fit.save(tmp_path / "model.zip")
+    loaded = load(tmp_path / "model.zip")
+    assert loaded.compile is True
+    np.testing.assert_array_equal(
+        loaded.predict_proba(X_test), compiled_fit.predict_proba(X_test)
+    )
+
+
+def test_partial_fit_after_unpickling_compiles_again(spy, wine):
+    X_train, _, y_train, _ = wine
+    clf = SiameseClassifier(compile={"backend": "eager"}, **SMALL)
+    clf.partial_fit(X_train, y_train, classes=np.unique(y_train))
+    copy = pickle.loads(pickle.dumps(clf))
+    before = dict(spy.calls)
+    copy.partial_fit(X_train, y_train)
+    assert len(spy.kwargs) == 4  # module and loss, compiled again for the copy
+    assert spy.calls["SiameseModule"] > before["SiameseModule"]
+
+
+@pytest.mark.parametrize(
+    "compile, match",
+    [
+        ({"modes": "max-autotune"}, r"compile holds 'modes', which torch.compile"),
+        ({"fullgraph": True, "x": 1}, r"compile holds 'x', which"),
+        ("yes", r"The 'compile' parameter"),
+    ],
+)
+def test_bad_compile_values_are_refused(compile, match, wine):
+    X_train, _, y_train, _ = wine
+    with pytest.raises(ValueError, match=match):
+        SiameseClassifier(compile=compile, **SMALL).fit(X_train, y_train)
