@@ -14,8 +14,11 @@
 # the speed runs there, SKIP_TESTS=1 to leave out the suite (on a CPU,
 # steps.py's triplet loss at batch 1024 alone runs for over ten minutes).
 # ONLY="tests repeatability" runs just the steps named (tests, repeatability,
-# speed, steps, scale, throughput, throughput_b1024, omniglot), to split the
-# checks over several calls of a time-limited machine.
+# speed, steps, scale, scale_compile, scale_graphs, throughput,
+# throughput_b1024, throughput_compile, omniglot), to split the checks over
+# several calls of a time-limited machine. The *_compile steps train with
+# compile=True (torch.compile), scale_graphs with compile={"mode":
+# "reduce-overhead"} (CUDA graphs).
 set -u
 out=${1:?usage: gpu_check.sh OUT_DIR [GPU_SCRIPTS_DIR] [OMNIGLOT_DIR]}
 scripts=${2:-}
@@ -85,10 +88,13 @@ if [ -n "$scripts" ]; then
     step steps python "$scripts/steps.py" --device "$device" --n "$n_rows"
 fi
 step scale python benchmarks/scale.py --sizes "$n_rows"
+step scale_compile python benchmarks/scale.py --sizes "$n_rows" --compile
+step scale_graphs python benchmarks/scale.py --sizes "$n_rows" --compile reduce-overhead
 tp_rows=100000
 [ "${QUICK:-0}" = 1 ] && tp_rows=5000
 step throughput python benchmarks/throughput.py --device "$device" --n-samples "$tp_rows"
 step throughput_b1024 python benchmarks/throughput.py --device "$device" --n-samples "$tp_rows" --batch-size 1024
+step throughput_compile python benchmarks/throughput.py --device "$device" --n-samples "$tp_rows" --compile
 if [ -n "$omniglot" ]; then
     step omniglot python benchmarks/omniglot.py --data "$omniglot"
 fi

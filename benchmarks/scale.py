@@ -11,10 +11,14 @@ a training example, as in a typical twin-network notebook) would need for the sa
 data: the number of pairs, the memory to hold them as two float32 rows each, and
 one epoch's time at this run's measured training speed. Computed, not run.
 
-``--n-members 1`` runs the single network instead of the default ensemble.
+``--n-members 1`` runs the single network instead of the default ensemble;
+``--compile`` trains with ``compile=True`` (``torch.compile``), ``--compile
+MODE`` with ``compile={"mode": MODE}`` (e.g. ``reduce-overhead``: CUDA graphs
+on a GPU): the first epoch includes the compilation, the later ones show what
+compiling saves per epoch.
 
 Run: ``python benchmarks/scale.py [--sizes 50000 100000 200000 400000]
-[--n-members 8]``
+[--n-members 8] [--compile [MODE]]``
 """
 
 import argparse
@@ -47,13 +51,17 @@ def make_data(n, seed=0):
     return X.astype(np.float32), y
 
 
-def run_one(n, n_members=None):
+def run_one(n, n_members=None, compile=False):
     import torch
 
     from sksiamese import SiameseClassifier
 
     X, y = make_data(n)
-    clf = SiameseClassifier(max_epochs=5, early_stopping=False, random_state=0)
+    if compile not in (False, True):
+        compile = {"mode": compile}
+    clf = SiameseClassifier(
+        max_epochs=5, early_stopping=False, random_state=0, compile=compile
+    )
     if n_members is not None:
         clf.set_params(n_members=n_members)
     start = time.perf_counter()
@@ -70,6 +78,8 @@ def run_one(n, n_members=None):
             {
                 "n": n,
                 "fit": t_fit,
+                "first_epoch": clf.history_[0, "dur"],
+                "later_epochs": float(np.mean(clf.history_[1:, "dur"])),
                 "proba": t_proba,
                 "peak_mb": peak_mb,
                 "samples_per_s": 5 * n_train / t_fit,
@@ -89,18 +99,29 @@ def main(argv=None):
     parser.add_argument(
         "--n-members", type=int, default=None, help="default: the estimator's"
     )
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="MODE",
+        help="train with compile=True, or compile={'mode': MODE}",
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        run_one(args.one, args.n_members)
+        run_one(args.one, args.n_members, args.compile)
         return
 
     print(
-        f"{'rows':>8} {'fit (s)':>8} {'us/row':>7} {'proba (s)':>9} "
+        f"{'rows':>8} {'fit (s)':>8} {'epoch 1, later (s)':>18} {'us/row':>7} "
+        f"{'proba (s)':>9} "
         f"{'us/row':>7} {'peak RSS (MB)':>13}   all pairs: pairs, memory, epoch"
     )
     for n in args.sizes:
         members = [] if args.n_members is None else ["--n-members", str(args.n_members)]
+        if args.compile:
+            members += ["--compile"] + ([] if args.compile is True else [args.compile])
         out = subprocess.run(
             [sys.executable, __file__, "--one", str(n), *members],
             check=True,
@@ -115,14 +136,16 @@ def main(argv=None):
         # pair, at best at our measured samples/s.
         epoch_s = 2 * pairs / r["samples_per_s"]
         print(
-            f"{n:>8} {r['fit']:>8.1f} {1e6 * r['fit'] / n:>7.1f} "
+            f"{n:>8} {r['fit']:>8.1f} {r['first_epoch']:>9.1f} "
+            f"{r['later_epochs']:>8.2f} {1e6 * r['fit'] / n:>7.1f} "
             f"{r['proba']:>9.2f} {1e6 * r['proba'] / n:>7.2f} {r['peak_mb']:>13.0f}"
             f"   {pairs:.1e}, {pair_bytes / 1e12:.1f} TB, "
             f"{epoch_s / 86400:.0f} days"
         )
     print(
         f"(5 epochs; torch threads {r['threads']}; {r['n_references']} references "
-        f"kept; n_members={r['n_members']})"
+        f"kept; n_members={r['n_members']}"
+        f"{f'; compile={args.compile!r}' if args.compile else ''})"
     )
 
 

@@ -41,8 +41,13 @@ data on the device (as ``SiameseClassifier`` does when they fit), the plain
 forward pass copies blocks of 65,536 rows in and the embeddings out once, and
 every timing waits for the device to finish.
 
+``--compile`` adds the same two fits with the module and the loss compiled
+by ``torch.compile`` (the loop's own, and ``compile=True``); their ratios are
+to the loop that is not compiled, and as every time is the best of
+``--repeat`` runs, they leave out the compilation (done in the first run).
+
 Run: ``python benchmarks/throughput.py [--n-samples 100000] [--epochs 10]
-[--device cpu]``
+[--device cpu] [--compile]``
 """
 
 import argparse
@@ -66,9 +71,12 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def plain_fit(X, y, epochs, batch_size, seed, same_optimizer=True, device="cpu"):
+def plain_fit(
+    X, y, epochs, batch_size, seed, same_optimizer=True, device="cpu", compile=False
+):
     """``same_optimizer``: AdamW as SiameseClassifier builds it (fused kernel
-    where PyTorch has one), else AdamW's default implementation."""
+    where PyTorch has one), else AdamW's default implementation. ``compile``:
+    the steps run the module and the loss compiled by ``torch.compile``."""
     torch.manual_seed(seed)
     module = SiameseModule(MLPEncoder(X.shape[1], (128, 64), 32)).to(device)
     criterion = InBatchLoss(SiameseClassifier().loss)
@@ -78,12 +86,14 @@ def plain_fit(X, y, epochs, batch_size, seed, same_optimizer=True, device="cpu")
     )
     Xt, yt = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
     module.train()
+    forward = torch.compile(module) if compile else module
+    loss_fn = torch.compile(criterion) if compile else criterion
     for _ in range(epochs):
         perm = torch.randperm(len(Xt), device=device)
         for start in range(0, len(Xt), batch_size):
             idx = perm[start : start + batch_size]
             opt.zero_grad()
-            loss = criterion(module(Xt[idx]), yt[idx], module)
+            loss = loss_fn(forward(Xt[idx]), yt[idx], module)
             loss.backward()
             opt.step()
     sync(device)
@@ -164,6 +174,9 @@ def main(argv=None):
     parser.add_argument(
         "--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)"
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="also time compiled training"
+    )
     args = parser.parse_args(argv)
     device = args.device
 
@@ -187,23 +200,30 @@ def main(argv=None):
     )
     # skorch's own timing of each fit's epochs: the training loop without the
     # set-up before and the references and calibration after.
-    epoch_times = []
+    epoch_times = {False: [], True: []}
 
-    def siamese_fit():
-        clf.fit(X, y)
-        epoch_times.append(float(sum(clf.history_[:, "dur"])))
+    def siamese_fit(compile=False):
+        clf.set_params(compile=compile).fit(X, y)
+        epoch_times[compile].append(float(sum(clf.history_[:, "dur"])))
 
     # The same optimizer as SiameseClassifier's, fused kernel included where
     # PyTorch has one; also timed with AdamW's defaults, as most loops are.
-    (t_plain, t_default, t_fit), (module, _, _) = race(
-        [
-            lambda: plain_fit(X, y, args.epochs, args.batch_size, 0, device=device),
-            lambda: plain_fit(X, y, args.epochs, args.batch_size, 0, False, device),
-            siamese_fit,
-        ],
-        args.repeat,
+    fits = [
+        lambda: plain_fit(X, y, args.epochs, args.batch_size, 0, device=device),
+        lambda: plain_fit(X, y, args.epochs, args.batch_size, 0, False, device),
+    ]
+    if args.compile:
+        fits += [
+            lambda: plain_fit(
+                X, y, args.epochs, args.batch_size, 0, device=device, compile=True
+            ),
+            lambda: siamese_fit(compile=True),
+        ]
+    # The plain fit last: predictions below use its model.
+    (t_plain, t_default, *t_compiled, t_fit), (module, *_) = race(
+        [*fits, siamese_fit], args.repeat
     )
-    t_epochs = min(epoch_times)
+    t_epochs = min(epoch_times[False])
     # Prediction takes milliseconds: more turns for a stable best time.
     n_turns = 10 * args.repeat
     # The statistics of SiameseClassifier's default (robust) scaling.
@@ -254,6 +274,21 @@ def main(argv=None):
         ("fit", "  with AdamW's defaults", n_train / t_default, t_plain / t_default),
         ("fit", "SiameseClassifier.fit", n_train / t_fit, t_plain / t_fit),
         ("fit", "  its training epochs", n_train / t_epochs, t_plain / t_epochs),
+    ]
+    if args.compile:
+        t_loop_c, t_fit_c = t_compiled
+        t_epochs_c = min(epoch_times[True])
+        rows += [
+            ("fit", "plain loop, compiled", n_train / t_loop_c, t_plain / t_loop_c),
+            ("fit", "fit, compile=True", n_train / t_fit_c, t_plain / t_fit_c),
+            (
+                "fit",
+                "  its training epochs",
+                n_train / t_epochs_c,
+                t_plain / t_epochs_c,
+            ),
+        ]
+    rows += [
         ("predict", "plain forward pass", args.n_samples / t_fwd, 1.0),
         (
             "predict",
