@@ -223,11 +223,12 @@ class _BaseSiamese(BaseEstimator):
         X = self._validate_X(X, reset=False)
         return self._scaler.transform(X)
 
-    def _embed(self, X):
+    def _embed(self, X, then=None):
         """Embeddings of validated, unscaled rows ``X`` of a fitted estimator
-        (scaled block by block while embedding)."""
+        (scaled block by block while embedding), or ``then`` of them (see
+        :meth:`~sksiamese._training.SiameseNet.embed`)."""
         prepare = self._scaler.tensor_transform(self.net_.device)
-        return self.net_.embed(X, prepare=prepare)
+        return self.net_.embed(X, prepare=prepare, then=then)
 
     # -- the fit skeleton ------------------------------------------------------
 

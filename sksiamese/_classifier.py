@@ -639,11 +639,18 @@ class SiameseClassifier(
 
     def _class_dissimilarity(self, X):
         check_is_fitted(self)
-        E = self._embed(self._validate_X(X, reset=False))
+        X = self._validate_X(X, reset=False)
         # Model files written before references had weights: one sample each.
         weights = getattr(self, "_reference_weights", None)
         refs = References(self.references_, self._reference_codes, weights)
-        return refs.dissimilarity(self.net_, E, len(self.classes_), self.n_neighbors)
+        # The references meet the embeddings on the net's device: only the
+        # dissimilarities come back to the host.
+        return self._embed(
+            X,
+            then=lambda E: refs.dissimilarity(
+                self.net_, E, len(self.classes_), self.n_neighbors
+            ),
+        )
 
     def _logits(self, S):
         prior = getattr(self, "class_prior_", None)

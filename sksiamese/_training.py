@@ -167,6 +167,33 @@ def _read_losses(rows, key):
             row[key] = value
 
 
+def _check_embeddings(E, first_row, n_rows, prepare=None):
+    """Raise a ValueError if the embeddings ``E`` of rows ``first_row`` on (of
+    ``n_rows`` embedded) hold NaN or infinite values, after ``prepare``'s
+    ``check`` (errors of the input come first)."""
+    # A sum is finite exactly when every value is, unless the sum itself
+    # overflows; one cheap pass decides, the exact check runs only then.
+    if torch.isfinite(E.sum()):
+        return
+    bad = ~torch.isfinite(E).all(dim=1).cpu().numpy()
+    if not bad.any():
+        return
+    if hasattr(prepare, "check"):
+        prepare.check()
+    where = (
+        ""
+        if len(E) == n_rows
+        else f" of rows {first_row} to {first_row + len(E) - 1} of {n_rows}"
+    )
+    # Distances to NaN would give NaN probabilities and arbitrary labels.
+    raise ValueError(
+        f"The encoder returned NaN or infinite embeddings for {bad.sum()} of "
+        f"{len(E)} samples{where} (the first is row "
+        f"{first_row + np.flatnonzero(bad)[0]}). Their values may lie far "
+        "outside those seen in fit: rescale or clip them."
+    )
+
+
 class SiameseNet(NeuralNet):
     """A skorch ``NeuralNet`` whose module is a
     :class:`~sksiamese._networks.SiameseModule` and whose criterion compares the
@@ -315,7 +342,7 @@ class SiameseNet(NeuralNet):
     # -- inference without DataLoaders: embed once, compare to references --------
 
     @torch.inference_mode()
-    def embed(self, X, batch_size=None, prepare=None):
+    def embed(self, X, batch_size=None, prepare=None, then=None):
         """Embeddings of the rows of ``X`` as a float32 numpy array.
 
         ``X`` holds float32 encoder inputs, or raw rows that ``prepare`` turns
@@ -324,6 +351,12 @@ class SiameseNet(NeuralNet):
         first; on a GPU the device scales). A ``prepare`` with a ``check``
         method (:class:`~sksiamese._preprocessing.BlockTransform`) has it
         called after the last block.
+
+        ``then``, a function of a float32 tensor of embeddings on the device
+        that returns a numpy array, is called on every group of at most
+        ``_EMBED_COPY_ROWS`` rows as soon as it is embedded, and the result
+        is its returns, concatenated: the embeddings never leave the device
+        (e.g. prediction compares them with the references there).
 
         Every forward pass gets blocks of the same number of rows
         (``batch_size``, by default :data:`EMBED_ROWS` of the device), the
@@ -336,9 +369,10 @@ class SiameseNet(NeuralNet):
         module.eval()
         if batch_size is None:
             batch_size = EMBED_ROWS[torch.device(self.device).type]
-        # Blocks stay on the device and go back to the host together, a copy
-        # (and a wait for the device) per _EMBED_COPY_ROWS rows, not per block.
-        out, pending = [], []
+        # Blocks stay on the device and go back to the host (or to ``then``)
+        # together, a copy (and a wait for the device) per _EMBED_COPY_ROWS
+        # rows, not per block.
+        out, pending, done = [], [], 0
         for start in range(0, len(X), batch_size):
             xb = X[start : start + batch_size]
             if prepare is not None:
@@ -350,25 +384,22 @@ class SiameseNet(NeuralNet):
             pending.append(module(xb)[:n])
             last = start + batch_size >= len(X)
             if last or len(pending) * batch_size >= _EMBED_COPY_ROWS:
-                out.append(torch.cat(pending).float().cpu())
+                E = torch.cat(pending).float()
                 pending = []
+                if then is None:
+                    out.append(E.cpu())
+                else:
+                    _check_embeddings(E, done, len(X), prepare)
+                    out.append(then(E))
+                done += len(E)
         if hasattr(prepare, "check"):
             prepare.check()  # errors of the input, before those of the output
+        if then is not None:
+            return np.concatenate(out)
         # One group (inputs under _EMBED_COPY_ROWS rows) is the result as it is:
         # on a CPU, concatenating it again would copy every embedding twice.
         E = out[0] if len(out) == 1 else torch.cat(out)
-        # A sum is finite exactly when every value is, unless the sum itself
-        # overflows; one cheap pass decides, the exact check runs only then.
-        if not torch.isfinite(E.sum()):
-            bad = ~torch.isfinite(E).all(dim=1).numpy()
-            # Distances to NaN would give NaN probabilities and arbitrary labels.
-            if bad.any():
-                raise ValueError(
-                    f"The encoder returned NaN or infinite embeddings for "
-                    f"{bad.sum()} of {len(E)} samples (the first is row "
-                    f"{np.flatnonzero(bad)[0]}). Their values may lie far outside "
-                    "those seen in fit: rescale or clip them."
-                )
+        _check_embeddings(E, 0, len(E))
         return E.numpy()
 
     @torch.inference_mode()

@@ -924,3 +924,20 @@ def test_bad_input(case, fitted):
     else:
         with pytest.raises(case.error, match=case.match):
             method(*case.args)
+
+
+def test_nan_embeddings_name_their_row_when_compared_in_parts(fitted, monkeypatch):
+    # predict_proba compares each group of embedded rows with the references
+    # as soon as it is embedded; the error still names the row of the input.
+    from sksiamese import _training
+
+    monkeypatch.setattr(_training, "_EMBED_COPY_ROWS", 1)
+    monkeypatch.setitem(_training.EMBED_ROWS, "cpu", 4)
+    Xq = np.tile(X[:1], (10, 1))
+    Xq[6] = 500.0
+    with pytest.raises(
+        ValueError,
+        match=r"embeddings for 1 of 4 samples of rows 4 to 7 of 10 "
+        r"\(the first is row 6\)",
+    ):
+        fitted("nan_above_100").predict_proba(Xq)

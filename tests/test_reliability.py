@@ -399,6 +399,20 @@ def test_embeddings_copied_back_in_parts_are_the_same(data, monkeypatch):
     np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)
 
 
+def test_predictions_compared_in_parts_are_the_same(data, monkeypatch):
+    # predict_proba compares each group of embeddings with the references on
+    # the device as soon as it is embedded; groups of one block of 1,024 rows
+    # must give the probabilities of one group, bit for bit.
+    X, y = data
+    clf = SiameseClassifier(**TINY).fit(X, y)
+    X_big = np.tile(X, (2500 // len(X) + 1, 1))[:2500]
+    whole = clf.predict_proba(X_big), clf.decision_function(X_big)
+    monkeypatch.setattr(_training, "_EMBED_COPY_ROWS", 1)
+    parts = clf.predict_proba(X_big), clf.decision_function(X_big)
+    np.testing.assert_array_equal(parts[0], whole[0])
+    np.testing.assert_array_equal(parts[1], whole[1])
+
+
 def test_pickle_round_trip_gives_identical_outputs(data):
     X, y = data
     clf = SiameseClassifier(**TINY).fit(X, y)
