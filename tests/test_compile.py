@@ -8,6 +8,7 @@ import pytest
 import torch
 from sklearn.datasets import load_wine
 from sklearn.model_selection import train_test_split
+from skorch.callbacks import Callback
 
 from sksiamese import SiameseClassifier, load
 
@@ -155,3 +156,33 @@ def test_bad_compile_values_are_refused(compile, match, wine):
     X_train, _, y_train, _ = wine
     with pytest.raises(ValueError, match=match):
         SiameseClassifier(compile=compile, **SMALL).fit(X_train, y_train)
+
+
+class _ReadEachLoss(Callback):
+    """Reads each batch's loss as soon as the step is done."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.losses = []
+
+    def on_batch_end(self, net, training, **kwargs):
+        if training:
+            self.losses.append(float(net.history[-1, "batches", -1, "train_loss"]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graphs_keep_every_batch_loss(wine):
+    # mode="reduce-overhead" replays CUDA graphs whose outputs the next replay
+    # overwrites; the losses recorded during an epoch and read at its end must
+    # be those of their own batches.
+    X_train, X_test, y_train, y_test = wine
+    clf = SiameseClassifier(
+        compile={"mode": "reduce-overhead"},
+        device="cuda",
+        callbacks=[_ReadEachLoss()],
+        **SMALL,
+    ).fit(X_train, y_train)
+    reader = next(cb for _, cb in clf.net_.callbacks_ if isinstance(cb, _ReadEachLoss))
+    recorded = [b["train_loss"] for epoch in clf.history_ for b in epoch["batches"]]
+    assert recorded == reader.losses
+    assert len(set(recorded)) > 1
+    assert clf.score(X_test, y_test) > 0.9
