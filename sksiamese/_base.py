@@ -142,6 +142,7 @@ class _BaseSiamese(BaseEstimator):
         "callbacks": [list, None],
         "scaling": [StrOptions({"auto", "robust", "standard", "global"}), None],
         "device": [str],
+        "compile": ["boolean", dict],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }

@@ -357,7 +357,6 @@ class SiameseClassifier(
         "samples_per_class": [Interval(numbers.Integral, 2, None, closed="left"), None],
         "augment": ["boolean"],
         "mixed_precision": ["boolean"],
-        "compile": ["boolean", dict],
     }
 
     def __init__(

@@ -163,6 +163,13 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
     device : str, default="auto"
         Torch device. ``"auto"`` uses CUDA when available, else the CPU.
 
+    compile : bool or dict, default=False
+        Train with the encoder and the loss compiled by ``torch.compile`` (a
+        dict: its keyword arguments), as in :class:`SiameseClassifier`:
+        faster steps after seconds of compiling at the first one, so for
+        long fits only (see :ref:`scaling`). Prediction runs the plain
+        encoder; pickles and saved files hold no compiled code.
+
     random_state : int, RandomState instance or None, default=None
         Seeds the weight initialisation, the batches and the held-out split.
         An int makes CPU runs repeatable.
@@ -271,6 +278,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         callbacks=None,
         scaling="auto",
         device="auto",
+        compile=False,
         random_state=None,
         verbose=0,
     ):
@@ -296,6 +304,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         self.callbacks = callbacks
         self.scaling = scaling
         self.device = device
+        self.compile = compile
         self.random_state = random_state
         self.verbose = verbose
 

@@ -10,7 +10,7 @@ from sklearn.datasets import load_wine
 from sklearn.model_selection import train_test_split
 from skorch.callbacks import Callback
 
-from sksiamese import SiameseClassifier, load
+from sksiamese import SiameseClassifier, SiamesePairClassifier, load
 
 SMALL = dict(
     hidden_layer_sizes=(16,),
@@ -57,6 +57,15 @@ def spy(monkeypatch):
     return spy
 
 
+def _steps(estimator):
+    """The training steps of a fit (batches with a training loss)."""
+    return sum(
+        "train_loss" in batch
+        for epoch in estimator.history_
+        for batch in epoch["batches"]
+    )
+
+
 @pytest.fixture(scope="module")
 def compiled_fit(wine):
     """A fit with PyTorch's default compiler (inductor), shared by the tests
@@ -92,7 +101,8 @@ def test_training_steps_run_compiled_and_prediction_does_not(spy, wine):
     clf = SiameseClassifier(compile={"backend": "eager"}, **SMALL)
     clf.fit(X_train, y_train)
     assert spy.kwargs == [{"backend": "eager"}] * 2
-    steps = len(clf.history_[:, "batches"]) * len(clf.history_[0, "batches"])
+    steps = _steps(clf)
+    assert steps == clf.n_epochs_ * len(clf.history_[0, "batches"]) > 0
     assert spy.calls == {"SiameseModule": steps, "InBatchLoss": steps}
     clf.predict_proba(X_test)
     clf.transform(X_test)
@@ -105,10 +115,7 @@ def test_validation_passes_run_the_plain_module(spy, wine):
         compile={"backend": "eager"}, early_stopping=True, **SMALL
     ).fit(X_train, y_train)
     assert "valid_loss" in clf.history_[-1]
-    steps = sum(
-        sum(1 for b in epoch["batches"] if "train_loss" in b) for epoch in clf.history_
-    )
-    assert spy.calls == {"SiameseModule": steps, "InBatchLoss": steps}
+    assert spy.calls == {"SiameseModule": _steps(clf), "InBatchLoss": _steps(clf)}
 
 
 def test_a_compiled_model_pickles_and_saves_as_a_plain_one(
@@ -186,3 +193,29 @@ def test_cuda_graphs_keep_every_batch_loss(wine):
     assert recorded == reader.losses
     assert len(set(recorded)) > 1
     assert clf.score(X_test, y_test) > 0.9
+
+
+@pytest.fixture(scope="module")
+def wine_pairs(wine):
+    """Pairs of wine samples, labelled 1 for two samples of one cultivar."""
+    X_train, X_test, y_train, y_test = wine
+    rng = np.random.RandomState(0)
+
+    def pairs(X, y, n):
+        a, b = rng.randint(len(X), size=(2, n))
+        return np.stack([X[a], X[b]], axis=1), (y[a] == y[b]).astype(int)
+
+    return (*pairs(X_train, y_train, 600), *pairs(X_test, y_test, 300))
+
+
+def test_pair_classifier_trains_compiled(spy, wine_pairs):
+    X_train, y_train, X_test, y_test = wine_pairs
+    # Wine columns have different units: per-feature scaling.
+    params = dict(SMALL, max_epochs=20, early_stopping=False, scaling="robust")
+    plain = SiamesePairClassifier(**params).fit(X_train, y_train)
+    clf = SiamesePairClassifier(compile=True, **params).fit(X_train, y_train)
+    assert spy.calls == {"SiameseModule": _steps(clf), "RowPairLoss": _steps(clf)}
+    assert clf.score(X_test, y_test) > 0.85
+    assert clf.score(X_test, y_test) >= plain.score(X_test, y_test) - 0.03
+    copy = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(copy.predict_proba(X_test), clf.predict_proba(X_test))
