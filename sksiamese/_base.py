@@ -261,7 +261,9 @@ class _BaseSiamese(BaseEstimator):
             train, held, targets = self._split(X, codes, rng)
         scaler = self._make_scaler().fit(_rows(X[train]))
         Z = scale(scaler, X)
-        self.batch_size_ = resolve_batch_size(self.batch_size, len(train))
+        self.batch_size_ = resolve_batch_size(
+            self.batch_size, len(train), self._loss_over_all_pairs()
+        )
         with seeded(seed, device):
             module = build_module(
                 self,
@@ -303,6 +305,13 @@ class _BaseSiamese(BaseEstimator):
         with seeded(plan.seed, plan.device):
             plan.net.partial_fit(plan.Z[plan.train], plan.targets[plan.train])
         warn_if_not_converged(self, plan.net)
+
+    def _loss_over_all_pairs(self):
+        """Whether the training loss compares every pair of a batch, so that
+        its cost per step grows with the square of the batch: then
+        ``batch_size="auto"`` keeps 128 (see
+        :func:`~sksiamese._training.resolve_batch_size`)."""
+        return False
 
     def _random_streams(self):
         """numpy's random stream of a fit, and the seed of torch's."""

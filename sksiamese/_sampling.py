@@ -16,20 +16,24 @@ AUTO_BATCH = (128, 1024)
 _AUTO_MIN_STEPS = 200
 
 
-def auto_batch_size(n_samples):
+def auto_batch_size(n_samples, largest=AUTO_BATCH[1]):
     """The batch size ``batch_size="auto"`` trains ``n_samples`` rows with.
 
     128, doubled for every doubling of the data beyond 51,200 rows (200
-    batches of 256), up to 1,024: an epoch of a large table takes 200 to 400
-    steps instead of thousands, and each step is a bigger, cheaper-per-row
-    piece of work (on a CPU and more so on a GPU).
+    batches of 256), up to ``largest`` (1,024): an epoch of a large table
+    takes 200 to 400 steps instead of thousands, and each step is a bigger,
+    cheaper-per-row piece of work (on a CPU and more so on a GPU), as long as
+    the loss's cost grows with the batch, not with its square (see
+    :func:`~sksiamese._training.resolve_batch_size`).
 
     Examples
     --------
     >>> [auto_batch_size(n) for n in (1_000, 51_199, 51_200, 400_000)]
     [128, 128, 256, 1024]
+    >>> auto_batch_size(400_000, largest=128)
+    128
     """
-    batch, largest = AUTO_BATCH
+    batch = AUTO_BATCH[0]
     while batch < largest and n_samples >= 2 * batch * _AUTO_MIN_STEPS:
         batch *= 2
     return batch

@@ -615,3 +615,8 @@ def test_auto_batch_size_is_128_on_small_data_and_grows_with_the_rows(tmp_path):
     # An int is used as given, and so is lr.
     given = SiameseClassifier(random_state=0, batch_size=256, **tiny).fit(X_big, y_big)
     assert given.batch_size_ == 256 and _optimizer_lr(given) == given.lr
+    # A loss over every pair of the batch costs its square: "auto" keeps 128.
+    pairs = SiameseClassifier(random_state=0, loss="contrastive", **tiny)
+    pairs.fit(X_big, y_big)
+    assert pairs.batch_size_ == pairs.net_.batch_size == 128
+    assert _optimizer_lr(pairs) == pairs.lr

@@ -108,6 +108,21 @@ def test_auto_batch_size_on_few_pairs_is_the_default_128(digit_pairs):
     np.testing.assert_array_equal(auto.predict_proba(X), given.predict_proba(X))
 
 
+def test_auto_batch_size_grows_only_without_the_group_term():
+    # The group term compares every vector of a batch with every other: its
+    # cost grows with the square of the batch, so "auto" keeps 128 with it.
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(51_200, 2, 3)).astype(np.float32)
+    y = rng.randint(2, size=51_200)
+    params = dict(TINY, n_members=1, max_epochs=1, early_stopping=False)
+    params.update(batch_size="auto", validation_fraction=0.0)
+    lean = SiamesePairClassifier(group_weight=0.0, **params).fit(X, y)
+    assert lean.batch_size_ == lean.net_.batch_size == 256
+    assert lean.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(1e-3 * 2**0.75)
+    grouped = SiamesePairClassifier(**params).fit(X, y)
+    assert grouped.batch_size_ == grouped.net_.batch_size == 128
+
+
 def test_scaling_is_fitted_on_the_vectors_of_both_sides(digit_pairs):
     X, y = digit_pairs[0][:100], digit_pairs[1][:100]
     vectors = X.reshape(-1, X.shape[2])
