@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_iris
+from sklearn.datasets import load_iris, load_wine
+from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
 
@@ -29,3 +30,10 @@ def _seed():
 @pytest.fixture(scope="module")
 def iris():
     return load_iris(return_X_y=True)
+
+
+@pytest.fixture(scope="module")
+def wine():
+    """Wine split 70/30, stratified: ``X_train, X_test, y_train, y_test``."""
+    X, y = load_wine(return_X_y=True)
+    return train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)

@@ -37,12 +37,6 @@ WIDTH = 8 * 8
 
 
 @pytest.fixture(scope="module")
-def wine():
-    X, y = load_wine(return_X_y=True)
-    return train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
-
-
-@pytest.fixture(scope="module")
 def fitted(wine):
     """One fitted model shared by the tests that only read it."""
     X_train, _, y_train, _ = wine

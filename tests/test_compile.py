@@ -6,8 +6,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_wine
-from sklearn.model_selection import train_test_split
 from skorch.callbacks import Callback
 
 from sksiamese import SiameseClassifier, SiamesePairClassifier, load
@@ -20,12 +18,6 @@ SMALL = dict(
     batch_size=32,
     random_state=0,
 )
-
-
-@pytest.fixture(scope="module")
-def wine():
-    X, y = load_wine(return_X_y=True)
-    return train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
 
 
 class _CompileSpy:

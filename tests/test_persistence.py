@@ -14,19 +14,12 @@ import torch
 from sklearn.base import clone
 from sklearn.datasets import load_digits, load_wine
 from sklearn.exceptions import NotFittedError
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 import sksiamese._persistence as persistence
 from sksiamese import SiameseClassifier, SiamesePairClassifier, load
 
 SMALL = dict(hidden_layer_sizes=(16,), embedding_dim=4, max_epochs=3, random_state=0)
-
-
-@pytest.fixture(scope="module")
-def wine():
-    X, y = load_wine(return_X_y=True)
-    return train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ SMALL = dict(hidden_layer_sizes=(8,), embedding_dim=2, max_epochs=2, random_stat
 
 
 @pytest.fixture(scope="module")
-def wine():
+def wine_all():
     return load_wine(return_X_y=True)
 
 
@@ -19,19 +19,19 @@ def callbacks(clf):
 
 
 @pytest.mark.parametrize("verbose", [0, 1])
-def test_no_progress_bar_by_default(wine, capsys, verbose):
-    clf = SiameseClassifier(verbose=verbose, **SMALL).fit(*wine)
+def test_no_progress_bar_by_default(wine_all, capsys, verbose):
+    clf = SiameseClassifier(verbose=verbose, **SMALL).fit(*wine_all)
     assert "progress_bar" not in callbacks(clf)
     out, err = capsys.readouterr()
     assert "train_loss" not in err
     assert ("train_loss" in out) == bool(verbose)
 
 
-def test_verbose_2_draws_a_bar_with_the_right_batch_count(wine, capsys):
-    # 10 samples per class in a batch of 30, the 178 wine samples less the 18
+def test_verbose_2_draws_a_bar_with_the_right_batch_count(wine_all, capsys):
+    # 10 samples per class in a batch of 30, the 178 wine_all samples less the 18
     # held out: ceil(160 / 30) training batches and ceil(18 / 30) held-out ones.
     clf = SiameseClassifier(verbose=2, batch_size=32, early_stopping=True, **SMALL).fit(
-        *wine
+        *wine_all
     )
     bar = callbacks(clf)["progress_bar"]
     assert isinstance(bar, BalancedProgressBar)
