@@ -119,11 +119,11 @@ def main(argv=None):
         f"{'us/row':>7} {'peak RSS (MB)':>13}   all pairs: pairs, memory, epoch"
     )
     for n in args.sizes:
-        members = [] if args.n_members is None else ["--n-members", str(args.n_members)]
+        options = [] if args.n_members is None else ["--n-members", str(args.n_members)]
         if args.compile:
-            members += ["--compile"] + ([] if args.compile is True else [args.compile])
+            options += ["--compile"] + ([] if args.compile is True else [args.compile])
         out = subprocess.run(
-            [sys.executable, __file__, "--one", str(n), *members],
+            [sys.executable, __file__, "--one", str(n), *options],
             check=True,
             capture_output=True,
             text=True,
