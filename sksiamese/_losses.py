@@ -26,6 +26,26 @@ def _weighted_mean(values, weights=None):
     return (values * weights).sum() / total.clamp(min=torch.finfo(values.dtype).tiny)
 
 
+def _balanced_coefficients(same, weights=None, n_values=1, dtype=torch.float32):
+    """The factor of each pair's term in :func:`_balanced_mean`.
+
+    The mean over positive pairs and the mean over negative pairs, averaged,
+    is ``sum(values * coef)``, where ``coef`` is a pair's weight over the
+    total weight of its kind, over the number of kinds present, over
+    ``n_values`` (the values each pair has: one per ensemble member). The
+    factors do not depend on the values, so they carry no gradient, and for
+    an ensemble they are made once, not once per member.
+    """
+    if weights is None:
+        weights = torch.ones(same.shape, dtype=dtype, device=same.device)
+    in_same = torch.where(same, weights, 0.0).sum()
+    totals = torch.stack([in_same, weights.sum() - in_same])
+    kinds = (totals > 0).sum().clamp(min=1)
+    # A kind without pairs has a total of 0 and weights of 0: factors of 0.
+    scale = 1.0 / (totals.clamp(min=torch.finfo(dtype).tiny) * (kinds * n_values))
+    return weights * torch.where(same, scale[0], scale[1])
+
+
 def _balanced_mean(values, same, weights=None):
     """Mean over positive pairs and mean over negative pairs, averaged.
 
@@ -33,31 +53,33 @@ def _balanced_mean(values, same, weights=None):
     numerous in a batch with many classes. ``same`` tells the positive pairs;
     ``weights`` (one per pair, 0 for a pair that does not count) make the two
     means weighted ones. Pairs lie along the trailing dimensions of
-    ``values``. A kind of pair absent from the batch has no mean: the other
-    one is the loss.
+    ``values`` (leading ones are ensemble members). A kind of pair absent
+    from the batch has no mean: the other one is the loss.
     """
-    kinds = torch.stack([same, ~same]).to(values.dtype)  # (2, pairs...)
-    if weights is not None:
-        kinds = kinds * weights
-    # Each kind's weighted mean, as in _weighted_mean, from one sum per kind.
-    totals = kinds.flatten(1).sum(1) * (values.numel() // max(kinds[0].numel(), 1))
-    sums = torch.stack([(values * kinds[0]).sum(), (values * kinds[1]).sum()])
-    means = sums / totals.clamp(min=torch.finfo(values.dtype).tiny)
-    return means.sum() / (totals > 0).sum().clamp(min=1)
+    n_values = values.numel() // max(same.numel(), 1)
+    coef = _balanced_coefficients(same, weights, n_values, values.dtype)
+    # One product-and-sum over the pairs (a matrix-vector product), whose
+    # gradient is one product with ``coef``.
+    return torch.tensordot(values, coef, dims=coef.dim()).sum()
 
 
 def contrastive_loss(d, same, margin=1.0, weights=None):
     """Hadsell, Chopra and LeCun (2006): pull same pairs together, push different
     pairs at least ``margin`` apart."""
-    values = torch.where(same, d.pow(2), F.relu(margin - d).pow(2))
+    # d for a same pair, min(d - margin, 0) for a different one: squared, the
+    # two kinds' terms, from one subtraction and one clamp of ``d`` (the
+    # shifts and caps depend on the labels alone).
+    shift = torch.where(same, 0.0, margin).to(d.dtype)
+    cap = torch.where(same, torch.inf, 0.0).to(d.dtype)
+    values = torch.clamp(d - shift, max=cap).square()
     return _balanced_mean(values, same, weights)
 
 
 def bce_pair_loss(d, same, weights=None):
     """Binary cross-entropy on the logit ``-d`` of "same" (Koch et al. 2015)."""
-    target = same.to(d.dtype).expand_as(d)
-    values = F.binary_cross_entropy_with_logits(-d, target, reduction="none")
-    return _balanced_mean(values, same, weights)
+    # With target t, BCE(-d, t) is softplus(d) for t = 1, softplus(-d) for 0.
+    sign = torch.where(same, 1.0, -1.0).to(d.dtype)
+    return _balanced_mean(F.softplus(d * sign), same, weights)
 
 
 # The in-batch losses below use masks of fixed shape, never boolean indexing,
@@ -260,10 +282,14 @@ class InBatchLoss(nn.Module):
             return triplet_loss(D, y, self.margin, w)
         # Every pair of distinct samples, both ways round (as many terms as
         # the pairs above the diagonal, twice over: the same means).
+        # A pair's weight is the sum of its samples' (the mean, but only
+        # relative weights count); a sample with itself is no pair.
         same = y[:, None] == y[None, :]
-        pair_w = (~torch.eye(len(y), dtype=torch.bool, device=D.device)).to(D.dtype)
-        if w is not None:
-            pair_w = pair_w * ((w[:, None] + w[None, :]) / 2)
+        if w is None:
+            pair_w = torch.ones(D.shape[-2:], dtype=D.dtype, device=D.device)
+        else:
+            pair_w = (w[:, None] + w[None, :]).to(D.dtype)
+        pair_w.fill_diagonal_(0.0)
         if self.loss == "bce":
             return bce_pair_loss(D, same, pair_w)
         return contrastive_loss(D, same, self.margin, pair_w)

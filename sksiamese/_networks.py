@@ -281,15 +281,19 @@ class SiameseModule(nn.Module):
         if self.distance == "euclidean":
             # |a|^2 + |b|^2 - 2 a.b, in as few operations as the formula
             # allows (each is a kernel launch on a GPU): the norms once when
-            # a batch is compared with itself, the product's factor in ``add``.
+            # a batch is compared with itself, the product added to them by
+            # one multiply-add (``baddbmm``: one kernel, not three).
             sq_a = a.pow(2).sum(-1)
             sq_b = sq_a if b is a else b.pow(2).sum(-1)
-            sq = torch.add(
-                sq_a[..., :, None] + sq_b[..., None, :],
-                a @ b.transpose(-1, -2),
-                alpha=-2.0,
-            ).clamp(min=0.0)
-            return sq if squared else sq.clamp(min=1e-12).sqrt()
+            norms = sq_a[..., :, None] + sq_b[..., None, :]
+            if a.dim() == b.dim() == 3 and len(a) == len(b):
+                sq = torch.baddbmm(norms, a, b.mT, alpha=-2.0)
+            elif a.dim() == b.dim() == 2:
+                sq = torch.addmm(norms, a, b.T, alpha=-2.0)
+            else:
+                sq = torch.add(norms, a @ b.mT, alpha=-2.0)
+            # Rounding can make a square slightly negative: one clamp either way.
+            return sq.clamp(min=0.0) if squared else sq.clamp(min=1e-12).sqrt()
         if self.distance == "manhattan":
             return torch.cdist(a, b, p=1.0)
         return 1.0 - F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).transpose(-1, -2)

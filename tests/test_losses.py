@@ -314,11 +314,13 @@ def test_prototype_loss_matches_leave_one_out_means_by_loops(distance, head):
         assert got.item() == pytest.approx(expected.item(), rel=1e-10)
 
 
-def _pair_loss_by_pairs(D, y, loss, weights, margin=1.0):
-    """Contrastive or BCE loss over the pairs above the diagonal: the mean
-    over same pairs and the mean over different pairs, averaged."""
+def _pair_loss_by_pairs(emb, module, y, loss, weights, margin=1.0):
+    """Contrastive or BCE loss over the pairs above the diagonal, each pair's
+    dissimilarity computed on its own: the mean over same pairs and the mean
+    over different pairs, averaged."""
     i, j = torch.triu_indices(len(y), len(y), offset=1)
-    d, same, pair_w = D[i, j], y[i] == y[j], (weights[i] + weights[j]) / 2
+    d = module.rowwise(emb[i], emb[j])
+    same, pair_w = y[i] == y[j], (weights[i] + weights[j]) / 2
     if loss == "bce":
         values = torch.nn.functional.binary_cross_entropy_with_logits(
             -d, same.double(), reduction="none"
@@ -339,21 +341,27 @@ def _pair_loss_by_pairs(D, y, loss, weights, margin=1.0):
     [[0, 0, 1, 1, 1, 2, 0, 2], [0, 1, 2, 3, 4], [1, 1, 1, 1]],
     ids=["mixed", "no-same-pair", "one-class"],
 )
-def test_pair_losses_match_the_pairs_above_the_diagonal(loss, y):
+@pytest.mark.parametrize("spread", [1.0, 30.0], ids=["near", "far"])
+def test_pair_losses_match_the_pairs_above_the_diagonal(loss, y, spread):
     # The in-batch loss takes every pair both ways round on the whole
     # matrix; a batch without same (or without different) pairs is the mean
-    # of the other kind alone.
+    # of the other kind alone. Values and gradients, with pairs inside and
+    # beyond the margin ("far": logits beyond the range where softplus is
+    # computed exactly).
     gen = torch.Generator().manual_seed(1)
     y = torch.tensor(y)
-    emb = torch.randn(len(y), 3, generator=gen, dtype=torch.float64)
+    emb = spread * torch.randn(len(y), 3, generator=gen, dtype=torch.float64)
+    emb.requires_grad_(True)
     module = _loss_module("euclidean", head=loss == "bce")
     class_weight = [1.0, 3.0, 0.5, 2.0, 1.5]
-    D = module.pairwise(emb, emb)
     for cw in (None, class_weight):
         got = InBatchLoss(loss, class_weight=cw)(emb, y, module)
         weights = torch.ones(5) if cw is None else torch.tensor(cw)
-        expected = _pair_loss_by_pairs(D, y, loss, weights[y].double())
+        expected = _pair_loss_by_pairs(emb, module, y, loss, weights[y].double())
         assert got.item() == pytest.approx(expected.item(), rel=1e-10)
+        (grad,) = torch.autograd.grad(got, emb)
+        (grad_expected,) = torch.autograd.grad(expected, emb)
+        torch.testing.assert_close(grad, grad_expected, rtol=1e-8, atol=1e-12)
 
 
 @pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype", "nca"])
