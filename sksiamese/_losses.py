@@ -123,7 +123,7 @@ def triplet_loss(D, y, margin=1.0, sample_weight=None):
     return _weighted_mean(values, weights)
 
 
-def prototype_loss(emb, y, module, sample_weight=None, n_classes=None):
+def prototype_loss(emb, y, module, sample_weight=None, n_classes=None, renumber=None):
     """Prototypical-network loss (Snell, Swersky and Zemel 2017) inside a batch.
 
     Each sample is classified by softmax over its dissimilarity to the mean
@@ -138,11 +138,22 @@ def prototype_loss(emb, y, module, sample_weight=None, n_classes=None):
     The classes of the batch are found by ``torch.unique``, which makes the
     host wait for a GPU. With ``n_classes``, the number of class codes ``y``
     is drawn from (``0 .. n_classes - 1``), every code has a column instead,
-    those absent from the batch masked out: no wait, and the same loss. That
-    is done when there are no more codes than samples in the batch (beyond,
-    the columns would cost more than the wait).
+    those absent from the batch masked out: no wait, and the same loss. With
+    more codes than samples in the batch, the columns would cost more than
+    the wait, but a batch holds at most as many classes as samples: with
+    ``renumber``, the classes present are numbered ``0, 1, ...`` on the
+    device (in the order of their codes) and each number up to the batch
+    size has a column: still no wait, and the same loss. That costs more
+    than ``unique`` where there is no wait to save, so by default
+    (``renumber=None``) it is done off a CPU only.
     """
     E = module.members(emb)  # (members, batch, d)
+    if renumber is None:
+        renumber = y.device.type != "cpu"
+    if n_classes is not None and n_classes > len(y) and renumber:
+        present = torch.zeros(n_classes, dtype=y.dtype, device=y.device)
+        y = (present.index_fill_(0, y, 1).cumsum(0) - 1)[y]
+        n_classes = len(y)
     every_code = n_classes is not None and n_classes <= len(y)
     if every_code:
         codes, labels = y, torch.arange(n_classes, device=y.device)

@@ -446,14 +446,18 @@ def test_prototype_loss_with_every_class_code_is_the_same(distance, head):
     module = _loss_module(distance, head)
     for w in (None, weights):
         found = prototype_loss(emb, y, module, w)
-        coded = prototype_loss(emb, y, module, w, n_classes=7)
-        torch.testing.assert_close(coded, found)
-        g_found, g_coded = (torch.autograd.grad(v, emb)[0] for v in (found, coded))
-        torch.testing.assert_close(g_coded, g_found)
-    # More codes than samples: the batch's classes are looked up instead.
-    with _HostWaits() as mode:
-        prototype_loss(emb, y, module, n_classes=11)
-    assert mode.seen == ["_unique2"]
+        (g_found,) = torch.autograd.grad(found, emb)
+        # Codes 0 .. 6; more codes than samples, the classes renumbered on
+        # the device (done off a CPU) or looked up.
+        for n_classes, renumber in ((7, None), (500, True), (500, False)):
+            coded = prototype_loss(emb, y, module, w, n_classes, renumber)
+            torch.testing.assert_close(coded, found)
+            (g_coded,) = torch.autograd.grad(coded, emb)
+            torch.testing.assert_close(g_coded, g_found)
+    for renumber, waits in ((True, []), (False, ["_unique2"]), (None, ["_unique2"])):
+        with _HostWaits() as mode:
+            prototype_loss(emb, y, module, n_classes=500, renumber=renumber).backward()
+        assert mode.seen == waits
 
 
 @pytest.mark.parametrize(
