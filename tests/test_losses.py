@@ -5,6 +5,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from sksiamese._losses import (
     InBatchLoss,
     RowPairLoss,
+    _LogPickProbability,
     contrastive_loss,
     nca_loss,
     prototype_loss,
@@ -112,6 +113,36 @@ def test_nca_loss_values():
     # The lone sample's empty row gives no NaN gradient.
     value.backward()
     assert torch.isfinite(emb.grad).all()
+
+
+@pytest.mark.parametrize("scale", [1.0, 1000.0], ids=["near", "far"])
+def test_nca_log_probability_and_gradient_match_two_logsumexp(scale):
+    """The NCA loss's log probabilities (two members, rows of all samples or
+    of some) and their gradients, against the two ``logsumexp`` they stand
+    for; "far": entries 1000s apart, where plain exponentials underflow."""
+    gen = torch.Generator().manual_seed(4)
+    D = scale * torch.rand(2, 5, 6, generator=gen, dtype=torch.float64)
+    D.requires_grad_(True)
+    excluded = torch.zeros(5, 6, dtype=torch.bool)
+    excluded[torch.arange(5), torch.arange(5)] = True  # each row's own sample
+    picks = torch.rand(5, 6, generator=gen) < 0.4
+    picks[:, 5] = True  # every row picks something: column 5 is never excluded
+    picks[3] = True  # a row picking everything: log p = 0
+    picks &= ~excluded
+    got = _LogPickProbability.apply(D, excluded, picks)
+    logits = (-D).masked_fill(excluded, float("-inf"))
+    expected = torch.logsumexp(
+        logits.masked_fill(~picks, float("-inf")), dim=-1
+    ) - torch.logsumexp(logits, dim=-1)
+    torch.testing.assert_close(got, expected)
+    assert (got[:, 3] == 0).all()
+    grad_out = torch.rand(2, 5, generator=gen, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(got, D, grad_out)
+    (grad_expected,) = torch.autograd.grad(expected, D, grad_out)
+    torch.testing.assert_close(grad, grad_expected)
+    assert torch.autograd.gradcheck(
+        lambda D: _LogPickProbability.apply(D, excluded, picks), (D,)
+    )
 
 
 @pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype", "nca"])
