@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA device, as one script: the test suite with CUDA
 # visible (so device="auto" picks it), repeatability of seeded fits on the
-# device, the GPU speed scripts, throughput.py at batch 128 and 1024 and the
-# Omniglot benchmark. Each step's log goes to OUT_DIR; a failing step does not
+# device, the GPU speed scripts, losses.py (each loss against a plain step),
+# throughput.py at batch 128 and 1024 and the Omniglot benchmark. Each step's log goes to OUT_DIR; a failing step does not
 # stop the others.
 #
 # Run: bash benchmarks/gpu_check.sh OUT_DIR [GPU_SCRIPTS_DIR] [OMNIGLOT_DIR]
@@ -14,7 +14,7 @@
 # the speed runs there, SKIP_TESTS=1 to leave out the suite (on a CPU,
 # steps.py's triplet loss at batch 1024 alone runs for over ten minutes).
 # ONLY="tests repeatability" runs just the steps named (tests, repeatability,
-# speed, steps, scale, scale_compile, scale_graphs, throughput,
+# speed, steps, losses, scale, scale_compile, scale_graphs, throughput,
 # throughput_b1024, throughput_compile, omniglot), to split the checks over
 # several calls of a time-limited machine. The *_compile steps train with
 # compile=True (torch.compile), scale_graphs with compile={"mode":
@@ -87,6 +87,9 @@ if [ -n "$scripts" ]; then
     step speed python "$scripts/speed.py" --device "$device" --n "$n_rows"
     step steps python "$scripts/steps.py" --device "$device" --n "$n_rows"
 fi
+losses_args=()
+[ "${QUICK:-0}" = 1 ] && losses_args=(--batch 128 --seconds 0.02 --repeat 1)
+step losses python benchmarks/losses.py --device "$device" "${losses_args[@]}"
 step scale python benchmarks/scale.py --sizes "$n_rows"
 step scale_compile python benchmarks/scale.py --sizes "$n_rows" --compile
 step scale_graphs python benchmarks/scale.py --sizes "$n_rows" --compile reduce-overhead

@@ -1,0 +1,201 @@
+"""What each in-batch loss costs, against a plain MLP + cross-entropy step.
+
+For each loss as the estimators build it (``"bce"`` with its learned head on
+the absolute difference; the others on euclidean distances), each batch size
+and each number of ensemble members, on generated data (33 scaled features,
+two classes, 1% positives, drawn into batches of half of each class, as the
+estimators draw them):
+
+- *loss*: the loss's own forward and backward pass on given embeddings, in
+  milliseconds (no encoder, no optimizer);
+- *step*: a whole training step of a hand-written loop with the library's
+  encoder (MLP 128-64-32 per member), the loss and AdamW: forward, loss,
+  backward, optimizer step, in milliseconds;
+- *x plain*: the plain step's time over this step's, the plain step being the
+  same encoder (one network, 128-64-32) with a linear layer and
+  cross-entropy at the same batch size: the floor for this encoder (higher is
+  better; 1.0 would be a loss that costs nothing).
+
+The pair estimator's losses are the same functions: its group term is
+``nca`` over both vectors of each pair.
+
+Every figure is the best of ``--repeat`` runs of as many steps as take about
+``--seconds`` each (measured once beforehand); on a CUDA device every timing
+waits for the device. Run alone: other work on the same cores changes the
+figures several-fold.
+
+Run: ``python benchmarks/losses.py [--device cpu] [--threads 1]
+[--batch 128,1024] [--members 1,8] [--losses contrastive,bce,triplet,prototype,nca]``
+"""
+
+import argparse
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import make_classification
+
+from sksiamese._losses import LOSSES, InBatchLoss
+from sksiamese._networks import EnsembleMLPEncoder, MLPEncoder, SiameseModule
+
+N_FEATURES, HIDDEN, EMBEDDING = 33, (128, 64), 32
+
+
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(run, device, seconds, repeat):
+    """Best seconds per call of ``run`` over ``repeat`` timed runs."""
+    for _ in range(3):  # warm up (allocator, kernels, first-call costs)
+        run()
+    sync(device)
+    start = time.perf_counter()
+    run()
+    sync(device)
+    once = max(time.perf_counter() - start, 1e-6)
+    n = max(3, int(seconds / once))
+    best = float("inf")
+    for _ in range(repeat):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(n):
+            run()
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / n)
+    return best
+
+
+def siamese_module(loss, n_members, device):
+    if n_members == 1:
+        encoder = MLPEncoder(N_FEATURES, HIDDEN, EMBEDDING)
+    else:
+        encoder = EnsembleMLPEncoder(N_FEATURES, HIDDEN, EMBEDDING, n_members=n_members)
+    return SiameseModule(
+        encoder,
+        "euclidean",
+        head=loss == "bce",
+        embedding_dim=EMBEDDING * n_members,
+        n_members=n_members,
+    ).to(device)
+
+
+def batches(X, y, batch_size, device, gen):
+    """An endless supply of class-balanced batches (half of each class, as the
+    estimators draw them for two classes), drawn on the device."""
+    members = [torch.nonzero(y == c)[:, 0] for c in (0, 1)]
+    half = batch_size // 2
+    while True:
+        idx = torch.cat(
+            [
+                m[torch.randint(0, len(m), (half,), device=device, generator=gen)]
+                for m in members
+            ]
+        )
+        yield X[idx], y[idx]
+
+
+def step_time(make_loss, params, X, y, batch_size, device, seconds, repeat):
+    gen = torch.Generator(device=device).manual_seed(0)
+    supply = batches(X, y, batch_size, device, gen)
+    opt = torch.optim.AdamW(params, lr=1e-3)
+
+    def step():
+        xb, yb = next(supply)
+        opt.zero_grad(set_to_none=True)
+        make_loss(xb, yb).backward()
+        opt.step()
+
+    return best_time(step, device, seconds, repeat)
+
+
+def plain_step_time(X, y, batch_size, timing):
+    """The floor: one network, a linear layer and cross-entropy."""
+    torch.manual_seed(0)
+    device = timing["device"]
+    encoder = MLPEncoder(N_FEATURES, HIDDEN, EMBEDDING).to(device)
+    linear = torch.nn.Linear(EMBEDDING, 2).to(device)
+
+    def loss(xb, yb):
+        return F.cross_entropy(linear(encoder(xb)), yb)
+
+    params = list(encoder.parameters()) + list(linear.parameters())
+    return step_time(loss, params, X, y, batch_size, **timing)
+
+
+def loss_times(name, n_members, X, y, batch_size, timing):
+    """The loss alone on given embeddings, and a whole training step."""
+    torch.manual_seed(0)
+    device = timing["device"]
+    module = siamese_module(name, n_members, device)
+    criterion = InBatchLoss(name, n_classes=2)
+    gen = torch.Generator(device=device).manual_seed(1)
+    emb = torch.randn(
+        batch_size, EMBEDDING * n_members, device=device, generator=gen
+    ).requires_grad_()
+    codes = (torch.arange(batch_size, device=device) >= batch_size // 2).long()
+
+    def loss_only():
+        criterion(emb, codes, module).backward()
+
+    def loss(xb, yb):
+        return criterion(module(xb), yb, module)
+
+    return (
+        best_time(loss_only, **timing),
+        step_time(loss, module.parameters(), X, y, batch_size, **timing),
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--batch", default="128,1024")
+    parser.add_argument("--members", default="1,8")
+    parser.add_argument("--losses", default=",".join(LOSSES))
+    parser.add_argument("--seconds", type=float, default=0.3)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    losses = args.losses.split(",")
+    for name in losses:
+        if name not in LOSSES:
+            parser.error(f"--losses: {name!r} is not one of {LOSSES}")
+    torch.set_num_threads(args.threads)
+    device = args.device
+
+    X, y = make_classification(
+        100_000, N_FEATURES, n_informative=10, weights=[0.99], random_state=0
+    )
+    X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+    Xt, yt = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
+    timing = dict(device=device, seconds=args.seconds, repeat=args.repeat)
+
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, "
+        f"best of {args.repeat}; times in ms"
+    )
+    print(
+        f"{'loss':<12}{'batch':>6}{'members':>8}{'loss':>10}{'step':>10}{'x plain':>9}"
+    )
+    for batch_size in (int(b) for b in args.batch.split(",")):
+        plain = plain_step_time(Xt, yt, batch_size, timing)
+        print(
+            f"{'plain CE':<12}{batch_size:>6}{1:>8}{'':>10}"
+            f"{plain * 1e3:>10.2f}{1:>9.2f}"
+        )
+        for n_members in (int(m) for m in args.members.split(",")):
+            for name in losses:
+                alone, step = loss_times(name, n_members, Xt, yt, batch_size, timing)
+                ratio = f"{plain / step:>9.2f}" if n_members == 1 else f"{'':>9}"
+                print(
+                    f"{name:<12}{batch_size:>6}{n_members:>8}"
+                    f"{alone * 1e3:>10.2f}{step * 1e3:>10.2f}{ratio}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
