@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _networks
+
 LOSSES = ("contrastive", "bce", "triplet", "prototype", "nca")
 
 
@@ -149,7 +151,7 @@ def prototype_loss(emb, y, module, sample_weight=None, n_classes=None, renumber=
     """
     E = module.members(emb)  # (members, batch, d)
     if renumber is None:
-        renumber = y.device.type != "cpu"
+        renumber = not _networks._host_reads_are_free(y.device)
     if n_classes is not None and n_classes > len(y) and renumber:
         present = torch.zeros(n_classes, dtype=y.dtype, device=y.device)
         y = (present.index_fill_(0, y, 1).cumsum(0) - 1)[y]
@@ -378,6 +380,9 @@ class RowPairLoss(nn.Module):
             # group in it: on a CPU, their rows are not worth computing; on a
             # GPU, waiting to learn which ones costs more than the rows.
             loss = loss + self.group_weight * nca_loss(
-                torch.cat([a, b]), groups, module, only_mates=a.device.type == "cpu"
+                torch.cat([a, b]),
+                groups,
+                module,
+                only_mates=_networks._host_reads_are_free(a.device),
             )
         return loss

@@ -193,11 +193,42 @@ class CNNEncoder(nn.Module):
         return self.embed(self.features(x).flatten(1))
 
 
-def _weighted_l1(a, b, w):
+def _host_reads_are_free(device):
+    """Whether the host may read a value computed on ``device`` (a count, a
+    ``nonzero``) at no cost but the work itself.
+
+    On a CPU it may; on a GPU the host would wait for every queued kernel
+    (and a step with such a read cannot be captured in a CUDA graph). Where
+    a computation has a cheaper path that reads such a value, it takes it
+    only where this is true. (Tests replace this function to run the GPU
+    paths on a CPU.)
+    """
+    return torch.device(device).type == "cpu"
+
+
+def _weighted_l1(a, b, w, select=None):
     """``|a_i - b_j| @ w`` for every row ``i`` of ``a`` and ``j`` of ``b``,
     without the ``(n, m, d)`` tensor of differences: ``w_d |a_d - b_d|`` is
     ``|w_d a_d - w_d b_d|`` for ``w_d >= 0``, so the positive and negative
-    parts of ``w`` give two manhattan distances."""
+    parts of ``w`` give two manhattan distances.
+
+    With ``select``, each of the two is computed over its own dimensions
+    only, half the work in all; finding them makes the host wait for a GPU,
+    so by default (``select=None``) that is done on a CPU only
+    (:func:`_host_reads_are_free`).
+    """
+    if select is None:
+        select = _host_reads_are_free(w.device)
+    if select:
+        parts = []
+        for sign, dims in ((1.0, w > 0), (-1.0, w < 0)):
+            (idx,) = torch.nonzero(dims, as_tuple=True)
+            if len(idx):
+                scale = w[idx].abs()
+                part = torch.cdist(a[..., idx] * scale, b[..., idx] * scale, p=1.0)
+                parts.append(part if sign > 0 else -part)
+        if parts:  # (all weights 0: the formula below, which keeps a gradient)
+            return parts[0] if len(parts) == 1 else parts[0] + parts[1]
     pos, neg = w.clamp(min=0), (-w).clamp(min=0)
     return torch.cdist(a * pos, b * pos, p=1.0) - torch.cdist(a * neg, b * neg, p=1.0)
 

@@ -36,7 +36,7 @@ MAY_IMPORT = {
     "_training": {"_networks", "_sampling", "_augment", "_preprocessing"},
     "_persistence": {"", "_training", "_losses", "_preprocessing"},
     "_networks": set(),
-    "_losses": set(),
+    "_losses": {"_networks"},
     "_sampling": set(),
     "_preprocessing": set(),
     "_augment": set(),

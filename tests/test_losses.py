@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from sksiamese import _networks
 from sksiamese._losses import (
     InBatchLoss,
     RowPairLoss,
@@ -432,15 +433,22 @@ class _HostWaits(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.fixture
+def as_on_a_gpu(monkeypatch):
+    """The paths taken off a CPU, where the host may not read values computed
+    on the device without waiting (a CPU takes cheaper ones that read them)."""
+    monkeypatch.setattr(_networks, "_host_reads_are_free", lambda device: False)
+
+
 @pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype", "nca"])
 @pytest.mark.parametrize("n_members", [1, 4])
 def test_a_training_step_of_the_in_batch_losses_never_waits_for_the_device(
-    loss, n_members
+    loss, n_members, as_on_a_gpu
 ):
     # On a GPU each such wait stalls the queue of kernels, and a step with
     # one cannot be captured in a CUDA graph. The prototype loss needs the
-    # number of class codes (here given by the class weights) to do without
-    # ``unique``; the others need nothing.
+    # number of class codes (here given by the class weights; more codes
+    # than samples too) to do without ``unique``; the others need nothing.
     torch.manual_seed(0)
     module = SiameseModule(
         EnsembleMLPEncoder(5, (8,), 4, n_members=n_members)
@@ -456,7 +464,11 @@ def test_a_training_step_of_the_in_batch_losses_never_waits_for_the_device(
     with _HostWaits() as mode:
         criterion(module(x), y, module).backward()
     assert mode.seen == []
-    if loss == "prototype":  # the batch's classes are looked up otherwise
+    if loss == "prototype":
+        with _HostWaits() as mode:
+            InBatchLoss(loss, n_classes=50)(module(x), y, module).backward()
+        assert mode.seen == []
+        # Without the number of codes, the batch's classes are looked up.
         with _HostWaits() as mode:
             InBatchLoss(loss)(module(x), y, module).backward()
         assert mode.seen == ["_unique2"]
@@ -466,7 +478,7 @@ def test_a_training_step_of_the_in_batch_losses_never_waits_for_the_device(
     "distance, head",
     [("euclidean", False), ("cosine", False), ("euclidean", True)],
 )
-def test_prototype_loss_with_every_class_code_is_the_same(distance, head):
+def test_prototype_loss_with_every_class_code_is_the_same(distance, head, monkeypatch):
     # One column per class code, those absent from the batch masked out,
     # gives the loss and gradients of the batch's own classes.
     gen = torch.Generator().manual_seed(3)
@@ -485,7 +497,13 @@ def test_prototype_loss_with_every_class_code_is_the_same(distance, head):
             torch.testing.assert_close(coded, found)
             (g_coded,) = torch.autograd.grad(coded, emb)
             torch.testing.assert_close(g_coded, g_found)
-    for renumber, waits in ((True, []), (False, ["_unique2"]), (None, ["_unique2"])):
+    # By default the classes are renumbered where reading them would wait
+    # (a GPU), looked up with ``unique`` on a CPU.
+    with _HostWaits() as mode:
+        prototype_loss(emb, y, module, n_classes=500).backward()
+    assert "_unique2" in mode.seen
+    monkeypatch.setattr(_networks, "_host_reads_are_free", lambda device: False)
+    for renumber, waits in ((True, []), (False, ["_unique2"]), (None, [])):
         with _HostWaits() as mode:
             prototype_loss(emb, y, module, n_classes=500, renumber=renumber).backward()
         assert mode.seen == waits

@@ -115,13 +115,30 @@ def test_one_member_view_compares_a_members_embeddings():
     )
 
 
-def test_head_dissimilarity_without_the_tensor_of_differences():
+@pytest.mark.parametrize(
+    "weights",
+    [[0.5, -1.0, 2.0, 0.0, -0.3, 1.2, -2.0], [1.0] * 7, [-1.0] * 7, [0.0] * 7],
+    ids=["both-signs", "positive", "negative", "zero"],
+)
+def test_head_dissimilarity_without_the_tensor_of_differences(weights):
     """The head's weighted L1 distance of every pair of rows, computed as two
-    manhattan distances, equals the plain formula, weights of both signs."""
+    manhattan distances (over all dimensions, as on a GPU, or over each sign's
+    own, as on a CPU), equals the plain formula; so do the gradients, but
+    for a weight of exactly 0, which gets none (each part is ``|w_d x_d|``,
+    whose slope in ``w_d`` at 0 is taken as 0)."""
     torch.manual_seed(0)
-    a = torch.randn(2, 5, 7, dtype=torch.float64)
-    b = torch.randn(2, 6, 7, dtype=torch.float64)
-    w = torch.randn(7, dtype=torch.float64)
-    assert (w > 0).any() and (w < 0).any()
+    a = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 6, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.tensor(weights, dtype=torch.float64, requires_grad=True)
     expected = (a[..., :, None, :] - b[..., None, :, :]).abs() @ w
-    torch.testing.assert_close(_weighted_l1(a, b, w), expected)
+    grad_out = torch.randn(expected.shape, dtype=torch.float64)
+    grads = torch.autograd.grad(expected, (a, b, w), grad_out)
+    for select in (False, True):
+        got = _weighted_l1(a, b, w, select=select)
+        torch.testing.assert_close(got, expected)
+        got_grads = torch.autograd.grad(got, (a, b, w), grad_out)
+        for g, g_expected in zip(got_grads[:2], grads[:2], strict=True):
+            torch.testing.assert_close(g, g_expected)
+        zero = w == 0
+        torch.testing.assert_close(got_grads[2][~zero], grads[2][~zero])
+        assert (got_grads[2][zero] == 0).all()
