@@ -193,6 +193,37 @@ def prototype_loss(emb, y, module, sample_weight=None, n_classes=None, renumber=
     return _weighted_mean(values, weights)
 
 
+class _LogPickProbability(torch.autograd.Function):
+    """Row by row, the log of the probability that softmax(-D), over the
+    entries not ``excluded``, falls on the entries ``picks`` (a subset).
+
+    The same as the difference of two ``logsumexp``, each over the entries
+    its own maximum keeps in range, but the probabilities the forward pass
+    computes are kept as the gradient (the two softmaxes' difference), so
+    the backward pass is one product instead of recomputing both exponentials.
+    """
+
+    @staticmethod
+    def forward(ctx, D, excluded, picks):
+        logits = (-D).masked_fill_(excluded, float("-inf"))
+        top = logits.amax(dim=-1, keepdim=True)
+        p_all = (logits - top).exp_()
+        total = p_all.sum(dim=-1, keepdim=True)
+        kept = logits.masked_fill_(~picks, float("-inf"))
+        top_kept = kept.amax(dim=-1, keepdim=True)
+        p_picks = kept.sub_(top_kept).exp_()
+        share = p_picks.sum(dim=-1, keepdim=True)
+        log_p = (top_kept + share.log()) - (top + total.log())
+        # d log_p / d D = softmax over all - softmax over the picks.
+        ctx.save_for_backward(p_all.div_(total).sub_(p_picks.div_(share)))
+        return log_p.squeeze(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (slope,) = ctx.saved_tensors
+        return slope * grad[..., None], None, None
+
+
 def nca_loss(emb, y, module, sample_weight=None, only_mates=False):
     """Neighbourhood components analysis (Goldberger et al. 2004) inside a batch,
     the soft nearest neighbour loss of Frosst, Papernot and Hinton (2019).
@@ -235,37 +266,6 @@ def nca_loss(emb, y, module, sample_weight=None, only_mates=False):
     if sample_weight is not None:
         weights = weights * sample_weight
     return _weighted_mean(-log_p, weights)
-
-
-class _LogPickProbability(torch.autograd.Function):
-    """Row by row, the log of the probability that softmax(-D), over the
-    entries not ``excluded``, falls on the entries ``picks`` (a subset).
-
-    The same as the difference of two ``logsumexp``, each over the entries
-    its own maximum keeps in range, but the probabilities the forward pass
-    computes are kept as the gradient (the two softmaxes' difference), so
-    the backward pass is one product instead of recomputing both exponentials.
-    """
-
-    @staticmethod
-    def forward(ctx, D, excluded, picks):
-        logits = (-D).masked_fill_(excluded, float("-inf"))
-        top = logits.amax(dim=-1, keepdim=True)
-        p_all = (logits - top).exp_()
-        total = p_all.sum(dim=-1, keepdim=True)
-        kept = logits.masked_fill_(~picks, float("-inf"))
-        top_kept = kept.amax(dim=-1, keepdim=True)
-        p_picks = kept.sub_(top_kept).exp_()
-        share = p_picks.sum(dim=-1, keepdim=True)
-        log_p = (top_kept + share.log()) - (top + total.log())
-        # d log_p / d D = softmax over all - softmax over the picks.
-        ctx.save_for_backward(p_all.div_(total).sub_(p_picks.div_(share)))
-        return log_p.squeeze(-1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (slope,) = ctx.saved_tensors
-        return slope * grad[..., None], None, None
 
 
 class InBatchLoss(nn.Module):

@@ -312,8 +312,8 @@ class SiameseModule(nn.Module):
         if self.distance == "euclidean":
             # |a|^2 + |b|^2 - 2 a.b, in as few operations as the formula
             # allows (each is a kernel launch on a GPU): the norms once when
-            # a batch is compared with itself, the product added to them by
-            # one multiply-add (``baddbmm``: one kernel, not three).
+            # a batch is compared with itself, the product added to them in
+            # the same kernel (``baddbmm``).
             sq_a = a.pow(2).sum(-1)
             sq_b = sq_a if b is a else b.pow(2).sum(-1)
             norms = sq_a[..., :, None] + sq_b[..., None, :]
