@@ -198,12 +198,14 @@ def _host_reads_are_free(device):
     ``nonzero``) at no cost but the work itself.
 
     On a CPU it may; on a GPU the host would wait for every queued kernel
-    (and a step with such a read cannot be captured in a CUDA graph). Where
-    a computation has a cheaper path that reads such a value, it takes it
-    only where this is true. (Tests replace this function to run the GPU
-    paths on a CPU.)
+    (and a step with such a read cannot be captured in a CUDA graph). Code
+    being compiled by :func:`torch.compile` may not either: a read would
+    split the graph (and a size read from the data recompile it). Where a
+    computation has a cheaper path that reads such a value, it takes it only
+    where this is true. (Tests replace this function to run the other paths
+    on a CPU.)
     """
-    return torch.device(device).type == "cpu"
+    return torch.device(device).type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _weighted_l1(a, b, w, select=None):
@@ -213,9 +215,9 @@ def _weighted_l1(a, b, w, select=None):
     parts of ``w`` give two manhattan distances.
 
     With ``select``, each of the two is computed over its own dimensions
-    only, half the work in all; finding them makes the host wait for a GPU,
-    so by default (``select=None``) that is done on a CPU only
-    (:func:`_host_reads_are_free`).
+    only, half the work in all; finding them makes the host wait for a GPU
+    (and splits a compiled graph), so by default (``select=None``) that is
+    done only where :func:`_host_reads_are_free`.
     """
     if select is None:
         select = _host_reads_are_free(w.device)

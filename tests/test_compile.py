@@ -9,6 +9,8 @@ import torch
 from skorch.callbacks import Callback
 
 from sksiamese import SiameseClassifier, SiamesePairClassifier, load
+from sksiamese._losses import InBatchLoss, RowPairLoss
+from sksiamese._networks import SiameseModule
 
 SMALL = dict(
     hidden_layer_sizes=(16,),
@@ -211,3 +213,39 @@ def test_pair_classifier_trains_compiled(spy, wine_pairs):
     assert clf.score(X_test, y_test) >= plain.score(X_test, y_test) - 0.03
     copy = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(copy.predict_proba(X_test), clf.predict_proba(X_test))
+
+
+@pytest.mark.parametrize(
+    "criterion, head",
+    [
+        (RowPairLoss("contrastive", group_weight=1.0), False),
+        (RowPairLoss("bce", group_weight=1.0), True),
+        (InBatchLoss("bce", n_classes=2), True),
+        (InBatchLoss("prototype", n_classes=100), False),  # more codes than rows
+    ],
+    ids=["pairs-groups", "pairs-groups-head", "bce-head", "prototype-many-codes"],
+)
+def test_losses_compile_into_one_graph_on_a_cpu_too(criterion, head):
+    # On a CPU some losses take cheaper paths that read values off the
+    # tensors (the rows with mates, the head's dimensions of each sign, the
+    # classes of the batch); while being compiled they must not, or the
+    # graph would split (fullgraph=True fails on any split).
+    torch.manual_seed(0)
+    module = SiameseModule(
+        torch.nn.Identity(), "euclidean", head=head, embedding_dim=8, n_members=2
+    )
+    if isinstance(criterion, RowPairLoss):
+        emb = (torch.randn(16, 8), torch.randn(16, 8))
+        y = torch.stack(
+            [torch.arange(16) % 2, torch.arange(16) % 5, torch.randint(0, 9, (16,))], 1
+        )
+    else:
+        emb, y = torch.randn(16, 8), torch.randint(0, 2, (16,))
+        if criterion.n_classes == 100:
+            y = torch.randperm(100)[:8].repeat(2)
+
+    def loss(emb, y):
+        return criterion(emb, y, module)
+
+    compiled = torch.compile(loss, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(emb, y), loss(emb, y))
