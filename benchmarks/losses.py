@@ -35,16 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import make_classification
+from throughput import sync
 
 from sksiamese._losses import LOSSES, InBatchLoss
 from sksiamese._networks import EnsembleMLPEncoder, MLPEncoder, SiameseModule
 
 N_FEATURES, HIDDEN, EMBEDDING = 33, (128, 64), 32
-
-
-def sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def best_time(run, device, seconds, repeat):
