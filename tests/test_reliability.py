@@ -11,6 +11,7 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from sklearn.datasets import load_digits
 from sklearn.exceptions import NotFittedError
 from skorch import NeuralNet
 from skorch.callbacks import Callback
@@ -20,6 +21,7 @@ from sksiamese import (
     SiameseClassifier,
     SiamesePairClassifier,
     TrainingDivergedError,
+    _networks,
     _training,
 )
 
@@ -254,18 +256,50 @@ class CountEpochReads(Callback):
         self.reads.append(self.mode_.reads)
 
 
-@pytest.mark.parametrize("early_stopping", [False, True])
-def test_training_waits_for_the_device_once_per_epoch(early_stopping):
+def _pairs(n):
+    """``n`` pairs of the rows of :func:`_two_classes`, half of them same."""
+    X, y = _two_classes(n)
+    other = np.random.RandomState(0).permutation(n)
+    same = np.arange(n) % 2 == 0
+    other[same] = np.arange(n)[same]  # a row with itself
+    return np.stack([X, X[other]], axis=1), (y == y[other]).astype(int)
+
+
+@pytest.mark.parametrize(
+    "make, params",
+    [
+        (_two_classes, {"early_stopping": False}),
+        (_two_classes, {"early_stopping": True}),
+        (_two_classes, {"loss": "nca"}),
+        (_two_classes, {"loss": "contrastive"}),
+        (_two_classes, {"loss": "bce"}),
+        (_two_classes, {"loss": "triplet"}),
+        (_pairs, {}),
+        (_pairs, {"loss": "bce"}),
+    ],
+    ids=[
+        "default",
+        "early-stopping",
+        "nca",
+        "contrastive",
+        "bce",
+        "triplet",
+        "pairs",
+        "pairs-bce",
+    ],
+)
+def test_training_waits_for_the_device_once_per_epoch(make, params, monkeypatch):
     # Reading each step's loss, or looking up the classes of each batch,
     # would make the host wait for a GPU at every step; the waits of an
-    # epoch must not grow with its number of batches.
+    # epoch must not grow with its number of batches. The losses take the
+    # paths they take on a GPU (a CPU's cheaper ones read values).
+    monkeypatch.setattr(_networks, "_host_reads_are_free", lambda device: False)
+    estimator = SiamesePairClassifier if make is _pairs else SiameseClassifier
     reads = {}
     for n in (64, 512):
-        X, y = _two_classes(n)
-        clf = SiameseClassifier(
-            **{**TINY, "max_epochs": 2},
-            early_stopping=early_stopping,
-            callbacks=[CountEpochReads()],
+        X, y = make(n)
+        clf = estimator(
+            **{**TINY, "max_epochs": 2}, **params, callbacks=[CountEpochReads()]
         ).fit(X, y)
         spy = next(c for _, c in clf.net_.callbacks_ if isinstance(c, CountEpochReads))
         history = clf.history_
@@ -292,6 +326,41 @@ def test_training_waits_for_the_device_once_per_epoch(early_stopping):
     assert n_batches[0] > 1
     assert reads[64] == reads[512]
     assert max(reads[512]) <= 3
+
+
+def _digits(n):
+    """``n`` rows of digits: ten classes, more than a batch of 8 holds rows."""
+    X, y = load_digits(return_X_y=True)
+    return X[:n], y[:n]
+
+
+@pytest.mark.parametrize(
+    "make, params",
+    [(_pairs, {}), (_digits, {"batch_size": 8}), (_two_classes, {"loss": "bce"})],
+    ids=["pairs", "prototype-more-classes-than-rows", "bce"],
+)
+def test_the_paths_taken_on_a_gpu_train_the_same_models(make, params, monkeypatch):
+    # Off a CPU, the losses do without reading values on the host: the pair
+    # estimator's group term computes every row, the prototype loss numbers
+    # the classes of a batch on the device, the head's distances run over
+    # every dimension. The same models must come out, up to rounding.
+    estimator = SiamesePairClassifier if make is _pairs else SiameseClassifier
+    X, y = make(300)
+    params = {**TINY, "n_members": 2, "max_epochs": 5, **params}
+    on_a_cpu = estimator(**params).fit(X, y)
+    monkeypatch.setattr(_networks, "_host_reads_are_free", lambda device: False)
+    as_on_a_gpu = estimator(**params).fit(X, y)
+    # Rounding differs, and the difference grows over the steps.
+    first, last = (0, "train_loss"), (-1, "train_loss")
+    assert as_on_a_gpu.history_[first] == pytest.approx(
+        on_a_cpu.history_[first], rel=1e-4
+    )
+    assert as_on_a_gpu.history_[last] == pytest.approx(
+        on_a_cpu.history_[last], rel=1e-3
+    )
+    np.testing.assert_allclose(
+        as_on_a_gpu.predict_proba(X), on_a_cpu.predict_proba(X), atol=0.02
+    )
 
 
 class CountGpuSyncs(Callback):
