@@ -164,33 +164,84 @@ def prototype_loss(emb, y, module, sample_weight=None, n_classes=None, renumber=
     in_class = y[:, None] == labels[None, :]  # (batch, classes)
     onehot = in_class.to(E.dtype)
     counts = onehot.sum(0)
-    sums = onehot.T @ E  # (members, classes, d)
-    means = sums / counts.clamp(min=1)[:, None]
-    others = counts[codes] - 1  # the samples the own class mean is made of
+    # A sample alone in its class has no term.
+    weights = (counts[codes] > 1).to(E.dtype)
+    if sample_weight is not None:
+        weights = weights * sample_weight
     if module.head is None and module.distance == "euclidean":
         # x - (n m - x) / (n - 1) is n / (n - 1) (x - m): the squared
         # distance to the mean of the others is (n / (n - 1))^2 times the one
         # to the whole class's mean, so one matrix of distances serves both.
         scale = (counts / (counts - 1).clamp(min=1)).pow(2)
-        logits = module.member_pairwise(E, means, squared=True) * -torch.where(
-            in_class, scale, 1.0
-        )
-    else:
-        logits = -module.member_pairwise(E, means, squared=True)
-        own_mean = (sums[:, codes] - E) / others.clamp(min=1)[:, None]
-        own = -module.member_rowwise(E, own_mean, squared=True)
-        logits = torch.where(in_class, own[..., None], logits)
-        if module.head is None and module.distance == "cosine":
-            logits = 10.0 * logits
+        slope = torch.where(in_class, scale, 1.0)
+        absent = (counts == 0) if every_code else None
+        # The mean over members and samples, weighted.
+        total = weights.sum() * len(E)
+        coef = weights / total.clamp(min=torch.finfo(E.dtype).tiny)
+        return _PrototypeLoss.apply(E, onehot, counts, slope, absent, codes, coef)
+    sums = onehot.T @ E  # (members, classes, d)
+    means = sums / counts.clamp(min=1)[:, None]
+    logits = -module.member_pairwise(E, means, squared=True)
+    others = counts[codes] - 1  # the samples the own class mean is made of
+    own_mean = (sums[:, codes] - E) / others.clamp(min=1)[:, None]
+    own = -module.member_rowwise(E, own_mean, squared=True)
+    logits = torch.where(in_class, own[..., None], logits)
+    if module.head is None and module.distance == "cosine":
+        logits = 10.0 * logits
     if every_code:
         logits = logits.masked_fill(counts == 0, float("-inf"))  # absent classes
     values = F.cross_entropy(
         logits.flatten(0, 1), codes.repeat(len(E)), reduction="none"
     ).reshape(len(E), -1)
-    weights = (others > 0).to(E.dtype)
-    if sample_weight is not None:
-        weights = weights * sample_weight
     return _weighted_mean(values, weights)
+
+
+class _PrototypeLoss(torch.autograd.Function):
+    """The euclidean prototype loss of :func:`prototype_loss`, with its
+    gradient written out.
+
+    Forward: the class means, minus the squared distances of every sample to
+    every mean (times ``slope``: the leave-one-out factor on the own class, 1
+    elsewhere; -inf for the ``absent`` classes), a log-softmax over the
+    classes and the weighted sum of minus the own class's log-probability
+    (``coef``: each sample's weight over the total). Backward: from the
+    softmax kept by the forward pass, three matrix products. Autograd would
+    record and run several times the operations, and on a GPU at small
+    batches each operation's launch, not its arithmetic, is the cost.
+    """
+
+    @staticmethod
+    def forward(ctx, E, onehot, counts, slope, absent, codes, coef):
+        spread = onehot / counts.clamp(min=1)  # a class's mean is spread.T @ E
+        means = spread.T @ E  # (members, classes, d)
+        sq_e = E.pow(2).sum(-1)
+        sq_m = means.pow(2).sum(-1)
+        # -|e|^2 - |m|^2 + 2 e.m: minus the squared distances in one kernel.
+        minus_sq = torch.baddbmm(
+            sq_e[..., :, None] + sq_m[..., None, :],
+            E,
+            means.mT,
+            beta=-1.0,
+            alpha=2.0,
+        ).clamp_(max=0.0)
+        logits = minus_sq.mul_(slope)
+        if absent is not None:
+            logits.masked_fill_(absent, float("-inf"))
+        log_p = torch.log_softmax(logits, dim=-1)
+        picked = log_p.gather(-1, codes.expand(len(E), -1)[..., None])
+        ctx.save_for_backward(E, means, spread, slope, coef, onehot, log_p)
+        return -(picked.squeeze(-1) @ coef).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        E, means, spread, slope, coef, onehot, log_p = ctx.saved_tensors
+        # d loss / d logits = coef (softmax - onehot), 0 for an absent
+        # class; the logits are minus the squared distances times slope.
+        g = (log_p.exp() - onehot).mul_((grad * coef)[:, None]).mul_(slope)
+        # -|e|^2 - |m|^2 + 2 e.m, and each mean is spread.T @ E.
+        dE = torch.baddbmm(E * g.sum(-1, keepdim=True), g, means, beta=-2.0, alpha=2.0)
+        dM = torch.baddbmm(means * g.sum(-2)[..., None], g.mT, E, beta=-2.0, alpha=2.0)
+        return dE.add_(spread @ dM), None, None, None, None, None, None
 
 
 class _LogPickProbability(torch.autograd.Function):

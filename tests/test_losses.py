@@ -329,21 +329,45 @@ def _prototype_by_loops(E, y, module, weights):
         ("euclidean", True),
     ],
 )
-def test_prototype_loss_matches_leave_one_out_means_by_loops(distance, head):
+@pytest.mark.parametrize("n_members", [1, 3])
+def test_prototype_loss_matches_leave_one_out_means_by_loops(distance, head, n_members):
     # The euclidean loss gets the distance to the mean of a sample's class
-    # mates by scaling the one to its whole class's mean; the others compute
-    # that mean. Classes of 1, 2, 3 and 5 samples; the lone one has no term.
+    # mates by scaling the one to its whole class's mean, and has its
+    # gradient written out; the others compute that mean. Classes of 1, 2, 3
+    # and 5 samples; the lone one has no term. Members: the mean of each
+    # member's loss. With class codes 0 .. 5, codes 4 and 5 are absent.
     gen = torch.Generator().manual_seed(0)
     y = torch.tensor([3, 0, 1, 1, 2, 0, 2, 2, 0, 0, 0])
-    emb = torch.randn(len(y), 3, generator=gen, dtype=torch.float64)
+    emb = torch.randn(len(y), 3 * n_members, generator=gen, dtype=torch.float64)
+    emb.requires_grad_()
     weights = torch.rand(len(y), generator=gen, dtype=torch.float64)
-    module = _loss_module(distance, head)
+    module = SiameseModule(
+        torch.nn.Identity(),
+        distance,
+        head=head,
+        embedding_dim=3 * n_members,
+        n_members=n_members,
+    ).double()
     for w in (None, weights):
-        got = prototype_loss(emb, y, module, w)
-        expected = _prototype_by_loops(
-            emb, y.tolist(), module, torch.ones(len(y)) if w is None else w
+        expected = (
+            sum(
+                _prototype_by_loops(
+                    e, y.tolist(), module, torch.ones(len(y)) if w is None else w
+                )
+                for e in module.members(emb)
+            )
+            / n_members
         )
-        assert got.item() == pytest.approx(expected.item(), rel=1e-10)
+        (g_expected,) = torch.autograd.grad(expected, emb)
+        for n_classes in (None, 6):
+            got = prototype_loss(emb, y, module, w, n_classes)
+            assert got.item() == pytest.approx(expected.item(), rel=1e-10)
+            (g_got,) = torch.autograd.grad(got, emb)
+            torch.testing.assert_close(g_got, g_expected, rtol=1e-8, atol=1e-12)
+    if distance == "euclidean" and not head:
+        torch.autograd.gradcheck(
+            lambda e: prototype_loss(e, y, module, weights, 6), (emb,)
+        )
 
 
 def _pair_loss_by_pairs(emb, module, y, loss, weights, margin=1.0):
