@@ -125,6 +125,55 @@ def triplet_loss(D, y, margin=1.0, sample_weight=None):
     return _weighted_mean(values, weights)
 
 
+class _PrototypeLoss(torch.autograd.Function):
+    """The euclidean prototype loss of :func:`prototype_loss`, with its
+    gradient written out.
+
+    Forward: the class means, minus the squared distances of every sample to
+    every mean (times ``slope``: the leave-one-out factor on the own class, 1
+    elsewhere; -inf for the ``absent`` classes), a log-softmax over the
+    classes and the weighted sum of minus the own class's log-probability
+    (``coef``: each sample's weight over the total). Backward: from the
+    softmax kept by the forward pass, three matrix products, where autograd
+    would run the reverse of every recorded operation: on a GPU at small
+    batches each operation's launch, not its arithmetic, is the cost.
+    """
+
+    @staticmethod
+    def forward(ctx, E, onehot, counts, slope, absent, codes, coef):
+        spread = onehot / counts.clamp(min=1)  # a class's mean is spread.T @ E
+        means = spread.T @ E  # (members, classes, d)
+        sq_e = E.pow(2).sum(-1)
+        sq_m = means.pow(2).sum(-1)
+        # -|e|^2 - |m|^2 + 2 e.m: minus the squared distances in one kernel.
+        minus_sq = torch.baddbmm(
+            sq_e[..., :, None] + sq_m[..., None, :],
+            E,
+            means.mT,
+            beta=-1.0,
+            alpha=2.0,
+        ).clamp_(max=0.0)
+        logits = minus_sq.mul_(slope)
+        if absent is not None:
+            logits.masked_fill_(absent, float("-inf"))
+        log_p = torch.log_softmax(logits, dim=-1)
+        picked = log_p.gather(-1, codes.expand(len(E), -1)[..., None])
+        ctx.save_for_backward(E, means, spread, slope, coef, onehot, log_p)
+        return -(picked.squeeze(-1) @ coef).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        E, means, spread, slope, coef, onehot, log_p = ctx.saved_tensors
+        # d loss / d logits = coef (softmax - onehot), 0 for an absent
+        # class; the logits are minus the squared distances times slope.
+        g = (log_p.exp() - onehot).mul_((grad * coef)[:, None]).mul_(slope)
+        # -|e|^2 - |m|^2 + 2 e.m, and each mean is spread.T @ E. (The clamp
+        # of the forward pass only catches rounding: not differentiated.)
+        dE = torch.baddbmm(E * g.sum(-1, keepdim=True), g, means, beta=-2.0, alpha=2.0)
+        dM = torch.baddbmm(means * g.sum(-2)[..., None], g.mT, E, beta=-2.0, alpha=2.0)
+        return dE.add_(spread @ dM), None, None, None, None, None, None
+
+
 def prototype_loss(emb, y, module, sample_weight=None, n_classes=None, renumber=None):
     """Prototypical-network loss (Snell, Swersky and Zemel 2017) inside a batch.
 
@@ -194,54 +243,6 @@ def prototype_loss(emb, y, module, sample_weight=None, n_classes=None, renumber=
         logits.flatten(0, 1), codes.repeat(len(E)), reduction="none"
     ).reshape(len(E), -1)
     return _weighted_mean(values, weights)
-
-
-class _PrototypeLoss(torch.autograd.Function):
-    """The euclidean prototype loss of :func:`prototype_loss`, with its
-    gradient written out.
-
-    Forward: the class means, minus the squared distances of every sample to
-    every mean (times ``slope``: the leave-one-out factor on the own class, 1
-    elsewhere; -inf for the ``absent`` classes), a log-softmax over the
-    classes and the weighted sum of minus the own class's log-probability
-    (``coef``: each sample's weight over the total). Backward: from the
-    softmax kept by the forward pass, three matrix products. Autograd would
-    record and run several times the operations, and on a GPU at small
-    batches each operation's launch, not its arithmetic, is the cost.
-    """
-
-    @staticmethod
-    def forward(ctx, E, onehot, counts, slope, absent, codes, coef):
-        spread = onehot / counts.clamp(min=1)  # a class's mean is spread.T @ E
-        means = spread.T @ E  # (members, classes, d)
-        sq_e = E.pow(2).sum(-1)
-        sq_m = means.pow(2).sum(-1)
-        # -|e|^2 - |m|^2 + 2 e.m: minus the squared distances in one kernel.
-        minus_sq = torch.baddbmm(
-            sq_e[..., :, None] + sq_m[..., None, :],
-            E,
-            means.mT,
-            beta=-1.0,
-            alpha=2.0,
-        ).clamp_(max=0.0)
-        logits = minus_sq.mul_(slope)
-        if absent is not None:
-            logits.masked_fill_(absent, float("-inf"))
-        log_p = torch.log_softmax(logits, dim=-1)
-        picked = log_p.gather(-1, codes.expand(len(E), -1)[..., None])
-        ctx.save_for_backward(E, means, spread, slope, coef, onehot, log_p)
-        return -(picked.squeeze(-1) @ coef).sum()
-
-    @staticmethod
-    def backward(ctx, grad):
-        E, means, spread, slope, coef, onehot, log_p = ctx.saved_tensors
-        # d loss / d logits = coef (softmax - onehot), 0 for an absent
-        # class; the logits are minus the squared distances times slope.
-        g = (log_p.exp() - onehot).mul_((grad * coef)[:, None]).mul_(slope)
-        # -|e|^2 - |m|^2 + 2 e.m, and each mean is spread.T @ E.
-        dE = torch.baddbmm(E * g.sum(-1, keepdim=True), g, means, beta=-2.0, alpha=2.0)
-        dM = torch.baddbmm(means * g.sum(-2)[..., None], g.mT, E, beta=-2.0, alpha=2.0)
-        return dE.add_(spread @ dM), None, None, None, None, None, None
 
 
 class _LogPickProbability(torch.autograd.Function):
