@@ -14,7 +14,12 @@ estimators draw them):
 - *x plain*: the plain step's time over this step's, the plain step being the
   same encoder (one network, 128-64-32) with a linear layer and
   cross-entropy at the same batch size: the floor for this encoder (higher is
-  better; 1.0 would be a loss that costs nothing).
+  better; 1.0 would be a loss that costs nothing);
+- *ops*: the operations the step's forward and backward passes run on the
+  device (views of a tensor left out, the optimizer too), counted on any
+  device. On a GPU at small batches each costs its launch more than its
+  arithmetic, so their number sets the step's time there; it is the figure
+  to bring down, and it can be measured without a GPU.
 
 The pair estimator's losses are the same functions: its group term is
 ``nca`` over both vectors of each pair.
@@ -30,12 +35,14 @@ Run: ``python benchmarks/losses.py [--device cpu] [--threads 1]
 
 import argparse
 import time
+from collections import Counter
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import make_classification
 from throughput import sync
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from sksiamese._losses import LOSSES, InBatchLoss
 from sksiamese._networks import EnsembleMLPEncoder, MLPEncoder, SiameseModule
@@ -62,6 +69,19 @@ def best_time(run, device, seconds, repeat):
         sync(device)
         best = min(best, (time.perf_counter() - start) / n)
     return best
+
+
+class _Operations(TorchDispatchMode):
+    """Counts the operations run, by name, views left out."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view and func.overloadpacket.__name__ != "_unsafe_view":
+            self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
 
 
 def siamese_module(loss, n_members, device):
@@ -94,6 +114,8 @@ def batches(X, y, batch_size, device, gen):
 
 
 def step_time(make_loss, params, X, y, batch_size, device, seconds, repeat):
+    """Seconds per training step, and the operations of its forward and
+    backward passes."""
     gen = torch.Generator(device=device).manual_seed(0)
     supply = batches(X, y, batch_size, device, gen)
     opt = torch.optim.AdamW(params, lr=1e-3)
@@ -104,7 +126,11 @@ def step_time(make_loss, params, X, y, batch_size, device, seconds, repeat):
         make_loss(xb, yb).backward()
         opt.step()
 
-    return best_time(step, device, seconds, repeat)
+    seconds = best_time(step, device, seconds, repeat)
+    xb, yb = next(supply)
+    with _Operations() as ops:
+        make_loss(xb, yb).backward()
+    return seconds, sum(ops.counts.values())
 
 
 def plain_step_time(X, y, batch_size, timing):
@@ -174,21 +200,24 @@ def main():
         f"best of {args.repeat}; times in ms"
     )
     print(
-        f"{'loss':<12}{'batch':>6}{'members':>8}{'loss':>10}{'step':>10}{'x plain':>9}"
+        f"{'loss':<12}{'batch':>6}{'members':>8}{'loss':>10}{'step':>10}"
+        f"{'x plain':>9}{'ops':>6}"
     )
     for batch_size in (int(b) for b in args.batch.split(",")):
-        plain = plain_step_time(Xt, yt, batch_size, timing)
+        plain, plain_ops = plain_step_time(Xt, yt, batch_size, timing)
         print(
             f"{'plain CE':<12}{batch_size:>6}{1:>8}{'':>10}"
-            f"{plain * 1e3:>10.2f}{1:>9.2f}"
+            f"{plain * 1e3:>10.2f}{1:>9.2f}{plain_ops:>6}"
         )
         for n_members in (int(m) for m in args.members.split(",")):
             for name in losses:
-                alone, step = loss_times(name, n_members, Xt, yt, batch_size, timing)
+                alone, (step, ops) = loss_times(
+                    name, n_members, Xt, yt, batch_size, timing
+                )
                 ratio = f"{plain / step:>9.2f}" if n_members == 1 else f"{'':>9}"
                 print(
                     f"{name:<12}{batch_size:>6}{n_members:>8}"
-                    f"{alone * 1e3:>10.2f}{step * 1e3:>10.2f}{ratio}",
+                    f"{alone * 1e3:>10.2f}{step * 1e3:>10.2f}{ratio}{ops:>6}",
                     flush=True,
                 )
 
