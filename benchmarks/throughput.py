@@ -79,7 +79,9 @@ def plain_fit(
     the steps run the module and the loss compiled by ``torch.compile``."""
     torch.manual_seed(seed)
     module = SiameseModule(MLPEncoder(X.shape[1], (128, 64), 32)).to(device)
-    criterion = InBatchLoss(SiameseClassifier().loss)
+    # The number of classes, as the estimator gives it: without it the
+    # prototype loss looks the batch's classes up, a wait for a GPU per step.
+    criterion = InBatchLoss(SiameseClassifier().loss, n_classes=len(np.unique(y)))
     fused = same_optimizer and fused_optimizer(module, device)
     opt = torch.optim.AdamW(
         module.parameters(), lr=1e-3, weight_decay=1e-4, fused=fused or None
