@@ -320,19 +320,20 @@ def calibration_scores(
         return _scored(
             net, E, codes, held, train, n_classes, references, n_neighbors, rng
         )
-    keep = np.bincount(codes, minlength=n_classes)[codes] >= 2
-    E, codes = E[keep], codes[keep]
-    half = np.zeros(len(codes), dtype=bool)
+    # Indices of the samples kept, not a copy of their embeddings.
+    kept = np.flatnonzero(np.bincount(codes, minlength=n_classes)[codes] >= 2)
+    kept_codes = codes[kept]
+    half = np.zeros(len(kept), dtype=bool)
     for c in range(n_classes):
-        idx = rng.permutation(np.flatnonzero(codes == c))
+        idx = rng.permutation(np.flatnonzero(kept_codes == c))
         half[idx[: len(idx) // 2]] = True
     parts = [
         _scored(
             net,
             E,
             codes,
-            np.flatnonzero(q),
-            np.flatnonzero(~q),
+            kept[q],
+            kept[~q],
             n_classes,
             references,
             n_neighbors,
@@ -351,17 +352,21 @@ def calibration_scores(
 def _scored(net, E, codes, q, r, n_classes, references, n_neighbors, rng):
     """The samples ``q`` (at most :data:`_CALIBRATION_PER_CLASS` per class)
     scored against references chosen from the samples ``r``."""
-    refs = select_references(E[r], codes[r], references, rng)
+    # The rows ``r`` are most of ``E`` (a half, or all but the held-out
+    # share): they are indexed where needed, never copied as a whole.
+    refs = select_references(E, codes, references, rng, rows=r)
     keep, weights = cap_per_class(codes[q], _CALIBRATION_PER_CLASS, rng)
     q = q[keep]
-    S = refs.dissimilarity(net, E[q], n_classes, n_neighbors)
-    d, same = calibration_pairs(net, E[q], codes[q], E[r], codes[r], rng)
+    Q = E[q]
+    S = refs.dissimilarity(net, Q, n_classes, n_neighbors)
+    d, same = calibration_pairs(net, Q, codes[q], E, codes[r], rng, rows=r)
     return CalibrationData(S, codes[q], weights, d, same)
 
 
-def calibration_pairs(net, Q, q_codes, R, r_codes, rng, max_queries=10_000):
+def calibration_pairs(net, Q, q_codes, R, r_codes, rng, max_queries=10_000, rows=None):
     """Dissimilarities of one same-class and one other-class pair per query
-    (at most ``max_queries`` of them), and whether each pair is same."""
+    (at most ``max_queries`` of them), and whether each pair is same. With
+    ``rows``, the references are those rows of ``R`` (``r_codes`` theirs)."""
     if len(Q) > max_queries:
         keep = rng.choice(len(Q), max_queries, replace=False)
         Q, q_codes = Q[keep], q_codes[keep]
@@ -374,6 +379,8 @@ def calibration_pairs(net, Q, q_codes, R, r_codes, rng, max_queries=10_000):
     n_other = len(r_codes) - (hi - lo)
     j = (rng.random_sample(len(Q)) * n_other).astype(int)
     other_pick = order[np.where(j < lo, j, j + (hi - lo))]
+    if rows is not None:
+        same_pick, other_pick = rows[same_pick], rows[other_pick]
     d_same = net.rowwise(Q, R[same_pick])
     d_other = net.rowwise(Q, R[other_pick])
     d = np.concatenate([d_same, d_other])

@@ -45,19 +45,28 @@ class References:
         )
 
 
-def select_references(E, codes, references, rng):
+def select_references(E, codes, references, rng, rows=None):
     """The :class:`References` kept from the embedded samples ``E`` of class
     ``codes``, as the ``references`` parameter says: ``"all"``, ``"prototypes"``
     (one mean per class) or an int ``k`` (at most ``k`` k-means centres per
-    class, see :func:`class_centres`)."""
+    class, see :func:`class_centres`).
+
+    With ``rows`` (indices), from those rows of ``E`` and ``codes`` only,
+    without copying them: a class's rows are gathered one class at a time,
+    and only the subsample that k-means sees.
+    """
+    if rows is not None:
+        codes = codes[rows]
     if references == "all":
-        return References(E, codes, np.ones(len(E)))
+        return References(E if rows is None else E[rows], codes, np.ones(len(codes)))
+    if rows is None:
+        rows = np.arange(len(codes))
     present = np.unique(codes)
-    groups = [E[codes == c] for c in present]
+    members = [rows[codes == c] for c in present]
     if references == "prototypes":
-        kept = [(g.mean(0, keepdims=True), np.array([len(g)])) for g in groups]
+        kept = [(E[m].mean(0, keepdims=True), np.array([len(m)])) for m in members]
     else:
-        kept = [class_centres(g, references, rng) for g in groups]
+        kept = [class_centres(E, references, rng, m) for m in members]
     r_codes = np.concatenate(
         [np.full(len(r), c) for c, (r, _) in zip(present, kept, strict=True)]
     )
@@ -67,14 +76,18 @@ def select_references(E, codes, references, rng):
     )
 
 
-def class_centres(E, k, rng):
-    """At most ``k`` centres of the rows ``E``, and how many of the rows
-    each stands for (counted in all of ``E`` when k-means saw a subsample)."""
-    n = len(E)
+def class_centres(E, k, rng, rows=None):
+    """At most ``k`` centres of the rows ``E`` (or of its rows ``rows``), and
+    how many of the rows each stands for (counted in all of them when
+    k-means saw a subsample)."""
+    n = len(E) if rows is None else len(rows)
     # k-means on a subsample is as good as on everything for k centres and
     # keeps this step cheap on hundreds of thousands of samples.
     if n > 20 * k:
-        E = E[rng.choice(n, 20 * k, replace=False)]
+        pick = rng.choice(n, 20 * k, replace=False)
+        rows = pick if rows is None else rows[pick]
+    if rows is not None:
+        E = E[rows]
     # Repeated rows (e.g. oversampled) are placed once but keep their count.
     E, counts = np.unique(E, axis=0, return_counts=True)
     counts = counts * (n / counts.sum())

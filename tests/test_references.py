@@ -248,6 +248,22 @@ def test_select_references_by_parameter():
     np.testing.assert_allclose(np.bincount(refs.codes, refs.weights), [200, 90, 10])
 
 
+@pytest.mark.parametrize("references", ["all", "prototypes", 20, 2])
+def test_references_from_some_rows_are_those_of_the_rows_copied(references):
+    # Calibration selects from most of the training rows by their indices,
+    # not from a copy of them; the result and the random draws are the same
+    # (k=2: each class is over 20 k, so k-means sees a subsample).
+    E = np.random.RandomState(0).normal(size=(400, 3)).astype(np.float32)
+    codes = np.repeat([0, 1, 2], [200, 150, 50])
+    rows = np.flatnonzero(np.arange(400) % 3 != 0)
+    by_rows = select_references(E, codes, references, np.random.RandomState(1), rows)
+    copied = select_references(
+        E[rows], codes[rows], references, np.random.RandomState(1)
+    )
+    for field in ("embeddings", "codes", "weights"):
+        np.testing.assert_array_equal(getattr(by_rows, field), getattr(copied, field))
+
+
 def test_class_centres_place_repeated_rows_once():
     E = np.repeat(np.eye(3, dtype=np.float32), [5, 1, 1], axis=0)
     centres, weights = class_centres(E, 5, np.random.RandomState(0))
