@@ -367,12 +367,16 @@ class SiameseNet(NeuralNet):
         """
         module = self.module_
         module.eval()
+        on_host = torch.device(self.device).type == "cpu"
         if batch_size is None:
             batch_size = EMBED_ROWS[torch.device(self.device).type]
-        # Blocks stay on the device and go back to the host (or to ``then``)
-        # together, a copy (and a wait for the device) per _EMBED_COPY_ROWS
-        # rows, not per block.
-        out, pending, done = [], [], 0
+        # Blocks are written into a group of at most _EMBED_COPY_ROWS rows on
+        # the device, which goes back to the host (or to ``then``) at once: a
+        # copy (and a wait for the device) per group, not per block. On a
+        # CPU without ``then`` the group is a part of the result itself; no
+        # embedding is ever copied twice, nor held in two places.
+        group_rows = -(-_EMBED_COPY_ROWS // batch_size) * batch_size
+        out, result, group, done = [], None, None, 0
         for start in range(0, len(X), batch_size):
             xb = X[start : start + batch_size]
             if prepare is not None:
@@ -381,26 +385,32 @@ class SiameseNet(NeuralNet):
             n = len(xb)
             if n < batch_size:
                 xb = torch.cat([xb, xb.new_zeros((batch_size - n, *xb.shape[1:]))])
-            pending.append(module(xb)[:n])
-            last = start + batch_size >= len(X)
-            if last or len(pending) * batch_size >= _EMBED_COPY_ROWS:
-                E = torch.cat(pending).float()
-                pending = []
-                if then is None:
-                    out.append(E.cpu())
+            block = module(xb)[:n]
+            if group is None:  # the first block of a group
+                rows = min(group_rows, len(X) - start)
+                if then is None and result is None:
+                    result = torch.empty((len(X), block.shape[1]), dtype=torch.float32)
+                if then is None and on_host:
+                    group = result[start : start + rows]
                 else:
-                    _check_embeddings(E, done, len(X), prepare)
-                    out.append(then(E))
-                done += len(E)
+                    group = block.new_empty((rows, block.shape[1]), dtype=torch.float32)
+                filled = 0
+            group[filled : filled + n] = block
+            filled += n
+            if filled == len(group):
+                if then is not None:
+                    _check_embeddings(group, done, len(X), prepare)
+                    out.append(then(group))
+                elif not on_host:
+                    result[done : done + filled] = group
+                done += filled
+                group = None
         if hasattr(prepare, "check"):
             prepare.check()  # errors of the input, before those of the output
         if then is not None:
             return np.concatenate(out)
-        # One group (inputs under _EMBED_COPY_ROWS rows) is the result as it is:
-        # on a CPU, concatenating it again would copy every embedding twice.
-        E = out[0] if len(out) == 1 else torch.cat(out)
-        _check_embeddings(E, 0, len(E))
-        return E.numpy()
+        _check_embeddings(result, 0, len(result))
+        return result.numpy()
 
     @torch.inference_mode()
     def rowwise(self, A, B):
