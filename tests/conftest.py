@@ -5,6 +5,8 @@ from sklearn.datasets import load_iris, load_wine
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
+from sksiamese import _networks
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
@@ -25,6 +27,15 @@ def _seed():
     """Every test starts from the same global random state."""
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def as_on_a_gpu(monkeypatch):
+    """The paths taken off a CPU, where the host may not read values computed
+    on the device without waiting (a CPU takes cheaper ones that read them).
+    A test that needs them from some point on asks for this fixture there,
+    with ``request.getfixturevalue("as_on_a_gpu")``."""
+    monkeypatch.setattr(_networks, "_host_reads_are_free", lambda device: False)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sksiamese import _networks
 from sksiamese._losses import (
     InBatchLoss,
     RowPairLoss,
@@ -457,13 +456,6 @@ class _HostWaits(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.fixture
-def as_on_a_gpu(monkeypatch):
-    """The paths taken off a CPU, where the host may not read values computed
-    on the device without waiting (a CPU takes cheaper ones that read them)."""
-    monkeypatch.setattr(_networks, "_host_reads_are_free", lambda device: False)
-
-
 @pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype", "nca"])
 @pytest.mark.parametrize("n_members", [1, 4])
 def test_a_training_step_of_the_in_batch_losses_never_waits_for_the_device(
@@ -502,7 +494,7 @@ def test_a_training_step_of_the_in_batch_losses_never_waits_for_the_device(
     "distance, head",
     [("euclidean", False), ("cosine", False), ("euclidean", True)],
 )
-def test_prototype_loss_with_every_class_code_is_the_same(distance, head, monkeypatch):
+def test_prototype_loss_with_every_class_code_is_the_same(distance, head, request):
     # One column per class code, those absent from the batch masked out,
     # gives the loss and gradients of the batch's own classes.
     gen = torch.Generator().manual_seed(3)
@@ -526,7 +518,7 @@ def test_prototype_loss_with_every_class_code_is_the_same(distance, head, monkey
     with _HostWaits() as mode:
         prototype_loss(emb, y, module, n_classes=500).backward()
     assert "_unique2" in mode.seen
-    monkeypatch.setattr(_networks, "_host_reads_are_free", lambda device: False)
+    request.getfixturevalue("as_on_a_gpu")
     for renumber, waits in ((True, []), (False, ["_unique2"]), (None, [])):
         with _HostWaits() as mode:
             prototype_loss(emb, y, module, n_classes=500, renumber=renumber).backward()

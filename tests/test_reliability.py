@@ -21,7 +21,6 @@ from sksiamese import (
     SiameseClassifier,
     SiamesePairClassifier,
     TrainingDivergedError,
-    _networks,
     _training,
 )
 
@@ -288,12 +287,11 @@ def _pairs(n):
         "pairs-bce",
     ],
 )
-def test_training_waits_for_the_device_once_per_epoch(make, params, monkeypatch):
+def test_training_waits_for_the_device_once_per_epoch(make, params, as_on_a_gpu):
     # Reading each step's loss, or looking up the classes of each batch,
     # would make the host wait for a GPU at every step; the waits of an
     # epoch must not grow with its number of batches. The losses take the
     # paths they take on a GPU (a CPU's cheaper ones read values).
-    monkeypatch.setattr(_networks, "_host_reads_are_free", lambda device: False)
     estimator = SiamesePairClassifier if make is _pairs else SiameseClassifier
     reads = {}
     for n in (64, 512):
@@ -339,7 +337,7 @@ def _digits(n):
     [(_pairs, {}), (_digits, {"batch_size": 8}), (_two_classes, {"loss": "bce"})],
     ids=["pairs", "prototype-more-classes-than-rows", "bce"],
 )
-def test_the_paths_taken_on_a_gpu_train_the_same_models(make, params, monkeypatch):
+def test_the_paths_taken_on_a_gpu_train_the_same_models(make, params, request):
     # Off a CPU, the losses do without reading values on the host: the pair
     # estimator's group term computes every row, the prototype loss numbers
     # the classes of a batch on the device, the head's distances run over
@@ -348,7 +346,7 @@ def test_the_paths_taken_on_a_gpu_train_the_same_models(make, params, monkeypatc
     X, y = make(300)
     params = {**TINY, "n_members": 2, "max_epochs": 5, **params}
     on_a_cpu = estimator(**params).fit(X, y)
-    monkeypatch.setattr(_networks, "_host_reads_are_free", lambda device: False)
+    request.getfixturevalue("as_on_a_gpu")
     as_on_a_gpu = estimator(**params).fit(X, y)
     # Rounding differs, and the difference grows over the steps.
     first, last = (0, "train_loss"), (-1, "train_loss")
