@@ -2,8 +2,8 @@
 # The checks that need a CUDA device, as one script: the test suite with CUDA
 # visible (so device="auto" picks it), repeatability of seeded fits on the
 # device, the GPU speed scripts, losses.py (each loss against a plain step),
-# throughput.py at batch 128 and 1024 and the Omniglot benchmark. Each step's log goes to OUT_DIR; a failing step does not
-# stop the others.
+# throughput.py at batch 128 and 1024 and the Omniglot benchmark. Each step's
+# log goes to OUT_DIR; a failing step does not stop the others.
 #
 # Run: bash benchmarks/gpu_check.sh OUT_DIR [GPU_SCRIPTS_DIR] [OMNIGLOT_DIR]
 #

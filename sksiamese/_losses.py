@@ -213,6 +213,7 @@ def prototype_loss(emb, y, module, sample_weight=None, n_classes=None, renumber=
     in_class = y[:, None] == labels[None, :]  # (batch, classes)
     onehot = in_class.to(E.dtype)
     counts = onehot.sum(0)
+    absent = (counts == 0) if every_code else None  # columns of absent codes
     # A sample alone in its class has no term.
     weights = (counts[codes] > 1).to(E.dtype)
     if sample_weight is not None:
@@ -223,7 +224,6 @@ def prototype_loss(emb, y, module, sample_weight=None, n_classes=None, renumber=
         # to the whole class's mean, so one matrix of distances serves both.
         scale = (counts / (counts - 1).clamp(min=1)).pow(2)
         slope = torch.where(in_class, scale, 1.0)
-        absent = (counts == 0) if every_code else None
         # The mean over members and samples, weighted.
         total = weights.sum() * len(E)
         coef = weights / total.clamp(min=torch.finfo(E.dtype).tiny)
@@ -237,8 +237,8 @@ def prototype_loss(emb, y, module, sample_weight=None, n_classes=None, renumber=
     logits = torch.where(in_class, own[..., None], logits)
     if module.head is None and module.distance == "cosine":
         logits = 10.0 * logits
-    if every_code:
-        logits = logits.masked_fill(counts == 0, float("-inf"))  # absent classes
+    if absent is not None:
+        logits = logits.masked_fill(absent, float("-inf"))
     values = F.cross_entropy(
         logits.flatten(0, 1), codes.repeat(len(E)), reduction="none"
     ).reshape(len(E), -1)

@@ -367,9 +367,10 @@ class SiameseNet(NeuralNet):
         """
         module = self.module_
         module.eval()
-        on_host = torch.device(self.device).type == "cpu"
+        kind = torch.device(self.device).type
+        on_host = kind == "cpu"
         if batch_size is None:
-            batch_size = EMBED_ROWS[torch.device(self.device).type]
+            batch_size = EMBED_ROWS[kind]
         # Blocks are written into a group of at most _EMBED_COPY_ROWS rows on
         # the device, which goes back to the host (or to ``then``) at once: a
         # copy (and a wait for the device) per group, not per block. On a
