@@ -14,22 +14,33 @@ from . import _networks
 LOSSES = ("contrastive", "bce", "triplet", "prototype", "nca")
 
 
-def _weighted_mean(values, weights=None):
+def _weighted_total(weights, n_values, dtype):
+    """The denominator of :func:`_weighted_mean`: the total weight times the
+    ``n_values`` values each weight has (one per ensemble member), kept from
+    0. It depends on the weights alone."""
+    total = weights.sum() * n_values
+    return total.clamp(min=torch.finfo(dtype).tiny)
+
+
+def _weighted_mean(values, weights=None, total=None):
     """Mean of ``values``, weighted by ``weights`` when given.
 
     ``weights`` broadcast against the trailing dimensions of ``values``
     (leading ones are ensemble members); a weight of 0 drops a term. With
     every weight 0 the mean is 0, not NaN, so that a batch without such
     terms needs no check on the host (a check would wait for the device).
+    ``total`` is :func:`_weighted_total` of the weights, when already made.
     """
     if weights is None:
         return values.mean()
-    total = weights.sum() * (values.numel() // max(weights.numel(), 1))
-    return (values * weights).sum() / total.clamp(min=torch.finfo(values.dtype).tiny)
+    if total is None:
+        n_values = values.numel() // max(weights.numel(), 1)
+        total = _weighted_total(weights, n_values, values.dtype)
+    return (values * weights).sum() / total
 
 
 def _balanced_coefficients(same, weights=None, n_values=1, dtype=torch.float32):
-    """The factor of each pair's term in :func:`_balanced_mean`.
+    """The factor of each pair's term in the mean of a pair loss.
 
     The mean over positive pairs and the mean over negative pairs, averaged,
     is ``sum(values * coef)``, where ``coef`` is a pair's weight over the
@@ -48,40 +59,62 @@ def _balanced_coefficients(same, weights=None, n_values=1, dtype=torch.float32):
     return weights * torch.where(same, scale[0], scale[1])
 
 
-def _balanced_mean(values, same, weights=None):
-    """Mean over positive pairs and mean over negative pairs, averaged.
+def _pair_labels(loss, same, margin=1.0, weights=None, n_values=1, dtype=torch.float32):
+    """What :func:`contrastive_loss` or :func:`bce_pair_loss` (``loss``) take
+    from the labels alone: the shifts and caps, or the signs, of each pair's
+    term, and its factor in the mean over positive pairs and the mean over
+    negative pairs, averaged (:func:`_balanced_coefficients`; ``n_values``
+    values per pair, one per ensemble member)."""
+    if loss == "bce":
+        # With target t, BCE(-d, t) is softplus(d) for t = 1, softplus(-d)
+        # for 0.
+        terms = {"sign": torch.where(same, 1.0, -1.0).to(dtype)}
+    else:
+        # d for a same pair, min(d - margin, 0) for a different one: squared,
+        # the two kinds' terms, from one subtraction and one clamp of ``d``.
+        terms = {
+            "shift": torch.where(same, 0.0, margin).to(dtype),
+            "cap": torch.where(same, torch.inf, 0.0).to(dtype),
+        }
+    coef = _balanced_coefficients(same, weights, n_values, dtype)
+    return {"loss": loss, "coef": coef, **terms}
 
-    Keeps the loss from being dominated by negative pairs, which are far more
-    numerous in a batch with many classes. ``same`` tells the positive pairs;
-    ``weights`` (one per pair, 0 for a pair that does not count) make the two
-    means weighted ones. Pairs lie along the trailing dimensions of
-    ``values`` (leading ones are ensemble members). A kind of pair absent
-    from the batch has no mean: the other one is the loss.
-    """
-    n_values = values.numel() // max(same.numel(), 1)
-    coef = _balanced_coefficients(same, weights, n_values, values.dtype)
+
+def _pair_loss(d, labels):
+    """The pair loss of the dissimilarities ``d`` (pairs along the trailing
+    dimensions, ensemble members first) with ``labels`` from
+    :func:`_pair_labels`."""
+    if labels["loss"] == "bce":
+        values = F.softplus(d * labels["sign"])
+    else:
+        values = torch.clamp(d - labels["shift"], max=labels["cap"]).square()
     # One product-and-sum over the pairs (a matrix-vector product), whose
     # gradient is one product with ``coef``.
-    return torch.tensordot(values, coef, dims=coef.dim()).sum()
+    return torch.tensordot(values, labels["coef"], dims=labels["coef"].dim()).sum()
 
 
 def contrastive_loss(d, same, margin=1.0, weights=None):
     """Hadsell, Chopra and LeCun (2006): pull same pairs together, push different
-    pairs at least ``margin`` apart."""
-    # d for a same pair, min(d - margin, 0) for a different one: squared, the
-    # two kinds' terms, from one subtraction and one clamp of ``d`` (the
-    # shifts and caps depend on the labels alone).
-    shift = torch.where(same, 0.0, margin).to(d.dtype)
-    cap = torch.where(same, torch.inf, 0.0).to(d.dtype)
-    values = torch.clamp(d - shift, max=cap).square()
-    return _balanced_mean(values, same, weights)
+    pairs at least ``margin`` apart.
+
+    Same pairs and different pairs count equally (the mean over each kind,
+    averaged), so negative pairs, far more numerous in a batch with many
+    classes, do not dominate; ``weights`` (one per pair, 0 for a pair that
+    does not count) make the two means weighted ones. A kind of pair absent
+    from the batch has no mean: the other one is the loss.
+    """
+    n_values = d.numel() // max(same.numel(), 1)
+    return _pair_loss(
+        d, _pair_labels("contrastive", same, margin, weights, n_values, d.dtype)
+    )
 
 
 def bce_pair_loss(d, same, weights=None):
-    """Binary cross-entropy on the logit ``-d`` of "same" (Koch et al. 2015)."""
-    # With target t, BCE(-d, t) is softplus(d) for t = 1, softplus(-d) for 0.
-    sign = torch.where(same, 1.0, -1.0).to(d.dtype)
-    return _balanced_mean(F.softplus(d * sign), same, weights)
+    """Binary cross-entropy on the logit ``-d`` of "same" (Koch et al. 2015),
+    its means over same and over different pairs averaged, as in
+    :func:`contrastive_loss`."""
+    n_values = d.numel() // max(same.numel(), 1)
+    return _pair_loss(d, _pair_labels("bce", same, 1.0, weights, n_values, d.dtype))
 
 
 # The in-batch losses below use masks of fixed shape, never boolean indexing,
@@ -89,7 +122,26 @@ def bce_pair_loss(d, same, weights=None):
 # host wait for a GPU (and makes a step impossible to capture in a CUDA graph).
 
 
-def triplet_loss(D, y, margin=1.0, sample_weight=None):
+def _triplet_labels(y, n_values=1, dtype=torch.float32, sample_weight=None):
+    """What :func:`triplet_loss` takes from the labels alone: each sample's
+    negatives, their number and the place of the farthest one once sorted,
+    and the weight of each (anchor, positive) pair with their total
+    (``n_values`` values per pair, one per ensemble member)."""
+    same = y[:, None] == y[None, :]
+    eye = torch.eye(len(y), dtype=torch.bool, device=y.device)
+    neg = ~same
+    n_neg = neg.sum(dim=1)
+    # Without negatives the farthest is the largest float; the term is then 0.
+    last = (n_neg - 1).clamp(min=0)
+    # Every (anchor, positive) pair is a triplet, weighted by its anchor.
+    weights = (same & ~eye).to(dtype)
+    if sample_weight is not None:
+        weights = weights * sample_weight[:, None]
+    total = _weighted_total(weights, n_values, dtype)
+    return dict(neg=neg, n_neg=n_neg, last=last, weights=weights, total=total)
+
+
+def triplet_loss(D, y, margin=1.0, sample_weight=None, labels=None):
     """Batch semi-hard triplet loss (Schroff et al. 2015).
 
     For each anchor-positive pair, the negative is the closest one that is still
@@ -97,51 +149,46 @@ def triplet_loss(D, y, margin=1.0, sample_weight=None):
     batch is used instead (so easy batches still give a gradient of zero, not NaN).
     ``D`` is ``(batch, batch)``, or ``(n_members, batch, batch)`` for an
     ensemble, each member mining its own triplets. A batch without
-    anchor-positive pairs, or without negatives, has a loss of 0.
+    anchor-positive pairs, or without negatives, has a loss of 0. ``labels``
+    is :func:`_triplet_labels` of ``y``, when already made.
     """
-    same = y[:, None] == y[None, :]
-    eye = torch.eye(len(y), dtype=torch.bool, device=y.device)
-    neg = ~same
+    if labels is None:
+        n_values = D.numel() // max(len(y) ** 2, 1)
+        labels = _triplet_labels(y, n_values, D.dtype, sample_weight)
     # Each anchor's negatives in ascending order, the other samples last; for
     # every pair (a, j), the first of a's negatives farther than d(a, j) by a
     # binary search. O(batch^2 log batch) time and O(batch^2) memory, where
     # comparing every triplet would take O(batch^3) of both.
     inf = torch.finfo(D.dtype).max
-    S = torch.where(neg, D, inf).sort(dim=-1).values
-    n_neg = neg.sum(dim=1)
+    S = torch.where(labels["neg"], D, inf).sort(dim=-1).values
     first = torch.searchsorted(
         S.detach().contiguous(), D.detach().contiguous(), right=True
     )
     closest_semi_hard = S.gather(-1, first.clamp(max=len(y) - 1))
-    # Without negatives this is the largest float; the term is then 0.
-    last = (n_neg - 1).clamp(min=0)
-    hardest = S.gather(-1, last.expand(*S.shape[:-2], -1)[..., None])
-    d_neg = torch.where(first < n_neg[:, None], closest_semi_hard, hardest)
+    hardest = S.gather(-1, labels["last"].expand(*S.shape[:-2], -1)[..., None])
+    d_neg = torch.where(first < labels["n_neg"][:, None], closest_semi_hard, hardest)
     values = F.relu(D - d_neg + margin)
-    # Every (anchor, positive) pair is a triplet, weighted by its anchor.
-    weights = (same & ~eye).to(D.dtype)
-    if sample_weight is not None:
-        weights = weights * sample_weight[:, None]
-    return _weighted_mean(values, weights)
+    return _weighted_mean(values, labels["weights"], labels["total"])
 
 
 class _PrototypeLoss(torch.autograd.Function):
     """The euclidean prototype loss of :func:`prototype_loss`, with its
     gradient written out.
 
-    Forward: the class means, minus the squared distances of every sample to
-    every mean (times ``slope``: the leave-one-out factor on the own class, 1
-    elsewhere; -inf for the ``absent`` classes), a log-softmax over the
-    classes and the weighted sum of minus the own class's log-probability
-    (``coef``: each sample's weight over the total). Backward: from the
-    softmax kept by the forward pass, three matrix products, where autograd
-    would run the reverse of every recorded operation: on a GPU at small
-    batches each operation's launch, not its arithmetic, is the cost.
+    Forward: the class means (``spread.T @ E``: ``spread`` is the one-hot
+    matrix of the classes over their sizes), minus the squared distances of
+    every sample to every mean (times ``slope``: the leave-one-out factor on
+    the own class, 1 elsewhere; -inf for the ``absent`` classes), a
+    log-softmax over the classes and the weighted sum of minus the own
+    class's log-probability (``coef``: each sample's weight over the total).
+    Backward: from the softmax kept by the forward pass, three matrix
+    products, where autograd would run the reverse of every recorded
+    operation: on a GPU at small batches each operation's launch, not its
+    arithmetic, is the cost.
     """
 
     @staticmethod
-    def forward(ctx, E, onehot, counts, slope, absent, codes, coef):
-        spread = onehot / counts.clamp(min=1)  # a class's mean is spread.T @ E
+    def forward(ctx, E, onehot, spread, slope, absent, codes, coef):
         means = spread.T @ E  # (members, classes, d)
         sq_e = E.pow(2).sum(-1)
         sq_m = means.pow(2).sum(-1)
@@ -174,7 +221,55 @@ class _PrototypeLoss(torch.autograd.Function):
         return dE.add_(spread @ dM), None, None, None, None, None, None
 
 
-def prototype_loss(emb, y, module, sample_weight=None, n_classes=None, renumber=None):
+def _prototype_labels(
+    y, module, n_members, dtype, sample_weight=None, n_classes=None, renumber=None
+):
+    """What :func:`prototype_loss` takes from the labels alone: each sample's
+    column (its class's), the one-hot matrix of the classes and the columns
+    of absent codes; with the euclidean distance and no head, the factors of
+    :class:`_PrototypeLoss`, else the classes' sizes and the weights with
+    their total (``n_members`` values per sample)."""
+    if renumber is None:
+        renumber = not _networks._host_reads_are_free(y.device)
+    if n_classes is not None and n_classes > len(y) and renumber:
+        present = torch.zeros(n_classes, dtype=y.dtype, device=y.device)
+        y = (present.index_fill_(0, y, 1).cumsum(0) - 1)[y]
+        n_classes = len(y)
+    every_code = n_classes is not None and n_classes <= len(y)
+    if every_code:
+        codes, classes = y, torch.arange(n_classes, device=y.device)
+    else:
+        classes, codes = torch.unique(y, return_inverse=True)
+    in_class = y[:, None] == classes[None, :]  # (batch, classes)
+    onehot = in_class.to(dtype)
+    counts = onehot.sum(0)
+    absent = (counts == 0) if every_code else None  # columns of absent codes
+    # A sample alone in its class has no term.
+    weights = (counts[codes] > 1).to(dtype)
+    if sample_weight is not None:
+        weights = weights * sample_weight
+    labels = dict(codes=codes, in_class=in_class, onehot=onehot, absent=absent)
+    if module.head is None and module.distance == "euclidean":
+        # x - (n m - x) / (n - 1) is n / (n - 1) (x - m): the squared
+        # distance to the mean of the others is (n / (n - 1))^2 times the one
+        # to the whole class's mean, so one matrix of distances serves both.
+        scale = (counts / (counts - 1).clamp(min=1)).pow(2)
+        labels["slope"] = torch.where(in_class, scale, 1.0)
+        # The mean over members and samples, weighted.
+        labels["coef"] = weights / _weighted_total(weights, n_members, dtype)
+        labels["spread"] = onehot / counts.clamp(min=1)  # a mean is spread.T @ E
+        return labels
+    labels["sizes"] = counts.clamp(min=1)[:, None]
+    labels["others"] = (counts[codes] - 1).clamp(min=1)[:, None]  # own mean's
+    labels["repeated"] = codes.repeat(n_members)
+    labels["weights"] = weights
+    labels["total"] = _weighted_total(weights, n_members, dtype)
+    return labels
+
+
+def prototype_loss(
+    emb, y, module, sample_weight=None, n_classes=None, renumber=None, labels=None
+):
     """Prototypical-network loss (Snell, Swersky and Zemel 2017) inside a batch.
 
     Each sample is classified by softmax over its dissimilarity to the mean
@@ -196,58 +291,44 @@ def prototype_loss(emb, y, module, sample_weight=None, n_classes=None, renumber=
     device (in the order of their codes) and each number up to the batch
     size has a column: still no wait, and the same loss. That costs more
     than ``unique`` where there is no wait to save, so by default
-    (``renumber=None``) it is done off a CPU only.
+    (``renumber=None``) it is done off a CPU only. ``labels`` is
+    :func:`_prototype_labels` of ``y``, when already made.
     """
     E = module.members(emb)  # (members, batch, d)
-    if renumber is None:
-        renumber = not _networks._host_reads_are_free(y.device)
-    if n_classes is not None and n_classes > len(y) and renumber:
-        present = torch.zeros(n_classes, dtype=y.dtype, device=y.device)
-        y = (present.index_fill_(0, y, 1).cumsum(0) - 1)[y]
-        n_classes = len(y)
-    every_code = n_classes is not None and n_classes <= len(y)
-    if every_code:
-        codes, labels = y, torch.arange(n_classes, device=y.device)
-    else:
-        labels, codes = torch.unique(y, return_inverse=True)
-    in_class = y[:, None] == labels[None, :]  # (batch, classes)
-    onehot = in_class.to(E.dtype)
-    counts = onehot.sum(0)
-    absent = (counts == 0) if every_code else None  # columns of absent codes
-    # A sample alone in its class has no term.
-    weights = (counts[codes] > 1).to(E.dtype)
-    if sample_weight is not None:
-        weights = weights * sample_weight
+    if labels is None:
+        labels = _prototype_labels(
+            y, module, len(E), E.dtype, sample_weight, n_classes, renumber
+        )
     if module.head is None and module.distance == "euclidean":
-        # x - (n m - x) / (n - 1) is n / (n - 1) (x - m): the squared
-        # distance to the mean of the others is (n / (n - 1))^2 times the one
-        # to the whole class's mean, so one matrix of distances serves both.
-        scale = (counts / (counts - 1).clamp(min=1)).pow(2)
-        slope = torch.where(in_class, scale, 1.0)
-        # The mean over members and samples, weighted.
-        total = weights.sum() * len(E)
-        coef = weights / total.clamp(min=torch.finfo(E.dtype).tiny)
-        return _PrototypeLoss.apply(E, onehot, counts, slope, absent, codes, coef)
-    sums = onehot.T @ E  # (members, classes, d)
-    means = sums / counts.clamp(min=1)[:, None]
+        return _PrototypeLoss.apply(
+            E,
+            labels["onehot"],
+            labels["spread"],
+            labels["slope"],
+            labels["absent"],
+            labels["codes"],
+            labels["coef"],
+        )
+    sums = labels["onehot"].T @ E  # (members, classes, d)
+    means = sums / labels["sizes"]
     logits = -module.member_pairwise(E, means, squared=True)
-    others = counts[codes] - 1  # the samples the own class mean is made of
-    own_mean = (sums[:, codes] - E) / others.clamp(min=1)[:, None]
+    own_mean = (sums[:, labels["codes"]] - E) / labels["others"]
     own = -module.member_rowwise(E, own_mean, squared=True)
-    logits = torch.where(in_class, own[..., None], logits)
+    logits = torch.where(labels["in_class"], own[..., None], logits)
     if module.head is None and module.distance == "cosine":
         logits = 10.0 * logits
-    if absent is not None:
-        logits = logits.masked_fill(absent, float("-inf"))
+    if labels["absent"] is not None:
+        logits = logits.masked_fill(labels["absent"], float("-inf"))
     values = F.cross_entropy(
-        logits.flatten(0, 1), codes.repeat(len(E)), reduction="none"
+        logits.flatten(0, 1), labels["repeated"], reduction="none"
     ).reshape(len(E), -1)
-    return _weighted_mean(values, weights)
+    return _weighted_mean(values, labels["weights"], labels["total"])
 
 
 class _LogPickProbability(torch.autograd.Function):
     """Row by row, the log of the probability that softmax(-D), over the
-    entries not ``excluded``, falls on the entries ``picks`` (a subset).
+    entries not ``excluded``, falls on the entries not ``unpicked`` (a
+    subset of those).
 
     The same as the difference of two ``logsumexp``, each over the entries
     its own maximum keeps in range, but the probabilities the forward pass
@@ -256,12 +337,12 @@ class _LogPickProbability(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, D, excluded, picks):
+    def forward(ctx, D, excluded, unpicked):
         logits = (-D).masked_fill_(excluded, float("-inf"))
         top = logits.amax(dim=-1, keepdim=True)
         p_all = (logits - top).exp_()
         total = p_all.sum(dim=-1, keepdim=True)
-        kept = logits.masked_fill_(~picks, float("-inf"))
+        kept = logits.masked_fill_(unpicked, float("-inf"))
         top_kept = kept.amax(dim=-1, keepdim=True)
         p_picks = kept.sub_(top_kept).exp_()
         share = p_picks.sum(dim=-1, keepdim=True)
@@ -276,7 +357,32 @@ class _LogPickProbability(torch.autograd.Function):
         return slope * grad[..., None], None, None
 
 
-def nca_loss(emb, y, module, sample_weight=None, only_mates=False):
+def _nca_labels(
+    y, n_members=1, dtype=torch.float32, sample_weight=None, only_mates=False
+):
+    """What :func:`nca_loss` takes from the labels alone: the samples each
+    sample may pick and those it should, each one's weight and their total
+    (``n_members`` values per sample); with ``only_mates``, the rows of the
+    samples with a mate (the others' rows left out)."""
+    eye = torch.eye(len(y), dtype=torch.bool, device=y.device)
+    same = (y[:, None] == y[None, :]) & ~eye
+    has_mate = same.any(dim=1)
+    rows = None
+    if only_mates:
+        rows = torch.nonzero(has_mate)[:, 0]
+        eye, same, has_mate = eye[rows], same[rows], has_mate[rows]
+        if sample_weight is not None:
+            sample_weight = sample_weight[rows]
+    # A sample without a mate picks from its whole row: log p = 0, no term.
+    unpicked = ~(same | ~has_mate[:, None])
+    weights = has_mate.to(dtype)
+    if sample_weight is not None:
+        weights = weights * sample_weight
+    total = _weighted_total(weights, n_members, dtype)
+    return dict(rows=rows, eye=eye, unpicked=unpicked, weights=weights, total=total)
+
+
+def nca_loss(emb, y, module, sample_weight=None, only_mates=False, labels=None):
     """Neighbourhood components analysis (Goldberger et al. 2004) inside a batch,
     the soft nearest neighbour loss of Frosst, Papernot and Hinton (2019).
 
@@ -293,31 +399,22 @@ def nca_loss(emb, y, module, sample_weight=None, only_mates=False):
     to pick and no term. ``only_mates=True`` leaves such samples' rows out of
     the computation instead of computing and then ignoring them: less work
     when many samples are alone (a batch of pairs), but their number is read
-    on the host, a wait for a GPU.
+    on the host, a wait for a GPU. ``labels`` is :func:`_nca_labels` of
+    ``y``, when already made.
     """
     if len(y) < 2:  # no other sample to pick (a row of -inf gives NaN)
         return emb.sum() * 0.0
-    eye = torch.eye(len(y), dtype=torch.bool, device=emb.device)
-    same = (y[:, None] == y[None, :]) & ~eye
-    has_mate = same.any(dim=1)
     E = module.members(emb)
-    if only_mates:
-        rows = torch.nonzero(has_mate)[:, 0]
-        eye, same, has_mate = eye[rows], same[rows], has_mate[rows]
-        if sample_weight is not None:
-            sample_weight = sample_weight[rows]
-        D = module.member_pairwise(E[:, rows], E, squared=True)
+    if labels is None:
+        labels = _nca_labels(y, len(E), E.dtype, sample_weight, only_mates)
+    if labels["rows"] is not None:
+        D = module.member_pairwise(E[:, labels["rows"]], E, squared=True)
     else:
         D = module.member_pairwise(E, E, squared=True)
     if module.head is None and module.distance == "cosine":
         D = 10.0 * D
-    # A sample without a mate picks from its whole row: log p = 0, no term.
-    picks = same | ~has_mate[:, None]
-    log_p = _LogPickProbability.apply(D, eye, picks)
-    weights = has_mate.to(D.dtype)
-    if sample_weight is not None:
-        weights = weights * sample_weight
-    return _weighted_mean(-log_p, weights)
+    log_p = _LogPickProbability.apply(D, labels["eye"], labels["unpicked"])
+    return _weighted_mean(-log_p, labels["weights"], labels["total"])
 
 
 class InBatchLoss(nn.Module):
@@ -361,31 +458,76 @@ class InBatchLoss(nn.Module):
             persistent=False,
         )
 
+    def __getstate__(self):
+        # The labels' terms of the last batch are not part of the loss.
+        state = self.__dict__.copy()
+        state.pop("_last_labels", None)
+        return state
+
     def forward(self, emb, y, module):
-        w = None
-        if self.class_weight is not None:
-            w = self.class_weight.to(emb.device)[y]
-        if self.loss == "prototype":
-            return prototype_loss(emb, y, module, w, self.n_classes)
-        if self.loss == "nca":
-            return nca_loss(emb, y, module, w)
         E = module.members(emb)
+        labels = self._labels(y, E, module)
+        if self.loss == "prototype":
+            return prototype_loss(emb, y, module, labels=labels)
+        if self.loss == "nca":
+            return nca_loss(emb, y, module, labels=labels)
         D = module.member_pairwise(E, E)
         if self.loss == "triplet":
-            return triplet_loss(D, y, self.margin, w)
+            return triplet_loss(D, y, self.margin, labels=labels)
+        return _pair_loss(D, labels)
+
+    def _labels(self, y, E, module):
+        """The terms of the loss that depend on the labels ``y`` alone, for
+        embeddings ``E`` (members first).
+
+        Made again only when ``y`` is not the tensor of the last call, or has
+        been changed in place since: a class-balanced batch sampler whose
+        batches hold every class yields one tensor of labels for all of them
+        (:class:`~sksiamese._training.BalancedBatchIterator`), so these terms
+        are made once, not at every step. On a GPU at small batches, each of
+        their dozen or two operations costs a launch.
+        """
+        if torch.compiler.is_compiling() or y.is_inference():
+            return self._make_labels(y, E, module)
+        key = (
+            y._version,
+            E.dtype,
+            E.device,
+            len(E),
+            module.head is None,
+            module.distance,
+            self.margin,
+            self.n_classes,
+            torch.is_inference_mode_enabled(),
+        )
+        last = self.__dict__.get("_last_labels")
+        if last is not None and last[0] is y and last[1] == key:
+            return last[2]
+        labels = self._make_labels(y, E, module)
+        self.__dict__["_last_labels"] = (y, key, labels)
+        return labels
+
+    def _make_labels(self, y, E, module):
+        w = None
+        if self.class_weight is not None:
+            w = self.class_weight.to(E.device)[y]
+        if self.loss == "prototype":
+            return _prototype_labels(y, module, len(E), E.dtype, w, self.n_classes)
+        if self.loss == "nca":
+            return _nca_labels(y, len(E), E.dtype, w) if len(y) >= 2 else None
+        if self.loss == "triplet":
+            return _triplet_labels(y, len(E), E.dtype, w)
         # Every pair of distinct samples, both ways round (as many terms as
         # the pairs above the diagonal, twice over: the same means).
         # A pair's weight is the sum of its samples' (the mean, but only
         # relative weights count); a sample with itself is no pair.
         same = y[:, None] == y[None, :]
         if w is None:
-            pair_w = torch.ones(D.shape[-2:], dtype=D.dtype, device=D.device)
+            pair_w = torch.ones((len(y), len(y)), dtype=E.dtype, device=E.device)
         else:
-            pair_w = (w[:, None] + w[None, :]).to(D.dtype)
+            pair_w = (w[:, None] + w[None, :]).to(E.dtype)
         pair_w.fill_diagonal_(0.0)
-        if self.loss == "bce":
-            return bce_pair_loss(D, same, pair_w)
-        return contrastive_loss(D, same, self.margin, pair_w)
+        return _pair_labels(self.loss, same, self.margin, pair_w, len(E), E.dtype)
 
 
 class RowPairLoss(nn.Module):

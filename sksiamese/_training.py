@@ -131,6 +131,18 @@ class BalancedBatchIterator:
             random_state=random_state,
             resample=resample,
         )
+        # When every batch holds every class, every batch's labels are the
+        # same (the sampler puts the classes in order): one tensor serves them
+        # all, and the loss makes what it takes from the labels once, not at
+        # every step (see :meth:`~sksiamese._losses.InBatchLoss._labels`).
+        self.labels = None
+        if self.y.dim() == 1 and self.sampler.n_per_batch == len(self.sampler.classes):
+            labels = np.repeat(self.sampler.classes, self.sampler.samples_per_class)
+            self.labels = torch.from_numpy(labels).to(self.y.dtype)
+            if device is not None:
+                self.labels = self.labels.to(device)
+            elif pin_memory:
+                self.labels = self.labels.pin_memory()
         self.augment = None if augment is None else tuple(augment)
         if self.augment is not None:
             seed = self.sampler.random_state.randint(np.iinfo(np.int32).max)
@@ -153,7 +165,7 @@ class BalancedBatchIterator:
             X = self.X[idx]
             if self.augment is not None:
                 X = random_affine(X, self.augment, self._generator)
-            yield X, self.y[idx]
+            yield X, self.y[idx] if self.labels is None else self.labels
 
 
 def _read_losses(rows, key):

@@ -1,3 +1,5 @@
+import pickle
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -129,7 +131,7 @@ def test_nca_log_probability_and_gradient_match_two_logsumexp(scale):
     picks[:, 5] = True  # every row picks something: column 5 is never excluded
     picks[3] = True  # a row picking everything: log p = 0
     picks &= ~excluded
-    got = _LogPickProbability.apply(D, excluded, picks)
+    got = _LogPickProbability.apply(D, excluded, ~picks)
     logits = (-D).masked_fill(excluded, float("-inf"))
     expected = torch.logsumexp(
         logits.masked_fill(~picks, float("-inf")), dim=-1
@@ -141,7 +143,7 @@ def test_nca_log_probability_and_gradient_match_two_logsumexp(scale):
     (grad_expected,) = torch.autograd.grad(expected, D, grad_out)
     torch.testing.assert_close(grad, grad_expected)
     assert torch.autograd.gradcheck(
-        lambda D: _LogPickProbability.apply(D, excluded, picks), (D,)
+        lambda D: _LogPickProbability.apply(D, excluded, ~picks), (D,)
     )
 
 
@@ -543,3 +545,82 @@ def test_nca_loss_of_the_rows_with_mates_only_is_the_same(y):
         torch.testing.assert_close(mates, whole)
         g_whole, g_mates = (torch.autograd.grad(v, emb)[0] for v in (whole, mates))
         torch.testing.assert_close(g_mates, g_whole)
+
+
+@pytest.fixture
+def labels_made(monkeypatch):
+    """The in-batch losses whose label terms are made, once per time."""
+    made = []
+    make = InBatchLoss._make_labels
+    monkeypatch.setattr(
+        InBatchLoss,
+        "_make_labels",
+        lambda self, *args: made.append(self) or make(self, *args),
+    )
+    return made
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype", "nca"])
+@pytest.mark.parametrize("n_members", [1, 3])
+def test_the_terms_of_one_tensor_of_labels_are_made_once(loss, n_members, labels_made):
+    """Called again with the tensor of labels of its last call (as with every
+    batch of a sampler whose batches hold every class), a loss reuses what it
+    took from the labels. With other labels, the same tensor changed in
+    place, embeddings of another type, or in inference mode, it makes them
+    again. Values and gradients always equal a new loss's, bit for bit."""
+    torch.manual_seed(0)
+    made = labels_made
+    module = SiameseModule(
+        torch.nn.Identity(),
+        "euclidean",
+        head=loss == "bce",
+        embedding_dim=4 * n_members,
+        n_members=n_members,
+    )
+    criterion = InBatchLoss(loss, class_weight=[1.0, 2.0, 0.5], n_classes=3)
+
+    def check(y, n_made, dtype=torch.float32):
+        emb = torch.randn(8, 4 * n_members, dtype=dtype, requires_grad=True)
+        got = criterion(emb, y, module)
+        (grad,) = torch.autograd.grad(got, emb)
+        assert sum(m is criterion for m in made) == n_made
+        new = InBatchLoss(loss, class_weight=[1.0, 2.0, 0.5], n_classes=3)
+        expected = new(emb, y.clone(), module)
+        (expected_grad,) = torch.autograd.grad(expected, emb)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
+
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
+    check(y, 1)
+    check(y, 1)
+    y[:2] = 2  # in place: the labels' version changes
+    check(y, 2)
+    check(y.clone(), 3)
+    check(y, 4)
+    check(y, 5, dtype=torch.float64)
+    with torch.inference_mode():
+        criterion(torch.randn(8, 4 * n_members), y, module)
+    assert sum(m is criterion for m in made) == 6
+    check(y, 7)  # terms made in inference mode cannot be saved for backward
+    # Not pickled with the loss.
+    copy = pickle.loads(pickle.dumps(criterion))
+    assert "_last_labels" in criterion.__dict__
+    assert "_last_labels" not in copy.__dict__
+
+
+def test_a_fit_makes_the_terms_of_the_labels_once_per_epoch_and_phase(labels_made):
+    """With two classes every batch holds both, in the same places: the
+    loss's label terms are made when training starts and when the held-out
+    batches start, not at each of the many batches."""
+    from sklearn.datasets import load_breast_cancer
+
+    from sksiamese import SiameseClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    params = dict(hidden_layer_sizes=(16,), embedding_dim=8, early_stopping=True)
+    clf = SiameseClassifier(batch_size=32, max_epochs=3, random_state=0, **params)
+    clf.fit(X, y)
+    history = clf.net_.history
+    assert len(history) == 3 and "valid_loss" in history[-1]
+    assert sum(history[:, "train_batch_count"]) >= 30
+    assert len(labels_made) == 2 * len(history)

@@ -139,3 +139,26 @@ def test_auto_batch_size_keeps_an_epoch_at_200_to_400_steps(n_samples, expected)
     assert batch == expected
     if 51_200 <= n_samples < 409_600:
         assert 200 <= n_samples / batch < 400
+
+
+def test_iterator_yields_one_tensor_of_labels_when_every_batch_holds_every_class():
+    """The sampler puts each batch's classes in order: when every batch holds
+    every class, every batch's labels are the same, and one tensor serves
+    them all (the loss then makes its label terms once). Otherwise, and for
+    rows of labels (pairs with their groups), each batch has its own."""
+    from skorch.dataset import Dataset
+
+    from sksiamese._training import BalancedBatchIterator
+
+    X = np.arange(60, dtype=np.float32)[:, None]  # a row's value is its index
+    for y, batch_size, shared in [
+        (np.array([5] * 40 + [0] * 12 + [2] * 8), 12, True),
+        (np.arange(60) % 10, 8, False),  # 4 of 10 classes per batch
+        (np.stack([np.arange(60) % 2, np.arange(60) % 7], 1), 8, False),
+    ]:
+        batches = list(BalancedBatchIterator(Dataset(X, y), batch_size, random_state=0))
+        assert len(batches) >= 5
+        labels = [yb for _, yb in batches]
+        assert all(yb is labels[0] for yb in labels) == shared
+        for Xb, yb in batches:
+            np.testing.assert_array_equal(yb.numpy(), y[Xb.numpy()[:, 0].astype(int)])
