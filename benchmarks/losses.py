@@ -100,9 +100,12 @@ def siamese_module(loss, n_members, device):
 
 def batches(X, y, batch_size, device, gen):
     """An endless supply of class-balanced batches (half of each class, as the
-    estimators draw them for two classes), drawn on the device."""
+    estimators draw them for two classes), drawn on the device. As in the
+    estimators, every batch holds both classes in the same places, so all
+    share one tensor of labels."""
     members = [torch.nonzero(y == c)[:, 0] for c in (0, 1)]
     half = batch_size // 2
+    labels = torch.arange(2, device=device).repeat_interleave(half)
     while True:
         idx = torch.cat(
             [
@@ -110,7 +113,7 @@ def batches(X, y, batch_size, device, gen):
                 for m in members
             ]
         )
-        yield X[idx], y[idx]
+        yield X[idx], labels
 
 
 def step_time(make_loss, params, X, y, batch_size, device, seconds, repeat):
