@@ -235,6 +235,46 @@ def _weighted_l1(a, b, w, select=None):
     return torch.cdist(a * pos, b * pos, p=1.0) - torch.cdist(a * neg, b * neg, p=1.0)
 
 
+class _SelfEuclidean(torch.autograd.Function):
+    """Euclidean distances (``squared``: their squares) between every two
+    rows of a ``(members, n, d)`` batch of embeddings, with the gradient
+    written out.
+
+    Forward as :meth:`SiameseModule._pairwise`: ``|e_i|^2 + |e_j|^2 - 2
+    e_i.e_j`` from one multiply-add, clamped at 0 (at 1e-12 before a square
+    root). Backward, with ``G`` the incoming gradient of the squares:
+    ``2 (rowsum(G) + colsum(G)) e - 2 (G + G^T) E``, two multiply-adds, where
+    autograd would run the reverse of each recorded operation (some twenty:
+    on a GPU at small batches each costs its launch). The clamp at 0 only
+    catches rounding and is not differentiated; below the clamp of a square
+    root, the gradient is 0, as autograd's.
+    """
+
+    @staticmethod
+    def forward(ctx, E, squared):
+        sq = E.pow(2).sum(-1)
+        raw = torch.baddbmm(sq[..., :, None] + sq[..., None, :], E, E.mT, alpha=-2.0)
+        D = raw.clamp_(min=0.0) if squared else raw.clamp_(min=1e-12).sqrt_()
+        ctx.squared = squared
+        ctx.save_for_backward(E, D)
+        return D
+
+    @staticmethod
+    def backward(ctx, grad):
+        E, D = ctx.saved_tensors
+        if ctx.squared:
+            G, scale = grad, 2.0
+        else:
+            # d sqrt(x) = dx / (2 sqrt(x)): the 1/2 is taken out of both terms.
+            G, scale = (grad / D).masked_fill_(D <= math.sqrt(1e-12), 0.0), 1.0
+        # Row i's gradient: 2 (rowsum(G) + colsum(G))_i e_i - 2 (G E + G^T E)_i,
+        # the transposed product read by the matrix product as it is.
+        dE = torch.baddbmm(
+            E * (G.sum(-1) + G.sum(-2))[..., None], G, E, beta=scale, alpha=-scale
+        )
+        return dE.baddbmm_(G.mT, E, alpha=-scale), None
+
+
 class SiameseModule(nn.Module):
     """The twin: one encoder shared by both sides, and how two embeddings compare.
 
@@ -312,6 +352,8 @@ class SiameseModule(nn.Module):
             w, bias = head
             return -(_weighted_l1(a, b, w) + bias)
         if self.distance == "euclidean":
+            if b is a and a.dim() == 3 and a.requires_grad and torch.is_grad_enabled():
+                return _SelfEuclidean.apply(a, squared)  # a training batch's
             # |a|^2 + |b|^2 - 2 a.b, in as few operations as the formula
             # allows (each is a kernel launch on a GPU): the norms once when
             # a batch is compared with itself, the product added to them in

@@ -142,3 +142,43 @@ def test_head_dissimilarity_without_the_tensor_of_differences(weights):
         zero = w == 0
         torch.testing.assert_close(got_grads[2][~zero], grads[2][~zero])
         assert (got_grads[2][zero] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("squared", [False, True])
+def test_distances_within_a_training_batch_have_their_gradient_written_out(
+    squared, dtype
+):
+    """The euclidean distances between the rows of one batch that needs
+    gradients (a training batch in the in-batch losses) come from one
+    autograd function: the same values bit for bit as the formula, and the
+    same gradient as autograd's through it, also where rows repeat (no
+    gradient below the square root's clamp, as autograd's)."""
+    gen = torch.Generator().manual_seed(0)
+    module = SiameseModule(torch.nn.Identity(), "euclidean", embedding_dim=4)
+    E = torch.randn(3, 9, 4, generator=gen, dtype=dtype)
+    E[:, 7] = E[:, 1]
+    E.requires_grad_(True)
+    D = module.member_pairwise(E, E, squared=squared)
+    assert type(D.grad_fn).__name__ == "_SelfEuclideanBackward"
+    # Another tensor as the second side: the formula, through autograd.
+    other = E.detach().clone().requires_grad_(True)
+    expected = module.member_pairwise(E, other, squared=squared)
+    assert expected.grad_fn is not None
+    assert type(expected.grad_fn).__name__ != "_SelfEuclideanBackward"
+    torch.testing.assert_close(D, expected, rtol=0, atol=0)
+    G = torch.randn(3, 9, 9, generator=gen, dtype=dtype)
+    (grad,) = torch.autograd.grad(D, E, G)
+    expected_grad = torch.autograd.grad(expected, (E, other), G)
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {}
+    torch.testing.assert_close(grad, expected_grad[0] + expected_grad[1], **tol)
+    with torch.no_grad():  # no gradient needed: the formula
+        plain = module.member_pairwise(E, E, squared=squared)
+    assert plain.grad_fn is None
+    torch.testing.assert_close(plain, D.detach(), rtol=0, atol=0)
+    if dtype == torch.float32:
+        return
+    distinct = E.detach()[:, :7].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda e: module.member_pairwise(e, e, squared=squared), (distinct,)
+    )
