@@ -480,17 +480,24 @@ class InBatchLoss(nn.Module):
         """The terms of the loss that depend on the labels ``y`` alone, for
         embeddings ``E`` (members first).
 
-        Made again only when ``y`` is not the tensor of the last call, or has
-        been changed in place since: a class-balanced batch sampler whose
-        batches hold every class yields one tensor of labels for all of them
-        (:class:`~sksiamese._training.BalancedBatchIterator`), so these terms
-        are made once, not at every step. On a GPU at small batches, each of
-        their dozen or two operations costs a launch.
+        Made again only when ``y`` (or the class weights) is not the tensor
+        of the last call, or has been changed in place since, or the
+        embeddings' type, device or members differ: a class-balanced batch
+        sampler whose batches hold every class yields one tensor of labels
+        for all of them (:class:`~sksiamese._training.BalancedBatchIterator`),
+        so these terms are made once, not at every step. On a GPU at small
+        batches, each of their dozen or two operations costs a launch.
         """
-        if torch.compiler.is_compiling() or y.is_inference():
+        weights = self.class_weight
+        if (
+            torch.compiler.is_compiling()
+            or y.is_inference()
+            or (weights is not None and weights.is_inference())
+        ):
             return self._make_labels(y, E, module)
         key = (
             y._version,
+            None if weights is None else weights._version,
             E.dtype,
             E.device,
             len(E),
@@ -501,13 +508,14 @@ class InBatchLoss(nn.Module):
             torch.is_inference_mode_enabled(),
         )
         last = self.__dict__.get("_last_labels")
-        if last is not None and last[0] is y and last[1] == key:
-            return last[2]
+        if last is not None and last[0] is y and last[1] is weights and last[2] == key:
+            return last[3]
         labels = self._make_labels(y, E, module)
-        self.__dict__["_last_labels"] = (y, key, labels)
+        self.__dict__["_last_labels"] = (y, weights, key, labels)
         return labels
 
     def _make_labels(self, y, E, module):
+        """The terms of :meth:`_labels`, made (per loss: ``_*_labels``)."""
         w = None
         if self.class_weight is not None:
             w = self.class_weight.to(E.device)[y]

@@ -566,8 +566,9 @@ def test_the_terms_of_one_tensor_of_labels_are_made_once(loss, n_members, labels
     """Called again with the tensor of labels of its last call (as with every
     batch of a sampler whose batches hold every class), a loss reuses what it
     took from the labels. With other labels, the same tensor changed in
-    place, embeddings of another type, or in inference mode, it makes them
-    again. Values and gradients always equal a new loss's, bit for bit."""
+    place, class weights changed in place, embeddings of another type, or in
+    inference mode, it makes them again. Values and gradients always equal
+    a new loss's, bit for bit."""
     torch.manual_seed(0)
     made = labels_made
     module = SiameseModule(
@@ -584,7 +585,8 @@ def test_the_terms_of_one_tensor_of_labels_are_made_once(loss, n_members, labels
         got = criterion(emb, y, module)
         (grad,) = torch.autograd.grad(got, emb)
         assert sum(m is criterion for m in made) == n_made
-        new = InBatchLoss(loss, class_weight=[1.0, 2.0, 0.5], n_classes=3)
+        weights = criterion.class_weight.tolist()
+        new = InBatchLoss(loss, class_weight=weights, n_classes=3)
         expected = new(emb, y.clone(), module)
         (expected_grad,) = torch.autograd.grad(expected, emb)
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
@@ -602,6 +604,8 @@ def test_the_terms_of_one_tensor_of_labels_are_made_once(loss, n_members, labels
         criterion(torch.randn(8, 4 * n_members), y, module)
     assert sum(m is criterion for m in made) == 6
     check(y, 7)  # terms made in inference mode cannot be saved for backward
+    criterion.class_weight[0] = 4.0
+    check(y, 8)
     # Not pickled with the loss.
     copy = pickle.loads(pickle.dumps(criterion))
     assert "_last_labels" in criterion.__dict__
