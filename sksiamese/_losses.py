@@ -155,20 +155,53 @@ def triplet_loss(D, y, margin=1.0, sample_weight=None, labels=None):
     if labels is None:
         n_values = D.numel() // max(len(y) ** 2, 1)
         labels = _triplet_labels(y, n_values, D.dtype, sample_weight)
-    # Each anchor's negatives in ascending order, the other samples last; for
-    # every pair (a, j), the first of a's negatives farther than d(a, j) by a
-    # binary search. O(batch^2 log batch) time and O(batch^2) memory, where
-    # comparing every triplet would take O(batch^3) of both.
-    inf = torch.finfo(D.dtype).max
-    S = torch.where(labels["neg"], D, inf).sort(dim=-1).values
-    first = torch.searchsorted(
-        S.detach().contiguous(), D.detach().contiguous(), right=True
+    return _SemiHardTriplet.apply(
+        D,
+        labels["neg"],
+        labels["n_neg"],
+        labels["last"],
+        labels["weights"],
+        labels["total"],
+        margin,
     )
-    closest_semi_hard = S.gather(-1, first.clamp(max=len(y) - 1))
-    hardest = S.gather(-1, labels["last"].expand(*S.shape[:-2], -1)[..., None])
-    d_neg = torch.where(first < labels["n_neg"][:, None], closest_semi_hard, hardest)
-    values = F.relu(D - d_neg + margin)
-    return _weighted_mean(values, labels["weights"], labels["total"])
+
+
+class _SemiHardTriplet(torch.autograd.Function):
+    """The weighted mean of the terms of :func:`triplet_loss`, with the
+    gradient written out.
+
+    Forward: each anchor's negatives in ascending order of ``D`` (``neg``:
+    the mask of negatives; ``n_neg`` of them, the farthest at place
+    ``last``), the other samples last; for every pair (a, j), the first of
+    a's negatives farther than d(a, j), by a binary search (O(batch^2 log
+    batch) time and O(batch^2) memory, where comparing every triplet would
+    take O(batch^3) of both), or the farthest; the term ``relu(d(a, p) -
+    d(a, n) + margin)``, weighted (``weights`` over ``total``). Backward:
+    each active term's factor on its pair and minus it on its negative, one
+    scatter into the matrix, where autograd would run the reverse of the
+    sort, both gathers and the rest (on a GPU at small batches each
+    operation costs its launch).
+    """
+
+    @staticmethod
+    def forward(ctx, D, neg, n_neg, last, weights, total, margin):
+        inf = torch.finfo(D.dtype).max
+        S, order = torch.where(neg, D, inf).sort(dim=-1)
+        first = torch.searchsorted(S, D.contiguous(), right=True)
+        found = first < n_neg[:, None]
+        # The place of each pair's negative among the sorted: the closest
+        # farther one, or, without one, the farthest (the largest float
+        # without negatives: the term is then 0).
+        place = torch.where(found, first.clamp_(max=D.shape[-1] - 1), last[:, None])
+        values = (D - S.gather(-1, place)).add_(margin).relu_()
+        ctx.save_for_backward(values, weights, total, order.gather(-1, place))
+        return (values * weights).sum() / total
+
+    @staticmethod
+    def backward(ctx, grad):
+        values, weights, total, negative = ctx.saved_tensors
+        g = torch.where(values > 0, weights, 0.0) * (grad / total)
+        return g.scatter_add(-1, negative, g.neg()), None, None, None, None, None, None
 
 
 class _PrototypeLoss(torch.autograd.Function):

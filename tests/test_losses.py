@@ -79,6 +79,48 @@ def test_triplet_mining_matches_a_loop_over_every_triplet(n_members):
         assert got.item() == pytest.approx(sum(expected) / len(expected), rel=1e-12)
 
 
+def _triplet_by_loops_in_torch(D, y, margin, weights):
+    """:func:`_triplet_by_loops` in torch operations, for autograd."""
+    terms, total = [], 0.0
+    n = len(y)
+    for a in range(n):
+        negatives = [k for k in range(n) if y[k] != y[a]]
+        for p in range(n):
+            if p == a or y[p] != y[a]:
+                continue
+            farther = [k for k in negatives if D[a, k] > D[a, p]]
+            pick = min if farther else max
+            k = pick(farther or negatives, key=lambda k: D[a, k].item())
+            terms.append(torch.relu(D[a, p] - D[a, k] + margin) * weights[a])
+            total += weights[a]
+    return torch.stack(terms).sum() / total
+
+
+@pytest.mark.parametrize("n_members", [None, 3])
+def test_triplet_gradient_matches_autograd_through_a_loop(n_members):
+    """The triplet loss's gradient, written out, against autograd's through
+    a loop over every triplet (some terms inactive), and ``gradcheck``."""
+    gen = torch.Generator().manual_seed(1)
+    shape = (12, 12) if n_members is None else (n_members, 12, 12)
+    D = torch.rand(shape, generator=gen, dtype=torch.float64) * 2
+    D = ((D + D.transpose(-1, -2)) / 2).requires_grad_(True)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 0, 1, 1, 0, 2])
+    w = torch.rand(12, generator=gen, dtype=torch.float64)
+    got = triplet_loss(D, y, margin=0.3, sample_weight=w)
+    members = D[None] if n_members is None else D
+    expected = torch.stack(
+        [_triplet_by_loops_in_torch(m, y, 0.3, w) for m in members]
+    ).mean()
+    torch.testing.assert_close(got, expected)
+    (grad,) = torch.autograd.grad(got, D)
+    (expected_grad,) = torch.autograd.grad(expected, D)
+    assert (grad != 0).sum() > 10
+    torch.testing.assert_close(grad, expected_grad)
+    assert torch.autograd.gradcheck(
+        lambda D: triplet_loss(D, y, margin=0.3, sample_weight=w), (D,)
+    )
+
+
 def test_prototype_loss_prefers_tight_classes():
     module = _module()
     y = torch.tensor([0, 0, 1, 1])
