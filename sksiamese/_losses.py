@@ -498,6 +498,12 @@ class InBatchLoss(nn.Module):
         return state
 
     def forward(self, emb, y, module):
+        if torch.is_autocast_enabled(emb.device.type):
+            # In float32 whatever the encoder ran in (the estimators call the
+            # loss outside autocast; a hand-written loop may not): the loss's
+            # own backward passes expect the types of their forward passes.
+            with torch.autocast(emb.device.type, enabled=False):
+                return self.forward(emb.float(), y, module)
         E = module.members(emb)
         labels = self._labels(y, E, module)
         if self.loss == "prototype":
@@ -603,6 +609,10 @@ class RowPairLoss(nn.Module):
 
     def forward(self, emb, y, module):
         a, b = emb
+        if torch.is_autocast_enabled(a.device.type):
+            # In float32, as :meth:`InBatchLoss.forward`.
+            with torch.autocast(a.device.type, enabled=False):
+                return self.forward((a.float(), b.float()), y, module)
         d = module.member_rowwise(module.members(a), module.members(b))
         same = (y[:, 0] if y.dim() == 2 else y).bool()
         if self.loss == "bce":

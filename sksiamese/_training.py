@@ -867,6 +867,7 @@ def make_net(
         iterator_valid__samples_per_class=samples_per_class,
         iterator_valid__random_state=rng.randint(np.iinfo(np.int32).max),
         iterator_valid__resample=False,
+        iterator_valid__device=batch_device,
         train_split=None if valid is None else predefined_split(Dataset(*valid)),
         callbacks=callbacks,
         verbose=estimator.verbose,

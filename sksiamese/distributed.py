@@ -174,8 +174,9 @@ def _train_worker(config):
     # The device Ray Train gave this worker, whatever the driver's was.
     net.device = str(ray.train.torch.get_device())
     net.iterator_train__pin_memory = net.device.startswith("cuda")
-    if getattr(net, "iterator_train__device", None) is not None:
-        net.iterator_train__device = net.device  # data kept on the driver's GPU
+    for name in ("iterator_train__device", "iterator_valid__device"):
+        if getattr(net, name, None) is not None:
+            setattr(net, name, net.device)  # data kept on the driver's GPU
     module = net.module_
     net.module_ = ray.train.torch.prepare_model(module)
     net.criterion_ = _UnwrapDDP(net.criterion_)

@@ -517,6 +517,18 @@ def test_batches_can_be_gathered_on_the_training_device(wine):
     clf._train(plan)
     clf._fit_finish(plan)
     np.testing.assert_array_equal(clf.predict_proba(X_test), expected)
+    # The held-out batches of early stopping, too.
+    params = dict(SMALL, max_epochs=5, early_stopping=True)
+    expected = SiameseClassifier(**params).fit(X_train, y_train).predict_proba(X_test)
+    clf = SiameseClassifier(**params)
+    plan = clf._fit_setup(X_train, y_train)
+    if not torch.cuda.is_available():
+        assert plan.net.iterator_valid__device is None
+    plan.net.iterator_train__device = plan.net.iterator_valid__device = "cpu"
+    clf._train(plan)
+    assert "valid_loss" in plan.net.history[-1]
+    clf._fit_finish(plan)
+    np.testing.assert_array_equal(clf.predict_proba(X_test), expected)
 
 
 class _EncoderDtypes(Callback):

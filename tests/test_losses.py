@@ -670,3 +670,34 @@ def test_a_fit_makes_the_terms_of_the_labels_once_per_epoch_and_phase(labels_mad
     assert len(history) == 3 and "valid_loss" in history[-1]
     assert sum(history[:, "train_batch_count"]) >= 30
     assert len(labels_made) == 2 * len(history)
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype", "nca"])
+def test_losses_run_in_float32_under_autocast(loss):
+    """A hand-written loop may call a loss under autocast: it then runs in
+    float32 on the encoder's bfloat16 embeddings (the losses' own backward
+    passes expect their forward's types), the same as outside autocast."""
+    torch.manual_seed(0)
+    module = SiameseModule(
+        MLPEncoder(5, (8,), 4), "euclidean", head=loss == "bce", embedding_dim=4
+    )
+    x, y = torch.randn(16, 5), torch.arange(16) % 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        emb = module(x)
+        assert emb.dtype == torch.bfloat16
+        got = InBatchLoss(loss, n_classes=2)(emb, y, module)
+    assert got.dtype == torch.float32
+    (grad,) = torch.autograd.grad(got, emb)
+    assert grad.dtype == torch.bfloat16
+    plain = emb.detach().float().requires_grad_(True)
+    expected = InBatchLoss(loss, n_classes=2)(plain, y, module)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    (expected_grad,) = torch.autograd.grad(expected, plain)
+    torch.testing.assert_close(grad, expected_grad.bfloat16(), rtol=0, atol=0)
+    if loss in ("contrastive", "bce"):
+        pairs = RowPairLoss(loss, group_weight=1.0)
+        groups = torch.stack([y[:8], torch.arange(8) % 3, torch.arange(8) % 4], 1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            value = pairs((emb[:8], emb[8:]), groups, module)
+        assert value.dtype == torch.float32
+        value.backward()
