@@ -206,6 +206,11 @@ def _check_embeddings(E, first_row, n_rows, prepare=None):
     )
 
 
+class _Initialized:
+    """In a pickled :class:`SiameseNet`, a parameter (``module``,
+    ``criterion``) that is the same object as its initialised attribute."""
+
+
 class SiameseNet(NeuralNet):
     """A skorch ``NeuralNet`` whose module is a
     :class:`~sksiamese._networks.SiameseModule` and whose criterion compares the
@@ -232,7 +237,22 @@ class SiameseNet(NeuralNet):
             state["callbacks_"] = [
                 (name, _callback_on_cpu(cb)) for name, cb in state["callbacks_"]
             ]
+        # The module and criterion are given to the net as instances, which
+        # skorch uses as module_ and criterion_. As the parameters ``module``
+        # and ``criterion`` they would be pickled plainly, on the training
+        # device (a net trained on a GPU would then not load without one):
+        # they are restored from module_ and criterion_ instead, which
+        # skorch maps to the CPU where CUDA is absent.
+        for name in ("module", "criterion"):
+            if name in state and state[name] is self.__dict__.get(name + "_"):
+                state[name] = _Initialized()
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for name in ("module", "criterion"):
+            if isinstance(self.__dict__.get(name), _Initialized):
+                self.__dict__[name] = self.__dict__[name + "_"]
 
     def torch_compile(self, module, name):
         """The module as it is: with ``compile=True`` the training steps run a

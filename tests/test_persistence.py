@@ -455,3 +455,53 @@ def test_load_in_a_fresh_process_finds_the_estimator_classes(tmp_path, wine):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "SiameseClassifier"
+
+
+class _TensorCounter(pickle.Pickler):
+    """Counts the tensors and storages pickled plainly (not through the
+    buffers in which skorch saves its module, criterion and optimizer)."""
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.tensors = 0
+
+    def reducer_override(self, obj):
+        if isinstance(obj, (torch.Tensor, torch.UntypedStorage, torch.TypedStorage)):
+            self.tensors += 1
+        return NotImplemented
+
+
+def test_a_pickled_model_holds_no_tensor_outside_what_skorch_maps(wine):
+    # A tensor pickled plainly keeps its device: one from a model trained on
+    # a GPU stops the pickle from loading where CUDA is absent ("Attempting
+    # to deserialize object on a CUDA device"). skorch maps only module_,
+    # criterion_ and optimizer_; the net's module and criterion parameters
+    # are the same objects and must not be pickled beside them.
+    X_train, X_test, y_train, _ = wine
+    models = [
+        SiameseClassifier(
+            hidden_layer_sizes=(8,),
+            embedding_dim=4,
+            max_epochs=2,
+            class_weight="balanced",
+            early_stopping=True,
+            random_state=0,
+        ).fit(X_train, y_train),
+        SiamesePairClassifier(
+            hidden_layer_sizes=(8,), embedding_dim=4, max_epochs=2, random_state=0
+        ).fit(
+            np.stack([X_train[:60], X_train[60:120]], 1),
+            y_train[:60] == y_train[60:120],
+        ),
+    ]
+    for model in models:
+        counter = _TensorCounter(io.BytesIO())
+        counter.dump(model)
+        assert counter.tensors == 0
+        copy = pickle.loads(pickle.dumps(model))
+        assert copy.net_.module is copy.net_.module_
+        assert copy.net_.criterion is copy.net_.criterion_
+    copy = pickle.loads(pickle.dumps(models[0]))
+    np.testing.assert_array_equal(
+        copy.predict_proba(X_test), models[0].predict_proba(X_test)
+    )
