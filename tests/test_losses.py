@@ -38,49 +38,8 @@ def test_triplet_zero_when_classes_are_separated_by_margin():
 
 
 def _triplet_by_loops(D, y, margin, weights):
-    """Semi-hard triplet loss of one member, one triplet at a time."""
-    values, w = [], []
-    n = len(y)
-    for a in range(n):
-        negatives = [D[a][k] for k in range(n) if y[k] != y[a]]
-        for p in range(n):
-            if p == a or y[p] != y[a]:
-                continue
-            farther = [d for d in negatives if d > D[a][p]]
-            d_neg = min(farther) if farther else max(negatives)
-            values.append(max(D[a][p] - d_neg + margin, 0.0))
-            w.append(weights[a])
-    return sum(v * x for v, x in zip(values, w, strict=True)) / sum(w)
-
-
-@pytest.mark.parametrize("n_members", [None, 3])
-def test_triplet_mining_matches_a_loop_over_every_triplet(n_members):
-    # The loss searches each anchor's sorted negatives instead of comparing
-    # every triplet; rounded distances give ties, which the search must treat
-    # as the loop does (a negative as far as the positive is not semi-hard).
-    gen = torch.Generator().manual_seed(0)
-    shape = (24, 24) if n_members is None else (n_members, 24, 24)
-    D = (torch.rand(shape, generator=gen, dtype=torch.float64) * 4).round() / 2
-    D = (D + D.transpose(-1, -2)) / 2
-    y = torch.randint(3, (24,), generator=gen)
-    weights = torch.rand(24, generator=gen, dtype=torch.float64)
-    for w in (None, weights):
-        got = triplet_loss(D, y, margin=0.7, sample_weight=w)
-        members = D[None] if n_members is None else D
-        expected = [
-            _triplet_by_loops(
-                m.tolist(),
-                y.tolist(),
-                0.7,
-                (w if w is not None else torch.ones(24)).tolist(),
-            )
-            for m in members
-        ]
-        assert got.item() == pytest.approx(sum(expected) / len(expected), rel=1e-12)
-
-
-def _triplet_by_loops_in_torch(D, y, margin, weights):
-    """:func:`_triplet_by_loops` in torch operations, for autograd."""
+    """Semi-hard triplet loss of one member, one triplet at a time (in torch
+    operations, for autograd)."""
     terms, total = [], 0.0
     n = len(y)
     for a in range(n):
@@ -97,6 +56,28 @@ def _triplet_by_loops_in_torch(D, y, margin, weights):
 
 
 @pytest.mark.parametrize("n_members", [None, 3])
+def test_triplet_mining_matches_a_loop_over_every_triplet(n_members):
+    # The loss searches each anchor's sorted negatives instead of comparing
+    # every triplet; rounded distances give ties, which the search must treat
+    # as the loop does (a negative as far as the positive is not semi-hard).
+    gen = torch.Generator().manual_seed(0)
+    shape = (24, 24) if n_members is None else (n_members, 24, 24)
+    D = (torch.rand(shape, generator=gen, dtype=torch.float64) * 4).round() / 2
+    D = (D + D.transpose(-1, -2)) / 2
+    y = torch.randint(3, (24,), generator=gen)
+    weights = torch.rand(24, generator=gen, dtype=torch.float64)
+    for w in (None, weights):
+        got = triplet_loss(D, y, margin=0.7, sample_weight=w)
+        members = D[None] if n_members is None else D
+        ones = torch.ones(24, dtype=torch.float64)
+        expected = [
+            _triplet_by_loops(m, y, 0.7, w if w is not None else ones).item()
+            for m in members
+        ]
+        assert got.item() == pytest.approx(sum(expected) / len(expected), rel=1e-12)
+
+
+@pytest.mark.parametrize("n_members", [None, 3])
 def test_triplet_gradient_matches_autograd_through_a_loop(n_members):
     """The triplet loss's gradient, written out, against autograd's through
     a loop over every triplet (some terms inactive), and ``gradcheck``."""
@@ -108,9 +89,7 @@ def test_triplet_gradient_matches_autograd_through_a_loop(n_members):
     w = torch.rand(12, generator=gen, dtype=torch.float64)
     got = triplet_loss(D, y, margin=0.3, sample_weight=w)
     members = D[None] if n_members is None else D
-    expected = torch.stack(
-        [_triplet_by_loops_in_torch(m, y, 0.3, w) for m in members]
-    ).mean()
+    expected = torch.stack([_triplet_by_loops(m, y, 0.3, w) for m in members]).mean()
     torch.testing.assert_close(got, expected)
     (grad,) = torch.autograd.grad(got, D)
     (expected_grad,) = torch.autograd.grad(expected, D)
