@@ -39,7 +39,7 @@ from ._references import (
     select_references,
     update_reservoir,
 )
-from ._training import seeded
+from ._training import EmbeddedRows, seeded
 
 # Samples of each class kept (by reservoir sampling) across partial_fit calls:
 # they give rare classes partners in later chunks, and the references and
@@ -480,7 +480,8 @@ class SiameseClassifier(
     def _fit_finish(self, plan):
         """Keep the references and calibrate, from a trained ``plan.net``."""
         net, codes, rng, n_classes = plan.net, plan.codes, plan.rng, len(plan.classes)
-        E = net.embed(plan.Z)
+        # Only the rows the references and the calibration read are embedded.
+        E = EmbeddedRows(net, plan.Z)
         cal = calibration_scores(
             net,
             E,
@@ -634,7 +635,7 @@ class SiameseClassifier(
                 f"X and y have different numbers of samples: {len(Z)} and {len(codes)}."
             )
         refs = select_references(
-            self.net_.embed(Z), codes, self.references, check_random_state(0)
+            EmbeddedRows(self.net_, Z), codes, self.references, check_random_state(0)
         )
         self._keep_references(refs, classes, np.bincount(codes))
         return self

@@ -53,12 +53,16 @@ def select_references(E, codes, references, rng, rows=None):
 
     With ``rows`` (indices), from those rows of ``E`` and ``codes`` only,
     without copying them: a class's rows are gathered one class at a time,
-    and only the subsample that k-means sees.
+    and only the subsample that k-means sees. ``E`` is an array or
+    :class:`~sksiamese._training.EmbeddedRows`, which embeds only the rows
+    read.
     """
     if rows is not None:
         codes = codes[rows]
     if references == "all":
-        return References(E if rows is None else E[rows], codes, np.ones(len(codes)))
+        return References(
+            np.asarray(E) if rows is None else E[rows], codes, np.ones(len(codes))
+        )
     if rows is None:
         rows = np.arange(len(codes))
     present = np.unique(codes)

@@ -179,10 +179,11 @@ def _read_losses(rows, key):
             row[key] = value
 
 
-def _check_embeddings(E, first_row, n_rows, prepare=None):
+def _check_embeddings(E, first_row, n_rows, prepare=None, rows=None):
     """Raise a ValueError if the embeddings ``E`` of rows ``first_row`` on (of
     ``n_rows`` embedded) hold NaN or infinite values, after ``prepare``'s
-    ``check`` (errors of the input come first)."""
+    ``check`` (errors of the input come first). With ``rows``, the rows
+    embedded are those rows of the input, and the error names them so."""
     # A sum is finite exactly when every value is, unless the sum itself
     # overflows; one cheap pass decides, the exact check runs only then.
     if torch.isfinite(E.sum()):
@@ -197,13 +198,56 @@ def _check_embeddings(E, first_row, n_rows, prepare=None):
         if len(E) == n_rows
         else f" of rows {first_row} to {first_row + len(E) - 1} of {n_rows}"
     )
+    first = first_row + np.flatnonzero(bad)[0]
     # Distances to NaN would give NaN probabilities and arbitrary labels.
     raise ValueError(
         f"The encoder returned NaN or infinite embeddings for {bad.sum()} of "
         f"{len(E)} samples{where} (the first is row "
-        f"{first_row + np.flatnonzero(bad)[0]}). Their values may lie far "
+        f"{first if rows is None else rows[first]}). Their values may lie far "
         "outside those seen in fit: rescale or clip them."
     )
+
+
+class EmbeddedRows:
+    """The embeddings of the rows of ``Z`` by the skorch ``net``, each
+    computed the first time it is read, then kept.
+
+    Indexing it as an array of shape ``(len(Z), width)`` (an int, a slice,
+    an array of indices or a boolean mask) gives what indexing
+    ``net.embed(Z)`` would, bit for bit (:meth:`SiameseNet.embed` gives a
+    row the same embedding whatever it is embedded with), but rows nobody
+    reads are never embedded. A fit's references and calibration read a
+    sample of each large class (the rows its k-means sees, at most
+    ``_CALIBRATION_PER_CLASS`` calibration queries and their pair
+    partners), so on hundreds of thousands of rows they embed a small share.
+    """
+
+    def __init__(self, net, Z):
+        self._net, self._Z = net, Z
+        # Where each row's embedding is in _kept (-1: not embedded yet).
+        self._at = np.full(len(Z), -1, dtype=np.int64)
+        self._kept = None
+
+    def __len__(self):
+        return len(self._Z)
+
+    def __getitem__(self, index):
+        rows = np.arange(len(self._Z))[index]
+        missing = rows[self._at[rows] < 0]
+        if self._kept is None:
+            # The first read sets the width (row 0 gives it when none is read).
+            missing = np.append(missing, np.arange(min(1, len(self._Z))))
+        if np.size(missing):
+            missing = np.unique(missing)
+            E = self._net.embed(self._Z, rows=missing)
+            self._at[missing] = np.arange(len(E)) + (
+                0 if self._kept is None else len(self._kept)
+            )
+            self._kept = E if self._kept is None else np.concatenate([self._kept, E])
+        return self._kept[self._at[rows]]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
 
 
 class _Initialized:
@@ -374,8 +418,9 @@ class SiameseNet(NeuralNet):
     # -- inference without DataLoaders: embed once, compare to references --------
 
     @torch.inference_mode()
-    def embed(self, X, batch_size=None, prepare=None, then=None):
-        """Embeddings of the rows of ``X`` as a float32 numpy array.
+    def embed(self, X, batch_size=None, prepare=None, then=None, rows=None):
+        """Embeddings of the rows of ``X`` (or of its rows ``rows``, indices,
+        gathered block by block) as a float32 numpy array.
 
         ``X`` holds float32 encoder inputs, or raw rows that ``prepare`` turns
         into them block by block, as tensors on the device (scaling a block
@@ -410,8 +455,12 @@ class SiameseNet(NeuralNet):
         # embedding is ever copied twice, nor held in two places.
         group_rows = -(-_EMBED_COPY_ROWS // batch_size) * batch_size
         out, result, group, done = [], None, None, 0
-        for start in range(0, len(X), batch_size):
-            xb = X[start : start + batch_size]
+        n_rows = len(X) if rows is None else len(rows)
+        for start in range(0, n_rows, batch_size):
+            if rows is None:
+                xb = X[start : start + batch_size]
+            else:
+                xb = X[rows[start : start + batch_size]]
             if prepare is not None:
                 xb = prepare(xb)
             xb = torch.as_tensor(xb).to(self.device, non_blocking=True)
@@ -420,19 +469,19 @@ class SiameseNet(NeuralNet):
                 xb = torch.cat([xb, xb.new_zeros((batch_size - n, *xb.shape[1:]))])
             block = module(xb)[:n]
             if group is None:  # the first block of a group
-                rows = min(group_rows, len(X) - start)
+                size = min(group_rows, n_rows - start)
                 if then is None and result is None:
-                    result = torch.empty((len(X), block.shape[1]), dtype=torch.float32)
+                    result = torch.empty((n_rows, block.shape[1]), dtype=torch.float32)
                 if then is None and on_host:
-                    group = result[start : start + rows]
+                    group = result[start : start + size]
                 else:
-                    group = block.new_empty((rows, block.shape[1]), dtype=torch.float32)
+                    group = block.new_empty((size, block.shape[1]), dtype=torch.float32)
                 filled = 0
             group[filled : filled + n] = block
             filled += n
             if filled == len(group):
                 if then is not None:
-                    _check_embeddings(group, done, len(X), prepare)
+                    _check_embeddings(group, done, n_rows, prepare, rows)
                     out.append(then(group))
                 elif not on_host:
                     result[done : done + filled] = group
@@ -442,7 +491,7 @@ class SiameseNet(NeuralNet):
             prepare.check()  # errors of the input, before those of the output
         if then is not None:
             return np.concatenate(out)
-        _check_embeddings(result, 0, len(result))
+        _check_embeddings(result, 0, len(result), rows=rows)
         return result.numpy()
 
     @torch.inference_mode()

@@ -942,3 +942,18 @@ def test_nan_embeddings_name_their_row_when_compared_in_parts(fitted, monkeypatc
         r"\(the first is row 6\)",
     ):
         fitted("nan_above_100").predict_proba(Xq)
+
+
+def test_nan_embeddings_of_rows_read_name_their_row(fitted):
+    # A fit embeds only the rows its references and calibration read; an
+    # error names the row of the data, not its place among those embedded.
+    from sksiamese import _training
+
+    clf = fitted("nan_above_100")
+    Xq = np.tile(X[:1], (10, 1))
+    Xq[6] = 500.0
+    rows = _training.EmbeddedRows(clf.net_, clf._scaled(Xq))
+    with pytest.raises(
+        ValueError, match=r"embeddings for 1 of 3 samples \(the first is row 6\)"
+    ):
+        rows[[0, 9, 6]]

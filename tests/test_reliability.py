@@ -466,6 +466,62 @@ def test_embeddings_copied_back_in_parts_are_the_same(data, monkeypatch):
     np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)
 
 
+def test_rows_embedded_when_read_are_those_of_embedding_all(data):
+    # A fit's references and calibration read its embeddings through
+    # EmbeddedRows, which embeds a row the first time it is read: every way of
+    # indexing gives what indexing the whole embedding gives, bit for bit, in
+    # whatever order and with whatever repeats the rows are read.
+    X, y = data
+    clf = SiameseClassifier(**TINY, n_members=2).fit(X, y)
+    Z = clf._scaled(np.tile(X, (2500 // len(X) + 1, 1))[:2500])
+    whole = clf.net_.embed(Z)
+    lazy = _training.EmbeddedRows(clf.net_, Z)
+    assert len(lazy) == len(Z)
+    rng = np.random.RandomState(0)
+    for index in (
+        7,
+        slice(100, 1300, 3),
+        rng.randint(len(Z), size=400),  # unsorted, with repeats
+        rng.rand(len(Z)) < 0.3,
+        np.array([], dtype=int),
+        slice(None),
+    ):
+        np.testing.assert_array_equal(lazy[index], whole[index])
+    np.testing.assert_array_equal(np.asarray(lazy), whole)
+
+
+def test_a_fit_embeds_only_the_rows_it_reads(monkeypatch):
+    # References from k-means on a sample of each class, calibration on a
+    # capped number of queries per class: a large fit embeds those rows only,
+    # and it is the same fit as one that embeds every row first.
+    from sksiamese import _calibration, _classifier
+
+    monkeypatch.setattr(_calibration, "_CALIBRATION_PER_CLASS", 100)
+    rng = np.random.RandomState(0)
+    y = rng.randint(2, size=6000)
+    X = rng.normal(size=(6000, 3)) + y[:, None]
+    params = dict(TINY, max_epochs=1, batch_size=256, references=10)
+    embedded = []
+    embed = _training.SiameseNet.embed
+
+    def counted(net, Z, *args, rows=None, **kwargs):
+        embedded.append(len(Z) if rows is None else len(rows))
+        return embed(net, Z, *args, rows=rows, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_training.SiameseNet, "embed", counted)
+        lazy = SiameseClassifier(**params).fit(X, y)
+    # k-means sees 200 rows of each class three times (the fit's references,
+    # and each calibration half's); each half scores 100 queries per class,
+    # each with one same-class and one other-class partner.
+    assert sum(embedded) <= 3 * 2 * 200 + 2 * 2 * 100 * 3
+    monkeypatch.setattr(_classifier, "EmbeddedRows", lambda net, Z: net.embed(Z))
+    full = SiameseClassifier(**params).fit(X, y)
+    np.testing.assert_array_equal(lazy.references_, full.references_)
+    assert lazy.temperature_ == full.temperature_
+    np.testing.assert_array_equal(lazy.predict_proba(X), full.predict_proba(X))
+
+
 def test_predictions_compared_in_parts_are_the_same(data, monkeypatch):
     # predict_proba compares each group of embeddings with the references on
     # the device as soon as it is embedded; groups of one block of 1,024 rows
