@@ -15,8 +15,8 @@
 # steps.py's triplet loss at batch 1024 alone runs for over ten minutes).
 # ONLY="tests repeatability" runs just the steps named (tests, repeatability,
 # speed, steps, losses, scale, scale_compile, scale_graphs, throughput,
-# throughput_b1024, throughput_compile, omniglot), to split the checks over
-# several calls of a time-limited machine. The *_compile steps train with
+# throughput_b1024, throughput_ensemble, throughput_compile, omniglot), to
+# split the checks over several calls of a time-limited machine. The *_compile steps train with
 # compile=True (torch.compile), scale_graphs with compile={"mode":
 # "reduce-overhead"} (CUDA graphs).
 set -u
@@ -97,6 +97,8 @@ tp_rows=100000
 [ "${QUICK:-0}" = 1 ] && tp_rows=5000
 step throughput python benchmarks/throughput.py --device "$device" --n-samples "$tp_rows"
 step throughput_b1024 python benchmarks/throughput.py --device "$device" --n-samples "$tp_rows" --batch-size 1024
+# The default ensemble against a loop that trains the same ensemble module.
+step throughput_ensemble python benchmarks/throughput.py --device "$device" --n-samples "$tp_rows" --batch-size 1024 --n-members 8
 step throughput_compile python benchmarks/throughput.py --device "$device" --n-samples "$tp_rows" --compile
 if [ -n "$omniglot" ]; then
     step omniglot python benchmarks/omniglot.py --data "$omniglot"

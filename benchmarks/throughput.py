@@ -1,10 +1,10 @@
 """Training and prediction throughput against a hand-written PyTorch loop.
 
 In one run, on the same generated data (scaled float32, no blanks), with the same
-encoder (one MLP 128-64-32: ``n_members=1``, since the loop is written for one
-network; what the default ensemble costs against one network is measured by
-``keel.py --previous`` and ``scale.py``), batch size, in-batch loss (the
-default, prototype) and
+encoder (one MLP 128-64-32: ``n_members=1``; ``--n-members 8`` compares the
+default ensemble with a loop that trains the same ensemble module, and what the
+ensemble costs against one network is measured by ``keel.py --previous`` and
+``scale.py``), batch size, in-batch loss (the default, prototype) and
 AdamW optimizer (with PyTorch's fused kernel, as SiameseClassifier uses where
 PyTorch has one):
 
@@ -60,7 +60,7 @@ from sklearn.datasets import make_classification
 from sksiamese import SiameseClassifier
 from sksiamese._calibration import prior_term
 from sksiamese._losses import InBatchLoss
-from sksiamese._networks import MLPEncoder, SiameseModule
+from sksiamese._networks import EnsembleMLPEncoder, MLPEncoder, SiameseModule
 from sksiamese._references import _MAX_NEIGHBOURHOOD
 from sksiamese._training import fused_optimizer
 
@@ -72,13 +72,26 @@ def sync(device):
 
 
 def plain_fit(
-    X, y, epochs, batch_size, seed, same_optimizer=True, device="cpu", compile=False
+    X,
+    y,
+    epochs,
+    batch_size,
+    seed,
+    same_optimizer=True,
+    device="cpu",
+    compile=False,
+    n_members=1,
 ):
     """``same_optimizer``: AdamW as SiameseClassifier builds it (fused kernel
     where PyTorch has one), else AdamW's default implementation. ``compile``:
-    the steps run the module and the loss compiled by ``torch.compile``."""
+    the steps run the module and the loss compiled by ``torch.compile``.
+    ``n_members``: one MLP, or the estimator's ensemble module of that many."""
     torch.manual_seed(seed)
-    module = SiameseModule(MLPEncoder(X.shape[1], (128, 64), 32)).to(device)
+    if n_members == 1:
+        encoder = MLPEncoder(X.shape[1], (128, 64), 32)
+    else:
+        encoder = EnsembleMLPEncoder(X.shape[1], (128, 64), 32, 0.0, n_members)
+    module = SiameseModule(encoder).to(device)
     # The number of classes, as the estimator gives it: without it the
     # prototype loss looks the batch's classes up, a wait for a GPU per step.
     criterion = InBatchLoss(SiameseClassifier().loss, n_classes=len(np.unique(y)))
@@ -124,9 +137,10 @@ def plain_predict_proba(
     """Forward pass, then for each class the weighted mean distance over the
     closest references that hold the same share of every class (at least k of
     them), and a softmax with the prior term: what predict_proba computes,
-    written plainly."""
-    E = plain_forward(module, X).double()
-    R = torch.from_numpy(R).double().to(E.device)
+    written plainly. An ensemble's distance is that of its members' embeddings
+    side by side over the square root of their number (their squares averaged)."""
+    E = plain_forward(module, X).double() / module.n_members**0.5
+    R = torch.from_numpy(R).double().to(E.device) / module.n_members**0.5
     weights = torch.from_numpy(weights).double().to(E.device)
     r_codes = torch.from_numpy(r_codes).to(E.device)
     counts = torch.bincount(r_codes, minlength=n_classes)
@@ -174,6 +188,12 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument(
+        "--n-members",
+        type=int,
+        default=1,
+        help="networks of the ensemble, on both sides (default: 1)",
+    )
+    parser.add_argument(
         "--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)"
     )
     parser.add_argument(
@@ -192,7 +212,7 @@ def main(argv=None):
     X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
 
     clf = SiameseClassifier(
-        n_members=1,
+        n_members=args.n_members,
         max_epochs=args.epochs,
         batch_size=args.batch_size,
         early_stopping=False,
@@ -210,14 +230,26 @@ def main(argv=None):
 
     # The same optimizer as SiameseClassifier's, fused kernel included where
     # PyTorch has one; also timed with AdamW's defaults, as most loops are.
+    members = args.n_members
     fits = [
-        lambda: plain_fit(X, y, args.epochs, args.batch_size, 0, device=device),
-        lambda: plain_fit(X, y, args.epochs, args.batch_size, 0, False, device),
+        lambda: plain_fit(
+            X, y, args.epochs, args.batch_size, 0, device=device, n_members=members
+        ),
+        lambda: plain_fit(
+            X, y, args.epochs, args.batch_size, 0, False, device, n_members=members
+        ),
     ]
     if args.compile:
         fits += [
             lambda: plain_fit(
-                X, y, args.epochs, args.batch_size, 0, device=device, compile=True
+                X,
+                y,
+                args.epochs,
+                args.batch_size,
+                0,
+                device=device,
+                compile=True,
+                n_members=members,
             ),
             lambda: siamese_fit(compile=True),
         ]
@@ -304,7 +336,8 @@ def main(argv=None):
     ]
     print(
         f"{args.n_samples} samples x {args.n_features} features, {args.epochs} "
-        f"epochs, batch {args.batch_size}, device {device}, torch threads "
+        f"epochs, batch {args.batch_size}, n_members {members}, device {device}, "
+        "torch threads "
         f"{torch.get_num_threads()}, best of {args.repeat}"
     )
     print(f"{'stage':<8} {'what':<26} {'samples/s':>12} {'ratio':>7}")
