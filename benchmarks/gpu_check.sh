@@ -16,9 +16,9 @@
 # ONLY="tests repeatability" runs just the steps named (tests, repeatability,
 # speed, steps, losses, scale, scale_compile, scale_graphs, throughput,
 # throughput_b1024, throughput_ensemble, throughput_compile, omniglot), to
-# split the checks over several calls of a time-limited machine. The *_compile steps train with
-# compile=True (torch.compile), scale_graphs with compile={"mode":
-# "reduce-overhead"} (CUDA graphs).
+# split the checks over several calls of a time-limited machine. The *_compile
+# steps train with compile=True (torch.compile), scale_graphs with
+# compile={"mode": "reduce-overhead"} (CUDA graphs).
 set -u
 out=${1:?usage: gpu_check.sh OUT_DIR [GPU_SCRIPTS_DIR] [OMNIGLOT_DIR]}
 scripts=${2:-}
