@@ -16,6 +16,9 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 # query x reference dissimilarity computation (64 MB).
 _BLOCK_VALUES = 2**24
 
+# Rows per centre that k-means sees at most: larger classes are subsampled.
+_KMEANS_ROWS = 20
+
 # Largest fraction of a class that its neighbourhood in class_dissimilarity
 # covers when another class has very few references.
 _MAX_NEIGHBOURHOOD = 0.25
@@ -53,9 +56,9 @@ def select_references(E, codes, references, rng, rows=None):
 
     With ``rows`` (indices), from those rows of ``E`` and ``codes`` only,
     without copying them: a class's rows are gathered one class at a time,
-    and only the subsample that k-means sees. ``E`` is an array or
-    :class:`~sksiamese._training.EmbeddedRows`, which embeds only the rows
-    read.
+    and only the subsample that k-means sees. ``E`` is an array, or indexed
+    like one and embedding rows as they are read, with ``embed_rows(rows)``
+    to embed many at once (:class:`~sksiamese._training.EmbeddedRows`).
     """
     if rows is not None:
         codes = codes[rows]
@@ -67,6 +70,17 @@ def select_references(E, codes, references, rng, rows=None):
         rows = np.arange(len(codes))
     present = np.unique(codes)
     members = [rows[codes == c] for c in present]
+    if hasattr(E, "embed_rows"):
+        # The rows read whole (every row of a class for its mean, or of a
+        # class small enough for k-means to see all of it), embedded at once,
+        # not one class at a time.
+        whole = [
+            m
+            for m in members
+            if references == "prototypes" or len(m) <= _KMEANS_ROWS * references
+        ]
+        if whole:
+            E.embed_rows(np.concatenate(whole))
     if references == "prototypes":
         kept = [(E[m].mean(0, keepdims=True), np.array([len(m)])) for m in members]
     else:
@@ -87,8 +101,8 @@ def class_centres(E, k, rng, rows=None):
     n = len(E) if rows is None else len(rows)
     # k-means on a subsample is as good as on everything for k centres and
     # keeps this step cheap on hundreds of thousands of samples.
-    if n > 20 * k:
-        pick = rng.choice(n, 20 * k, replace=False)
+    if n > _KMEANS_ROWS * k:
+        pick = rng.choice(n, _KMEANS_ROWS * k, replace=False)
         rows = pick if rows is None else rows[pick]
     if rows is not None:
         E = E[rows]

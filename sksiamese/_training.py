@@ -233,18 +233,27 @@ class EmbeddedRows:
 
     def __getitem__(self, index):
         rows = np.arange(len(self._Z))[index]
+        self.embed_rows(rows)
+        return self._kept[self._at[rows]]
+
+    def embed_rows(self, rows):
+        """Embed those of the rows ``rows`` (indices) not embedded yet, in one
+        pass: reading many small sets of rows one by one would pad each to a
+        whole block of :meth:`SiameseNet.embed`."""
         missing = rows[self._at[rows] < 0]
         if self._kept is None:
             # The first read sets the width (row 0 gives it when none is read).
             missing = np.append(missing, np.arange(min(1, len(self._Z))))
-        if np.size(missing):
-            missing = np.unique(missing)
-            E = self._net.embed(self._Z, rows=missing)
-            self._at[missing] = np.arange(len(E)) + (
-                0 if self._kept is None else len(self._kept)
-            )
-            self._kept = E if self._kept is None else np.concatenate([self._kept, E])
-        return self._kept[self._at[rows]]
+        if not np.size(missing):
+            return
+        missing = np.unique(missing)
+        E = self._net.embed(self._Z, rows=missing)
+        if self._kept is None:
+            self._kept, self._n_kept = np.empty((len(self._Z), E.shape[1]), E.dtype), 0
+        end = self._n_kept + len(E)
+        self._kept[self._n_kept : end] = E
+        self._at[missing] = np.arange(self._n_kept, end)
+        self._n_kept = end
 
     def __array__(self, dtype=None, copy=None):
         return np.asarray(self[:], dtype=dtype)

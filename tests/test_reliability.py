@@ -522,6 +522,26 @@ def test_a_fit_embeds_only_the_rows_it_reads(monkeypatch):
     np.testing.assert_array_equal(lazy.predict_proba(X), full.predict_proba(X))
 
 
+def test_a_fit_on_many_small_classes_embeds_them_together(monkeypatch):
+    # k-means sees every row of a small class: the references embed such
+    # classes in one pass, not one pass (padded to a whole block) per class.
+    rng = np.random.RandomState(0)
+    y = np.repeat(np.arange(60), 6)
+    X = rng.normal(size=(len(y), 3)) + (y % 5)[:, None]
+    passes = []
+    embed = _training.SiameseNet.embed
+
+    def counted(net, Z, *args, **kwargs):
+        passes.append(len(Z))
+        return embed(net, Z, *args, **kwargs)
+
+    monkeypatch.setattr(_training.SiameseNet, "embed", counted)
+    SiameseClassifier(**dict(TINY, max_epochs=1, early_stopping=False)).fit(X, y)
+    # The first calibration half's references and queries; the rest is read
+    # from what they embedded.
+    assert len(passes) == 2
+
+
 def test_predictions_compared_in_parts_are_the_same(data, monkeypatch):
     # predict_proba compares each group of embeddings with the references on
     # the device as soon as it is embedded; groups of one block of 1,024 rows
