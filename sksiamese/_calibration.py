@@ -216,6 +216,18 @@ def fit_logistic_1d(d, same):
 # Calibration fits one or two numbers: a few thousand samples of each class
 # determine them as well as hundreds of thousands, at a fraction of the cost.
 _CALIBRATION_PER_CLASS = 2000
+# With many classes, fewer of each: at most this many in all (each is scored
+# against every class's references), but never fewer than
+# _CALIBRATION_MIN_PER_CLASS of a class.
+_CALIBRATION_SAMPLES = 20_000
+_CALIBRATION_MIN_PER_CLASS = 50
+
+
+def calibration_cap(n_classes):
+    """Calibration samples kept at most per class, for ``n_classes`` classes:
+    :data:`_CALIBRATION_PER_CLASS` up to 10 classes, fewer beyond."""
+    share = _CALIBRATION_SAMPLES // max(n_classes, 1)
+    return min(_CALIBRATION_PER_CLASS, max(_CALIBRATION_MIN_PER_CLASS, share))
 
 
 def cap_per_class(codes, cap, rng):
@@ -350,12 +362,12 @@ def calibration_scores(
 
 
 def _scored(net, E, codes, q, r, n_classes, references, n_neighbors, rng):
-    """The samples ``q`` (at most :data:`_CALIBRATION_PER_CLASS` per class)
+    """The samples ``q`` (at most :func:`calibration_cap` per class)
     scored against references chosen from the samples ``r``."""
     # The rows ``r`` are most of ``E`` (a half, or all but the held-out
     # share): they are indexed where needed, never copied as a whole.
     refs = select_references(E, codes, references, rng, rows=r)
-    keep, weights = cap_per_class(codes[q], _CALIBRATION_PER_CLASS, rng)
+    keep, weights = cap_per_class(codes[q], calibration_cap(n_classes), rng)
     q = q[keep]
     Q = E[q]
     S = refs.dissimilarity(net, Q, n_classes, n_neighbors)

@@ -218,7 +218,7 @@ class EmbeddedRows:
     row the same embedding whatever it is embedded with), but rows nobody
     reads are never embedded. A fit's references and calibration read a
     sample of each large class (the rows its k-means sees, at most
-    ``_CALIBRATION_PER_CLASS`` calibration queries and their pair
+    ``_calibration.calibration_cap`` calibration queries and their pair
     partners), so on hundreds of thousands of rows they embed a small share.
     """
 

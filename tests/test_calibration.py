@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
+from sksiamese import SiameseClassifier, _calibration, _classifier
 from sksiamese._calibration import (
+    calibration_cap,
     cap_per_class,
     fit_logistic_1d,
     fit_temperature,
@@ -155,6 +157,46 @@ def test_cap_per_class_keeps_the_class_frequencies_by_weight():
     # Nothing over the cap: every sample, weight 1.
     keep, weights = cap_per_class(codes, 5000, np.random.RandomState(0))
     assert len(keep) == len(codes) and np.all(weights == 1)
+
+
+def test_many_classes_calibrate_on_fewer_samples_of_each():
+    # Each calibration sample is scored against every class's references:
+    # up to 10 classes keep 2,000 of each, more classes fewer, down to 50.
+    assert [calibration_cap(c) for c in (2, 10, 11, 100, 400, 1000)] == [
+        2000,
+        2000,
+        1818,
+        200,
+        50,
+        50,
+    ]
+
+
+def test_a_fit_scores_the_capped_calibration_samples(monkeypatch):
+    monkeypatch.setattr(_calibration, "_CALIBRATION_SAMPLES", 300)
+    monkeypatch.setattr(_calibration, "_CALIBRATION_MIN_PER_CLASS", 5)
+    seen = []
+    fit_temperature_ = _classifier.fit_temperature
+
+    def recorded(S, codes, log_prior, weights):
+        seen.append((codes, weights))
+        return fit_temperature_(S, codes, log_prior, weights)
+
+    monkeypatch.setattr(_classifier, "fit_temperature", recorded)
+    rng = np.random.RandomState(0)
+    y = np.repeat(np.arange(30), 30)
+    X = rng.normal(size=(len(y), 3)) + (y % 4)[:, None]
+    SiameseClassifier(
+        hidden_layer_sizes=(8,),
+        embedding_dim=4,
+        max_epochs=1,
+        early_stopping=False,
+        random_state=0,
+    ).fit(X, y)
+    ((codes, weights),) = seen
+    # 300 / 30 classes: 10 of each class in each half of 15, weighed back to 30.
+    np.testing.assert_array_equal(np.bincount(codes), np.full(30, 20))
+    np.testing.assert_allclose(np.bincount(codes, weights=weights), np.full(30, 30))
 
 
 def test_log_class_prior_of_an_unseen_class_is_zero():
