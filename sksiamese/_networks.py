@@ -217,10 +217,19 @@ def _weighted_l1(a, b, w, select=None):
     With ``select``, each of the two is computed over its own dimensions
     only, half the work in all; finding them makes the host wait for a GPU
     (and splits a compiled graph), so by default (``select=None``) that is
-    done only where :func:`_host_reads_are_free`.
+    done only where :func:`_host_reads_are_free`. Elsewhere, where a
+    gradient is needed (training on a GPU), :class:`_WeightedL1` computes
+    it (not in code that :func:`torch.compile` compiles).
     """
     if select is None:
         select = _host_reads_are_free(w.device)
+    if (
+        not select
+        and torch.is_grad_enabled()
+        and (a.requires_grad or b.requires_grad or w.requires_grad)
+        and not torch.compiler.is_compiling()
+    ):
+        return _WeightedL1.apply(a, b, w)
     if select:
         parts = []
         for sign, dims in ((1.0, w > 0), (-1.0, w < 0)):
@@ -231,8 +240,54 @@ def _weighted_l1(a, b, w, select=None):
                 parts.append(part if sign > 0 else -part)
         if parts:  # (all weights 0: the formula below, which keeps a gradient)
             return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+    return _manhattan_parts(a, b, w)
+
+
+def _manhattan_parts(a, b, w):
+    """``|a_i - b_j| @ w`` as the manhattan distances of the rows scaled by
+    the positive part of ``w``, minus those by its negative part."""
     pos, neg = w.clamp(min=0), (-w).clamp(min=0)
     return torch.cdist(a * pos, b * pos, p=1.0) - torch.cdist(a * neg, b * neg, p=1.0)
+
+
+class _WeightedL1(torch.autograd.Function):
+    """:func:`_weighted_l1` of ``(..., n, d)`` and ``(..., m, d)`` rows and
+    ``(d,)`` weights, with the gradient written out.
+
+    Forward: the two manhattan distances of :func:`_weighted_l1`. Backward,
+    with ``G`` the incoming gradient and ``s_ijd = sign(a_id - b_jd)``:
+    ``U_id = sum_j G_ij s_ijd`` and ``V_jd = sum_i G_ij s_ijd`` give ``w U``
+    for ``a``, ``-w V`` for ``b`` and ``sum(a U) - sum(b V)`` (over rows and
+    leading dimensions) for ``w``, computed over blocks of rows of ``a`` of
+    at most :data:`_L1_BLOCK` signs each. PyTorch's backward of
+    ``torch.cdist`` with ``p=1`` on a GPU writes a ``(..., m, n, d)`` buffer
+    for each input of each of the two distances instead.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b, w):
+        ctx.save_for_backward(a, b, w)
+        return _manhattan_parts(a, b, w)
+
+    @staticmethod
+    def backward(ctx, G):
+        a, b, w = ctx.saved_tensors
+        lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        A, B = a.expand(*lead, *a.shape[-2:]), b.expand(*lead, *b.shape[-2:])
+        m, d = B.shape[-2:]
+        U, V = torch.empty_like(A), torch.zeros_like(B)
+        rows = max(1, _L1_BLOCK // (math.prod(lead) * m * d))
+        for s in range(0, A.shape[-2], rows):
+            sign = (A[..., s : s + rows, None, :] - B[..., None, :, :]).sign_()
+            g = G[..., s : s + rows, :]
+            U[..., s : s + rows, :] = (g.unsqueeze(-2) @ sign).squeeze(-2)
+            V += torch.einsum("...rm,...rmd->...md", g, sign)
+        grad_w = (A * U).reshape(-1, d).sum(0) - (B * V).reshape(-1, d).sum(0)
+        return (U * w).sum_to_size(a.shape), (V * -w).sum_to_size(b.shape), grad_w
+
+
+# Signs in one block of _WeightedL1's backward pass (64 MB of float32).
+_L1_BLOCK = 1 << 24
 
 
 class _SelfEuclidean(torch.autograd.Function):

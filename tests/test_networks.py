@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from sksiamese import _networks
 from sksiamese._networks import (
     BatchEnsembleLinear,
     EnsembleMLPEncoder,
@@ -120,12 +121,14 @@ def test_one_member_view_compares_a_members_embeddings():
     [[0.5, -1.0, 2.0, 0.0, -0.3, 1.2, -2.0], [1.0] * 7, [-1.0] * 7, [0.0] * 7],
     ids=["both-signs", "positive", "negative", "zero"],
 )
-def test_head_dissimilarity_without_the_tensor_of_differences(weights):
+def test_head_dissimilarity_without_the_tensor_of_differences(weights, monkeypatch):
     """The head's weighted L1 distance of every pair of rows, computed as two
     manhattan distances (over all dimensions, as on a GPU, or over each sign's
-    own, as on a CPU), equals the plain formula; so do the gradients, but
-    for a weight of exactly 0, which gets none (each part is ``|w_d x_d|``,
-    whose slope in ``w_d`` at 0 is taken as 0)."""
+    own, as on a CPU), equals the plain formula; so do the gradients. On a
+    GPU (``select=False``) they are written out (``_WeightedL1``, here in
+    blocks of one row); on a CPU a weight of exactly 0 gets none (each part
+    is ``|w_d x_d|``, whose slope in ``w_d`` at 0 is taken as 0)."""
+    monkeypatch.setattr(_networks, "_L1_BLOCK", 5)
     torch.manual_seed(0)
     a = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
     b = torch.randn(2, 6, 7, dtype=torch.float64, requires_grad=True)
@@ -134,14 +137,37 @@ def test_head_dissimilarity_without_the_tensor_of_differences(weights):
     grad_out = torch.randn(expected.shape, dtype=torch.float64)
     grads = torch.autograd.grad(expected, (a, b, w), grad_out)
     for select in (False, True):
+        with torch.no_grad():  # the values alone: the formula on a GPU
+            torch.testing.assert_close(_weighted_l1(a, b, w, select=select), expected)
         got = _weighted_l1(a, b, w, select=select)
+        assert (got.grad_fn.name() == "_WeightedL1Backward") is not select
         torch.testing.assert_close(got, expected)
         got_grads = torch.autograd.grad(got, (a, b, w), grad_out)
         for g, g_expected in zip(got_grads[:2], grads[:2], strict=True):
             torch.testing.assert_close(g, g_expected)
-        zero = w == 0
+        zero = (w == 0) & select
         torch.testing.assert_close(got_grads[2][~zero], grads[2][~zero])
         assert (got_grads[2][zero] == 0).all()
+
+
+@pytest.mark.parametrize("block", [1 << 24, 30, 1])
+def test_weighted_l1_gradient_is_autograds(block, monkeypatch):
+    """The gradient written out, in blocks of rows or whole, for leading
+    dimensions that broadcast, and when a batch is compared with itself."""
+    monkeypatch.setattr(_networks, "_L1_BLOCK", block)
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        x = torch.randn(*shape, dtype=torch.float64, generator=gen)
+        return x.requires_grad_()
+
+    w = rand(4)
+    for a, b in ((rand(5, 4), rand(3, 4)), (rand(2, 5, 4), rand(1, 3, 4))):
+        assert torch.autograd.gradcheck(_networks._WeightedL1.apply, (a, b, w))
+    E = rand(3, 6, 4)
+    assert torch.autograd.gradcheck(
+        lambda E, w: _networks._WeightedL1.apply(E, E, w), (E, w)
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
