@@ -14,11 +14,11 @@
 # the speed runs there, SKIP_TESTS=1 to leave out the suite (on a CPU,
 # steps.py's triplet loss at batch 1024 alone runs for over ten minutes).
 # ONLY="tests repeatability" runs just the steps named (tests, repeatability,
-# speed, steps, losses, scale, scale_compile, scale_graphs, throughput,
-# throughput_b1024, throughput_ensemble, throughput_compile, omniglot), to
-# split the checks over several calls of a time-limited machine. The *_compile
-# steps train with compile=True (torch.compile), scale_graphs with
-# compile={"mode": "reduce-overhead"} (CUDA graphs).
+# speed, steps, losses, losses_profile, scale, scale_compile, scale_graphs,
+# throughput, throughput_b1024, throughput_ensemble, throughput_compile,
+# omniglot), to split the checks over several calls of a time-limited
+# machine. The *_compile steps train with compile=True (torch.compile),
+# scale_graphs with compile={"mode": "reduce-overhead"} (CUDA graphs).
 set -u
 out=${1:?usage: gpu_check.sh OUT_DIR [GPU_SCRIPTS_DIR] [OMNIGLOT_DIR]}
 scripts=${2:-}
@@ -90,6 +90,9 @@ fi
 losses_args=()
 [ "${QUICK:-0}" = 1 ] && losses_args=(--batch 128 --seconds 0.02 --repeat 1)
 step losses python benchmarks/losses.py --device "$device" "${losses_args[@]}"
+# Where a step's device time goes, for each loss at batch 1,024.
+step losses_profile python benchmarks/losses.py --device "$device" --batch 1024 \
+    --members 1,8 --seconds 0.05 --repeat 1 --profile
 step scale python benchmarks/scale.py --sizes "$n_rows"
 step scale_compile python benchmarks/scale.py --sizes "$n_rows" --compile
 step scale_graphs python benchmarks/scale.py --sizes "$n_rows" --compile reduce-overhead

@@ -29,8 +29,13 @@ Every figure is the best of ``--repeat`` runs of as many steps as take about
 waits for the device. Run alone: other work on the same cores changes the
 figures several-fold.
 
+``--profile`` also prints, for each row, the operations that took most of
+the time of ten training steps (``torch.profiler``: device time on a GPU,
+host time on a CPU), to see where a loss's time goes.
+
 Run: ``python benchmarks/losses.py [--device cpu] [--threads 1]
-[--batch 128,1024] [--members 1,8] [--losses contrastive,bce,triplet,prototype,nca]``
+[--batch 128,1024] [--members 1,8] [--losses contrastive,bce,triplet,prototype,nca]
+[--profile]``
 """
 
 import argparse
@@ -116,9 +121,27 @@ def batches(X, y, batch_size, device, gen):
         yield X[idx], labels
 
 
-def step_time(make_loss, params, X, y, batch_size, device, seconds, repeat):
+def profile_steps(step, device, label, steps=10, rows=8):
+    """Print the operations that took most of ``steps`` calls of ``step``,
+    under ``label``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_cuda = torch.device(device).type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        sync(device)
+    key = "device_time_total" if on_cuda else "cpu_time_total"
+    print(f"-- {label}: {steps} steps")
+    print(prof.key_averages().table(sort_by=key, row_limit=rows), flush=True)
+
+
+def step_time(
+    make_loss, params, X, y, batch_size, device, seconds, repeat, profile=None
+):
     """Seconds per training step, and the operations of its forward and
-    backward passes."""
+    backward passes; with ``profile`` (a label), where its time goes."""
     gen = torch.Generator(device=device).manual_seed(0)
     supply = batches(X, y, batch_size, device, gen)
     opt = torch.optim.AdamW(params, lr=1e-3)
@@ -130,6 +153,8 @@ def step_time(make_loss, params, X, y, batch_size, device, seconds, repeat):
         opt.step()
 
     seconds = best_time(step, device, seconds, repeat)
+    if profile:
+        profile_steps(step, device, profile)
     xb, yb = next(supply)
     with _Operations() as ops:
         make_loss(xb, yb).backward()
@@ -169,7 +194,7 @@ def loss_times(name, n_members, X, y, batch_size, timing):
         return criterion(module(xb), yb, module)
 
     return (
-        best_time(loss_only, **timing),
+        best_time(loss_only, timing["device"], timing["seconds"], timing["repeat"]),
         step_time(loss, module.parameters(), X, y, batch_size, **timing),
     )
 
@@ -183,6 +208,9 @@ def main():
     parser.add_argument("--losses", default=",".join(LOSSES))
     parser.add_argument("--seconds", type=float, default=0.3)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--profile", action="store_true", help="print where each step's time goes"
+    )
     args = parser.parse_args()
     losses = args.losses.split(",")
     for name in losses:
@@ -206,7 +234,13 @@ def main():
         f"{'loss':<12}{'batch':>6}{'members':>8}{'loss':>10}{'step':>10}"
         f"{'x plain':>9}{'ops':>6}"
     )
+
+    def label(name, batch_size, n_members):
+        return f"{name}, batch {batch_size}, {n_members} member(s)"
+
     for batch_size in (int(b) for b in args.batch.split(",")):
+        if args.profile:
+            timing["profile"] = label("plain CE", batch_size, 1)
         plain, plain_ops = plain_step_time(Xt, yt, batch_size, timing)
         print(
             f"{'plain CE':<12}{batch_size:>6}{1:>8}{'':>10}"
@@ -214,6 +248,8 @@ def main():
         )
         for n_members in (int(m) for m in args.members.split(",")):
             for name in losses:
+                if args.profile:
+                    timing["profile"] = label(name, batch_size, n_members)
                 alone, (step, ops) = loss_times(
                     name, n_members, Xt, yt, batch_size, timing
                 )
