@@ -286,6 +286,7 @@ class SiameseNet(NeuralNet):
         # pickled: it is compiled again at the next training step.
         state = super().__getstate__()
         state.pop("_compiled", None)
+        state.pop("_labels_copy", None)  # a batch's labels, on the device
         if "callbacks_" in state:
             state["callbacks_"] = [
                 (name, _callback_on_cpu(cb)) for name, cb in state["callbacks_"]
@@ -344,6 +345,22 @@ class SiameseNet(NeuralNet):
             return x.to(self.device, non_blocking=True)
         return to_tensor(x, device=self.device)
 
+    def _labels_on_device(self, y):
+        """``y`` on the device. A batch's labels that are the host tensor of
+        the previous batch (:attr:`BalancedBatchIterator.labels`, shared by
+        every batch when the training data stay on the host) are copied once
+        and the copy is used again, so that the loss makes its terms of the
+        labels once (see :meth:`~sksiamese._losses.InBatchLoss._labels`),
+        not at every step."""
+        last = self.__dict__.get("_labels_copy")
+        if last is not None and last[0] is y and last[1] == y._version:
+            return last[2]
+        on_device = self._to_device(y)
+        if isinstance(y, torch.Tensor) and on_device is not y:
+            # The source is held, so its identity stays its own.
+            self._labels_copy = (y, y._version, on_device)
+        return on_device
+
     def infer(self, x, **fit_params):
         x = self._to_device(x)
         training = self.module_.training
@@ -364,7 +381,7 @@ class SiameseNet(NeuralNet):
             return module(x, **fit_params).float()
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        y_true = self._to_device(y_true)
+        y_true = self._labels_on_device(y_true)
         criterion = self._for_training("criterion") if training else self.criterion_
         return criterion(y_pred, y_true, self.module_)
 

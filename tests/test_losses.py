@@ -633,13 +633,27 @@ def test_the_terms_of_one_tensor_of_labels_are_made_once(loss, n_members, labels
     assert "_last_labels" not in copy.__dict__
 
 
-def test_a_fit_makes_the_terms_of_the_labels_once_per_epoch_and_phase(labels_made):
+@pytest.mark.parametrize("copied", [False, True], ids=["on-device", "copied"])
+def test_a_fit_makes_the_terms_of_the_labels_once_per_epoch_and_phase(
+    labels_made, copied, monkeypatch
+):
     """With two classes every batch holds both, in the same places: the
     loss's label terms are made when training starts and when the held-out
-    batches start, not at each of the many batches."""
+    batches start, not at each of the many batches. Also when the batches
+    are copied to the device at every step (training data left on the host
+    of a GPU, here a copy on the CPU): the shared labels are copied once."""
     from sklearn.datasets import load_breast_cancer
 
     from sksiamese import SiameseClassifier
+    from sksiamese._training import SiameseNet
+
+    if copied:
+        to_device = SiameseNet._to_device
+        monkeypatch.setattr(
+            SiameseNet,
+            "_to_device",
+            lambda net, x: x.clone() if torch.is_tensor(x) else to_device(net, x),
+        )
 
     X, y = load_breast_cancer(return_X_y=True)
     params = dict(hidden_layer_sizes=(16,), embedding_dim=8, early_stopping=True)
@@ -649,6 +663,9 @@ def test_a_fit_makes_the_terms_of_the_labels_once_per_epoch_and_phase(labels_mad
     assert len(history) == 3 and "valid_loss" in history[-1]
     assert sum(history[:, "train_batch_count"]) >= 30
     assert len(labels_made) == 2 * len(history)
+    # The copy of the labels (on the device) is not pickled with the model.
+    assert ("_labels_copy" in clf.net_.__dict__) is copied
+    assert "_labels_copy" not in pickle.loads(pickle.dumps(clf)).net_.__dict__
 
 
 @pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype", "nca"])
