@@ -506,8 +506,10 @@ class SiameseNet(NeuralNet):
             group[filled : filled + n] = block
             filled += n
             if filled == len(group):
-                if then is not None:
+                if then is not None or not on_host:
+                    # Checked on the device, where it is one cheap pass.
                     _check_embeddings(group, done, n_rows, prepare, rows)
+                if then is not None:
                     out.append(then(group))
                 elif not on_host:
                     result[done : done + filled] = group
@@ -517,7 +519,8 @@ class SiameseNet(NeuralNet):
             prepare.check()  # errors of the input, before those of the output
         if then is not None:
             return np.concatenate(out)
-        _check_embeddings(result, 0, len(result), rows=rows)
+        if on_host:
+            _check_embeddings(result, 0, len(result), rows=rows)
         return result.numpy()
 
     @torch.inference_mode()
