@@ -490,7 +490,21 @@ def test_rows_embedded_when_read_are_those_of_embedding_all(data):
     np.testing.assert_array_equal(np.asarray(lazy), whole)
 
 
-def test_a_fit_embeds_only_the_rows_it_reads(monkeypatch):
+@pytest.fixture
+def rows_per_pass(monkeypatch):
+    """The number of rows of each pass of ``SiameseNet.embed`` from here on."""
+    counts = []
+    embed = _training.SiameseNet.embed
+
+    def counted(net, Z, *args, rows=None, **kwargs):
+        counts.append(len(Z) if rows is None else len(rows))
+        return embed(net, Z, *args, rows=rows, **kwargs)
+
+    monkeypatch.setattr(_training.SiameseNet, "embed", counted)
+    return counts
+
+
+def test_a_fit_embeds_only_the_rows_it_reads(rows_per_pass, monkeypatch):
     # References from k-means on a sample of each class, calibration on a
     # capped number of queries per class: a large fit embeds those rows only,
     # and it is the same fit as one that embeds every row first.
@@ -501,20 +515,11 @@ def test_a_fit_embeds_only_the_rows_it_reads(monkeypatch):
     y = rng.randint(2, size=6000)
     X = rng.normal(size=(6000, 3)) + y[:, None]
     params = dict(TINY, max_epochs=1, batch_size=256, references=10)
-    embedded = []
-    embed = _training.SiameseNet.embed
-
-    def counted(net, Z, *args, rows=None, **kwargs):
-        embedded.append(len(Z) if rows is None else len(rows))
-        return embed(net, Z, *args, rows=rows, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(_training.SiameseNet, "embed", counted)
-        lazy = SiameseClassifier(**params).fit(X, y)
+    lazy = SiameseClassifier(**params).fit(X, y)
     # k-means sees 200 rows of each class three times (the fit's references,
     # and each calibration half's); each half scores 100 queries per class,
     # each with one same-class and one other-class partner.
-    assert sum(embedded) <= 3 * 2 * 200 + 2 * 2 * 100 * 3
+    assert sum(rows_per_pass) <= 3 * 2 * 200 + 2 * 2 * 100 * 3
     monkeypatch.setattr(_classifier, "EmbeddedRows", lambda net, Z: net.embed(Z))
     full = SiameseClassifier(**params).fit(X, y)
     np.testing.assert_array_equal(lazy.references_, full.references_)
@@ -522,24 +527,16 @@ def test_a_fit_embeds_only_the_rows_it_reads(monkeypatch):
     np.testing.assert_array_equal(lazy.predict_proba(X), full.predict_proba(X))
 
 
-def test_a_fit_on_many_small_classes_embeds_them_together(monkeypatch):
+def test_a_fit_on_many_small_classes_embeds_them_together(rows_per_pass):
     # k-means sees every row of a small class: the references embed such
     # classes in one pass, not one pass (padded to a whole block) per class.
     rng = np.random.RandomState(0)
     y = np.repeat(np.arange(60), 6)
     X = rng.normal(size=(len(y), 3)) + (y % 5)[:, None]
-    passes = []
-    embed = _training.SiameseNet.embed
-
-    def counted(net, Z, *args, **kwargs):
-        passes.append(len(Z))
-        return embed(net, Z, *args, **kwargs)
-
-    monkeypatch.setattr(_training.SiameseNet, "embed", counted)
     SiameseClassifier(**dict(TINY, max_epochs=1, early_stopping=False)).fit(X, y)
     # The first calibration half's references and queries; the rest is read
     # from what they embedded.
-    assert len(passes) == 2
+    assert len(rows_per_pass) == 2
 
 
 def test_predictions_compared_in_parts_are_the_same(data, monkeypatch):
