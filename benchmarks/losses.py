@@ -31,7 +31,9 @@ figures several-fold.
 
 ``--profile`` also prints, for each row, the operations that took most of
 the time of ten training steps (``torch.profiler``: device time on a GPU,
-host time on a CPU), to see where a loss's time goes.
+host time on a CPU), to see where a loss's time goes. The profiles run after
+the whole table: on a GPU, a profiler once started slows every later kernel
+launch, so profiling between the rows would inflate the later rows' times.
 
 Run: ``python benchmarks/losses.py [--device cpu] [--threads 1]
 [--batch 128,1024] [--members 1,8] [--losses contrastive,bce,triplet,prototype,nca]
@@ -141,7 +143,8 @@ def step_time(
     make_loss, params, X, y, batch_size, device, seconds, repeat, profile=None
 ):
     """Seconds per training step, and the operations of its forward and
-    backward passes; with ``profile`` (a label), where its time goes."""
+    backward passes; with ``profile`` (a label and a list), the step is added
+    to the list under that label, to be profiled after every timing."""
     gen = torch.Generator(device=device).manual_seed(0)
     supply = batches(X, y, batch_size, device, gen)
     opt = torch.optim.AdamW(params, lr=1e-3)
@@ -154,7 +157,8 @@ def step_time(
 
     seconds = best_time(step, device, seconds, repeat)
     if profile:
-        profile_steps(step, device, profile)
+        label, to_profile = profile
+        to_profile.append((label, step))
     xb, yb = next(supply)
     with _Operations() as ops:
         make_loss(xb, yb).backward()
@@ -238,9 +242,11 @@ def main():
     def label(name, batch_size, n_members):
         return f"{name}, batch {batch_size}, {n_members} member(s)"
 
+    to_profile = []
+
     for batch_size in (int(b) for b in args.batch.split(",")):
         if args.profile:
-            timing["profile"] = label("plain CE", batch_size, 1)
+            timing["profile"] = label("plain CE", batch_size, 1), to_profile
         plain, plain_ops = plain_step_time(Xt, yt, batch_size, timing)
         print(
             f"{'plain CE':<12}{batch_size:>6}{1:>8}{'':>10}"
@@ -249,7 +255,7 @@ def main():
         for n_members in (int(m) for m in args.members.split(",")):
             for name in losses:
                 if args.profile:
-                    timing["profile"] = label(name, batch_size, n_members)
+                    timing["profile"] = label(name, batch_size, n_members), to_profile
                 alone, (step, ops) = loss_times(
                     name, n_members, Xt, yt, batch_size, timing
                 )
@@ -259,6 +265,8 @@ def main():
                     f"{alone * 1e3:>10.2f}{step * 1e3:>10.2f}{ratio}{ops:>6}",
                     flush=True,
                 )
+    for name, step in to_profile:
+        profile_steps(step, device, name)
 
 
 if __name__ == "__main__":
