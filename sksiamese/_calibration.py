@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
-from scipy.special import logit, logsumexp
+from scipy.special import logit
 from sklearn.linear_model import LogisticRegression
 
 from ._references import select_references
@@ -264,25 +264,69 @@ def fit_temperature(S, codes, log_prior, weights=None):
     the true class: a perfectly separated calibration set would otherwise
     drive the temperature to zero and the probabilities to 0 and 1.
     """
-    n_classes = S.shape[-1]
-    weights = np.ones(len(codes)) if weights is None else weights
+    n, n_classes = S.shape
+    weights = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+    log_prior = np.asarray(log_prior, dtype=np.float64)
     counts = np.bincount(codes, minlength=n_classes)
     on = (counts[codes] + 1.0) / (counts[codes] + 2.0)
-    # Classes without references (S = inf) get no target mass.
+    # Classes without references (S = inf) get no target mass; the others
+    # share what the true class leaves.
     finite = np.isfinite(S)
-    n_other = np.maximum(finite.sum(1) - 1, 1)
-    targets = np.where(finite, ((1.0 - on) / n_other)[:, None], 0.0)
-    targets[np.arange(len(codes)), codes] = on
+    n_finite = finite.sum(1)
+    off = (1.0 - on) / np.maximum(n_finite - 1, 1)
+    rows = np.arange(n)
+    true_finite = finite[rows, codes]
+    on = np.where(true_finite, on, 0.0)
+    S0 = np.where(finite, S, 0.0)
+    # The log loss of sample i is sum_j t_ij (z_ij - lse_i), with z = -S / T
+    # + a * log_prior and lse_i the log-sum-exp of its row: it needs from
+    # the targets t only their mass and their weighted sums of S and of
+    # log_prior, made here once. Each evaluation is then one pass of
+    # log-sum-exp over S, and the gradient two more products.
+    mass = on + off * (n_finite - true_finite)
+    t_S = on * S0[rows, codes] + off * (S0.sum(1) - S0[rows, codes])
+    t_prior = on * log_prior[codes] + off * (
+        finite @ log_prior - np.where(true_finite, log_prior[codes], 0.0)
+    )
+    # Samples without a finite score add nothing to the loss.
+    scored = n_finite > 0
+    if not scored.all():
+        S, S0, weights, mass, t_S, t_prior = (
+            v[scored] for v in (S, S0, weights, mass, t_S, t_prior)
+        )
+    w = weights / weights.sum()
     # The temperature is searched around the spread of the scores.
-    spread = np.std(S[finite])
+    spread = np.std(S[np.isfinite(S)])
     centre = np.log(spread if spread > 0 else 1.0)
+    e = np.empty_like(S0)
+
+    def softmax_terms(log_t, a):
+        """1 / T, each row's log-sum-exp, and its sum of e, which then
+        holds exp(z - the row's largest z)."""
+        inv_t = np.exp(-log_t)
+        np.multiply(S, -inv_t, out=e)
+        np.add(e, a * log_prior, out=e)
+        top = e.max(1)
+        np.subtract(e, top[:, None], out=e)
+        np.exp(e, out=e)
+        total = e.sum(1)
+        return inv_t, top + np.log(total), total
 
     def loss(params):
         log_t, a = params
-        z = -S / np.exp(log_t) + a * log_prior
-        logp = z - logsumexp(z, axis=-1, keepdims=True)
-        ce = (targets * np.where(finite, logp, 0.0)).sum(1)
-        return -(weights * ce).sum() / weights.sum()
+        inv_t, lse, _ = softmax_terms(log_t, a)
+        return -(w @ (a * t_prior - inv_t * t_S - mass * lse))
+
+    def loss_and_gradient(params):
+        log_t, a = params
+        inv_t, lse, total = softmax_terms(log_t, a)
+        # What the softmax expects of S and of log_prior, row by row.
+        expected_S = np.einsum("ij,ij->i", e, S0) / total
+        expected_prior = (e @ log_prior) / total
+        value = -(w @ (a * t_prior - inv_t * t_S - mass * lse))
+        d_log_t = -inv_t * (w @ (t_S - mass * expected_S))
+        d_a = -(w @ (t_prior - mass * expected_prior))
+        return value, np.array([d_log_t, d_a])
 
     # Start from Bayes' rule (a = 1) at the temperature that is best for it.
     start = minimize_scalar(
@@ -291,8 +335,9 @@ def fit_temperature(S, codes, log_prior, weights=None):
         method="bounded",
     ).x
     res = minimize(
-        loss,
+        loss_and_gradient,
         x0=[start, 1.0],
+        jac=True,
         method="L-BFGS-B",
         bounds=[(centre - 10, centre + 10), (0.0, 2.0)],
     )

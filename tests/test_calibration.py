@@ -5,7 +5,8 @@ import re
 
 import numpy as np
 import pytest
-from scipy.special import softmax
+from scipy.optimize import approx_fprime, minimize
+from scipy.special import logsumexp, softmax
 
 from sksiamese import SiameseClassifier, _calibration, _classifier
 from sksiamese._calibration import (
@@ -144,6 +145,53 @@ def test_fit_temperature_of_separable_scores_stays_finite():
         S, np.array([0, 0, 1, 1]), log_class_prior(np.array([0.5, 0.5]))
     )
     assert 0 < temperature < np.inf and 0 <= scale <= 2
+
+
+def _platt_log_loss(S, codes, log_prior, weights, log_t, a):
+    """fit_temperature's loss written out plainly: Platt's targets as a dense
+    matrix, zero where a class has no references (S = inf)."""
+    counts = np.bincount(codes, minlength=S.shape[1])
+    on = (counts[codes] + 1.0) / (counts[codes] + 2.0)
+    finite = np.isfinite(S)
+    n_other = np.maximum(finite.sum(1) - 1, 1)
+    targets = np.where(finite, ((1.0 - on) / n_other)[:, None], 0.0)
+    targets[np.arange(len(codes)), codes] = np.where(
+        finite[np.arange(len(codes)), codes], on, 0.0
+    )
+    z = -S / np.exp(log_t) + a * log_prior
+    logp = z - logsumexp(z, axis=1, keepdims=True)
+    ce = (targets * np.where(finite, logp, 0.0)).sum(1)
+    return -(weights * ce).sum() / weights.sum()
+
+
+def test_fit_temperature_minimises_platts_log_loss_with_weights_and_blanks():
+    """The fitted (T, a) is where the plain dense loss is smallest, with
+    classes missing from some rows' scores (inf) and per-sample weights;
+    its gradient, written out, agrees with finite differences."""
+    rng = np.random.RandomState(0)
+    prior = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    S = rng.gamma(2.0, 1.0, size=(4000, 5))
+    S[rng.random_sample(S.shape) < 0.05] = np.inf
+    codes = rng.choice(5, len(S), p=prior)
+    S[np.arange(len(S)), codes] = rng.gamma(1.0, 0.5, size=len(S))
+    weights = rng.uniform(0.5, 2.0, len(S))
+    log_prior = log_class_prior(prior)
+    temperature, scale = fit_temperature(S, codes, log_prior, weights)
+    assert 0.0 < scale < 2.0  # an inner optimum: the gradient is zero there
+
+    def dense(p):
+        return _platt_log_loss(S, codes, log_prior, weights, *p)
+
+    best = np.array([np.log(temperature), scale])
+    gradient = approx_fprime(best, dense, 1e-6)
+    np.testing.assert_allclose(gradient, 0.0, atol=1e-5)
+    reference = minimize(
+        dense,
+        best + [0.3, -0.2],
+        method="Nelder-Mead",
+        options={"xatol": 1e-9, "fatol": 1e-14},
+    )
+    np.testing.assert_allclose(best, reference.x, atol=1e-4)
 
 
 def test_cap_per_class_keeps_the_class_frequencies_by_weight():
