@@ -467,26 +467,40 @@ class SiameseModule(nn.Module):
         a, b = self._side_by_side(a), self._side_by_side(b)
         return self._pairwise(a, b, squared, self._head_params(a.dtype, self.n_members))
 
+    def comparable(self, e):
+        """Rows ``e`` made ready for :meth:`smallest`, once for rows compared
+        many times: a pair of the members side by side (scaled, see
+        :meth:`pairwise`), unit length for the cosine distance, and each row's
+        squared norm for the euclidean distance (else None)."""
+        e = self._side_by_side(e)
+        if self.head is None and self.distance == "euclidean":
+            return e, e.pow(2).sum(1)
+        if self.head is None and self.distance == "cosine":
+            return F.normalize(e, dim=1), None
+        return e, None
+
     def smallest(self, a, b, k, indices=False):
         """The ``k`` smallest dissimilarities of each row of ``a`` to the rows of
-        ``b``, ascending (with their column indices in ``b`` if ``indices``).
+        ``b``, ascending (with their column indices in ``b`` if ``indices``);
+        ``a`` and ``b`` are pairs from :meth:`comparable`.
 
         Equal to ``topk(pairwise(a, b), k, largest=False)`` but cheaper: for the
         euclidean and cosine distances, rows are ranked by one matrix product
         and only the ``k`` kept values are turned into distances.
         """
+        (a, sq_a), (b, sq_b) = a, b
         if self.head is None and self.distance == "euclidean":
-            a, b = self._side_by_side(a), self._side_by_side(b)
-            part = torch.addmm(b.pow(2).sum(1)[None, :], a, b.T, alpha=-2.0)
+            part = torch.addmm(sq_b[None, :], a, b.T, alpha=-2.0)
             part, idx = torch.topk(part, k, dim=1, largest=False)
-            d = (part + a.pow(2).sum(1)[:, None]).clamp(min=1e-12).sqrt()
+            d = (part + sq_a[:, None]).clamp(min=1e-12).sqrt()
         elif self.head is None and self.distance == "cosine":
-            a, b = self._side_by_side(a), self._side_by_side(b)
-            sim = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
-            sim, idx = torch.topk(sim, k, dim=1)
+            sim, idx = torch.topk(a @ b.T, k, dim=1)
             d = 1.0 - sim
         else:
-            d, idx = torch.topk(self.pairwise(a, b), k, dim=1, largest=False)
+            head = self._head_params(a.dtype, self.n_members)
+            d, idx = torch.topk(
+                self._pairwise(a, b, False, head), k, dim=1, largest=False
+            )
         return (d, idx) if indices else d
 
     def rowwise(self, a, b, squared=False):

@@ -201,13 +201,21 @@ def class_dissimilarity(
     # Kept distances, weights and indices stay within the block budget too.
     q_block = max(1, min(q_block, _BLOCK_VALUES // (4 * max(1, most.max()))))
 
+    # The references made ready for comparison once, each query block once
+    # (not again for every class).
+    R = module.comparable(R)
+
+    def rows(prepared, index):
+        return tuple(None if v is None else v[index] for v in prepared)
+
     def closest(q, lo, hi, fetch):
         """Distances to the ``fetch`` closest references of ``R[lo:hi]``,
-        ascending, and their weights."""
+        ascending, and their weights (``q`` from ``module.comparable``)."""
         best = None
         for rs in range(lo, hi, ref_block):
-            block = R[rs : min(hi, rs + ref_block)]
-            d, idx = module.smallest(q, block, min(fetch, len(block)), indices=True)
+            block = rows(R, slice(rs, min(hi, rs + ref_block)))
+            n = len(block[0])
+            d, idx = module.smallest(q, block, min(fetch, n), indices=True)
             w = W[rs + idx]
             if best is not None:
                 d = torch.cat([best[0], d], dim=1)
@@ -229,10 +237,12 @@ def class_dissimilarity(
     out = np.empty((len(Q), n_classes), dtype=np.float64)
     for qs in range(0, len(Q), q_block):
         q = torch.as_tensor(Q[qs : qs + q_block], device=device, dtype=torch.float64)
+        n_q = len(q)
+        q = module.comparable(q)
         for c in range(n_classes):
             lo, hi = bounds[c], bounds[c + 1]
             if hi == lo:  # a class with no reference cannot be predicted
-                out[qs : qs + len(q), c] = np.inf
+                out[qs : qs + n_q, c] = np.inf
                 continue
             k = min(n_neighbors, hi - lo)
             d, w = closest(q, lo, hi, guess[c])
@@ -240,9 +250,9 @@ def class_dissimilarity(
             if most[c] > guess[c]:
                 short = torch.nonzero(w.sum(1) < enough[c])[:, 0]
                 if len(short):
-                    d, w = closest(q[short], lo, hi, most[c])
+                    d, w = closest(rows(q, short), lo, hi, most[c])
                     score[short] = share_mean(d, w, k, want[c])
-            out[qs : qs + len(q), c] = score.cpu().numpy()
+            out[qs : qs + n_q, c] = score.cpu().numpy()
     return out
 
 

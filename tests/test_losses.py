@@ -215,7 +215,9 @@ def test_smallest_matches_sorted_pairwise(distance, head):
     )
     module = module.double()
     expected = torch.sort(module.pairwise(a, b), dim=1).values[:, :3]
-    torch.testing.assert_close(module.smallest(a, b, 3), expected)
+    torch.testing.assert_close(
+        module.smallest(module.comparable(a), module.comparable(b), 3), expected
+    )
 
 
 @pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet", "prototype", "nca"])

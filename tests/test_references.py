@@ -180,8 +180,9 @@ def block_spy(monkeypatch):
     smallest = SiameseModule.smallest
 
     def spy(self, a, b, k, **kwargs):
-        width = a.shape[1] if self.head is not None else 1
-        seen.append(len(a) * len(b) * width)
+        # a and b: pairs from SiameseModule.comparable, their rows first.
+        width = a[0].shape[1] if self.head is not None else 1
+        seen.append(len(a[0]) * len(b[0]) * width)
         return smallest(self, a, b, k, **kwargs)
 
     monkeypatch.setattr(SiameseModule, "smallest", spy)
