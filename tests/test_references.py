@@ -272,6 +272,22 @@ def test_class_centres_place_repeated_rows_once():
     np.testing.assert_array_equal(np.sort(weights), [1, 1, 5])
 
 
+@pytest.mark.parametrize("case", ["distinct", "equal first values", "repeated rows"])
+def test_a_class_of_few_rows_keeps_its_distinct_rows_in_order(case):
+    """With no more rows than centres, the references are the distinct rows
+    as np.unique orders them, and how many times each occurs."""
+    rng = np.random.RandomState(0)
+    E = rng.normal(size=(12, 4)).astype(np.float32)
+    if case == "equal first values":
+        E[[2, 5, 9], 0] = E[7, 0]
+    elif case == "repeated rows":
+        E[[2, 5]] = E[7]
+    centres, weights = class_centres(E, 20, np.random.RandomState(0))
+    rows, counts = np.unique(E, axis=0, return_counts=True)
+    np.testing.assert_array_equal(centres, rows)
+    np.testing.assert_array_equal(weights, counts)
+
+
 def test_reservoir_keeps_a_uniform_sample_of_each_class():
     rng = np.random.RandomState(0)
     Z = np.arange(20_000, dtype=np.float32)[:, None]
