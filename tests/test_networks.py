@@ -124,12 +124,13 @@ def test_one_member_view_compares_a_members_embeddings():
     ids=["both-signs", "positive", "negative", "zero"],
 )
 def test_head_dissimilarity_without_the_tensor_of_differences(weights, monkeypatch):
-    """The head's weighted L1 distance of every pair of rows, computed as two
-    manhattan distances (over all dimensions, as on a GPU, or over each sign's
-    own, as on a CPU), equals the plain formula; so do the gradients. On a
-    GPU (``select=False``) they are written out (``_WeightedL1``, here in
-    blocks of one row); on a CPU a weight of exactly 0 gets none (each part
-    is ``|w_d x_d|``, whose slope in ``w_d`` at 0 is taken as 0)."""
+    """The head's weighted L1 distance of every pair of rows, computed from
+    the differences in blocks of rows (as on a GPU, here blocks of one row)
+    or as two manhattan distances over each sign's own dimensions (as on a
+    CPU), equals the plain formula; so do the gradients. On a GPU
+    (``select=False``) they are written out (``_WeightedL1``); on a CPU a
+    weight of exactly 0 gets none (each part is ``|w_d x_d|``, whose slope in
+    ``w_d`` at 0 is taken as 0)."""
     monkeypatch.setattr(_networks, "_L1_BLOCK", 5)
     torch.manual_seed(0)
     a = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
