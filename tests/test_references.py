@@ -208,6 +208,32 @@ def test_a_million_queries_use_linear_memory(data, block_spy):
     np.testing.assert_allclose(proba[:50], clf.predict_proba(Q[:50]), rtol=1e-12)
 
 
+def test_queries_are_made_ready_for_comparison_once_per_block(monkeypatch):
+    """Scoring prepares the references once and each block of queries once
+    (members side by side, norms), not again for each of its classes."""
+    rng = np.random.RandomState(0)
+    module = SiameseModule(torch.nn.Identity(), n_members=2, embedding_dim=4)
+    codes = np.repeat(np.arange(30), 5)
+    R, Q = rng.normal(size=(len(codes), 4)), rng.normal(size=(200, 4))
+    prepared = []
+    comparable = SiameseModule.comparable
+
+    def spy(self, e):
+        prepared.append(len(e))
+        return comparable(self, e)
+
+    monkeypatch.setattr(SiameseModule, "comparable", spy)
+    monkeypatch.setattr(sksiamese._references, "_BLOCK_VALUES", 2**10)
+    S = class_dissimilarity(module, Q, R, codes, 30, 3)
+    # References first, then the query blocks, which cover the queries once.
+    assert prepared[0] == len(R) and sum(prepared[1:]) == len(Q)
+    assert len(prepared) > 2
+    monkeypatch.undo()
+    np.testing.assert_allclose(
+        S, class_dissimilarity(module, Q, R, codes, 30, 3), rtol=1e-12
+    )
+
+
 @pytest.mark.parametrize("references", ["all", 30])
 @pytest.mark.parametrize("loss", ["contrastive", "bce"])
 def test_small_blocks_give_the_same_scores(
