@@ -291,12 +291,12 @@ def fit_temperature(S, codes, log_prior, weights=None):
     # Samples without a finite score add nothing to the loss.
     scored = n_finite > 0
     if not scored.all():
-        S, S0, weights, mass, t_S, t_prior = (
-            v[scored] for v in (S, S0, weights, mass, t_S, t_prior)
+        S, S0, finite, weights, mass, t_S, t_prior = (
+            v[scored] for v in (S, S0, finite, weights, mass, t_S, t_prior)
         )
     w = weights / weights.sum()
     # The temperature is searched around the spread of the scores.
-    spread = np.std(S[np.isfinite(S)])
+    spread = np.std(S[finite])
     centre = np.log(spread if spread > 0 else 1.0)
     e = np.empty_like(S0)
 
