@@ -19,6 +19,10 @@
 # omniglot), to split the checks over several calls of a time-limited
 # machine. The *_compile steps train with compile=True (torch.compile),
 # scale_graphs with compile={"mode": "reduce-overhead"} (CUDA graphs).
+# STEP_TIMEOUT=SECONDS stops a step that runs longer (exit 124 in the
+# summary) and goes on with the next; ARCHIVE=FILE.tgz packs OUT_DIR into
+# one file after every step, so that a run stopped from outside still
+# leaves the logs of the steps it finished (and one file to copy back).
 set -u
 out=${1:?usage: gpu_check.sh OUT_DIR [GPU_SCRIPTS_DIR] [OMNIGLOT_DIR]}
 scripts=${2:-}
@@ -38,9 +42,16 @@ step() {  # step NAME COMMAND...: run, log, record the exit status
         return
     fi
     local start=$SECONDS
-    "$@" > "$out/$name.log" 2>&1
+    if [ -n "${STEP_TIMEOUT:-}" ]; then
+        timeout -k 5 "$STEP_TIMEOUT" "$@" > "$out/$name.log" 2>&1
+    else
+        "$@" > "$out/$name.log" 2>&1
+    fi
     local rc=$?
     echo "$name: exit $rc, $((SECONDS - start)) s" | tee -a "$summary"
+    if [ -n "${ARCHIVE:-}" ]; then
+        tar czf "$ARCHIVE" -C "$out" .
+    fi
 }
 
 python -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')" \
