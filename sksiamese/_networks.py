@@ -251,15 +251,24 @@ def _weighted_l1_blocks(a, b, w):
     11 ms for the 1,024 x 1,024 pairs of a batch in each of 8 members (32
     values a row), twice per step of the ``"bce"`` loss with the default
     ensemble, where the whole step now takes about 9 ms."""
+    A, B, rows = _row_blocks(a, b)
+    out = A.new_empty(*A.shape[:-1], B.shape[-2])
+    for s in range(0, A.shape[-2], rows):
+        diff = (A[..., s : s + rows, None, :] - B[..., None, :, :]).abs_()
+        out[..., s : s + rows, :] = (diff.reshape(-1, diff.shape[-1]) @ w).view(
+            diff.shape[:-1]
+        )
+    return out
+
+
+def _row_blocks(a, b):
+    """``a`` and ``b`` expanded to their common leading dimensions, and the
+    rows of ``a`` per block of at most :data:`_L1_BLOCK` differences with
+    every row of ``b`` (:func:`_weighted_l1_blocks`, :class:`_WeightedL1`)."""
     lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     A, B = a.expand(*lead, *a.shape[-2:]), b.expand(*lead, *b.shape[-2:])
-    n, (m, d) = A.shape[-2], B.shape[-2:]
-    out = A.new_empty(*lead, n, m)
-    rows = max(1, _L1_BLOCK // (math.prod(lead) * m * d))
-    for s in range(0, n, rows):
-        diff = (A[..., s : s + rows, None, :] - B[..., None, :, :]).abs_()
-        out[..., s : s + rows, :] = (diff.reshape(-1, d) @ w).view(diff.shape[:-1])
-    return out
+    m, d = B.shape[-2:]
+    return A, B, max(1, _L1_BLOCK // (math.prod(lead) * m * d))
 
 
 def _manhattan_parts(a, b, w):
@@ -291,11 +300,9 @@ class _WeightedL1(torch.autograd.Function):
     @staticmethod
     def backward(ctx, G):
         a, b, w = ctx.saved_tensors
-        lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-        A, B = a.expand(*lead, *a.shape[-2:]), b.expand(*lead, *b.shape[-2:])
-        m, d = B.shape[-2:]
+        A, B, rows = _row_blocks(a, b)
+        d = B.shape[-1]
         U, V = torch.empty_like(A), torch.zeros_like(B)
-        rows = max(1, _L1_BLOCK // (math.prod(lead) * m * d))
         for s in range(0, A.shape[-2], rows):
             sign = (A[..., s : s + rows, None, :] - B[..., None, :, :]).sign_()
             g = G[..., s : s + rows, :]
