@@ -411,7 +411,7 @@ def _scored(net, E, codes, q, r, n_classes, references, n_neighbors, rng):
     scored against references chosen from the samples ``r``."""
     # The rows ``r`` are most of ``E`` (a half, or all but the held-out
     # share): they are indexed where needed, never copied as a whole.
-    refs = select_references(E, codes, references, rng, rows=r)
+    refs = select_references(E, codes, references, rng, rows=r, device=net.device)
     keep, weights = cap_per_class(codes[q], calibration_cap(n_classes), rng)
     q = q[keep]
     Q = E[q]

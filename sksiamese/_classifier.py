@@ -497,7 +497,9 @@ class SiameseClassifier(
         if counts is None:
             counts = np.bincount(codes, minlength=n_classes)
         self._keep_references(
-            select_references(E, codes, self.references, rng), plan.classes, counts
+            select_references(E, codes, self.references, rng, device=net.device),
+            plan.classes,
+            counts,
         )
         self.net_ = net
         self._scaler = plan.scaler
@@ -635,7 +637,11 @@ class SiameseClassifier(
                 f"X and y have different numbers of samples: {len(Z)} and {len(codes)}."
             )
         refs = select_references(
-            EmbeddedRows(self.net_, Z), codes, self.references, check_random_state(0)
+            EmbeddedRows(self.net_, Z),
+            codes,
+            self.references,
+            check_random_state(0),
+            device=self.net_.device,
         )
         self._keep_references(refs, classes, np.bincount(codes))
         return self

@@ -419,6 +419,7 @@ class _TuneReport(Callback):
             plan.codes[self.ref_idx],
             est.references,
             check_random_state(0),
+            device=net.device,
         )
         S = refs.dissimilarity(
             net, net.embed(plan.Z[plan.held]), len(plan.classes), est.n_neighbors

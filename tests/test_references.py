@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from imblearn.datasets import make_imbalance
+from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.datasets import load_digits
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold
@@ -19,6 +20,8 @@ from sksiamese._references import (
     class_centres,
     class_dissimilarity,
     kept_samples,
+    kmeans,
+    lloyd,
     new_reservoir,
     select_references,
     update_reservoir,
@@ -312,6 +315,61 @@ def test_a_class_of_few_rows_keeps_its_distinct_rows_in_order(case):
     rows, counts = np.unique(E, axis=0, return_counts=True)
     np.testing.assert_array_equal(centres, rows)
     np.testing.assert_array_equal(weights, counts)
+
+
+def _sklearn_kmeans(X, k, seed):
+    init, _ = kmeans_plusplus(X, k, random_state=seed, n_local_trials=1)
+    km = KMeans(k, init=init, n_init=1, max_iter=50, random_state=seed).fit(X)
+    return km.cluster_centers_, km.labels_
+
+
+@pytest.mark.parametrize("shape", ["blobs", "noise", "heavy tails", "few features"])
+def test_kmeans_is_scikit_learns(shape):
+    """The same draws and steps as scikit-learn's seeding and Lloyd
+    iterations: the same labels, centres equal to rounding."""
+    rng = np.random.RandomState(0)
+    for _ in range(5):
+        n, k = rng.randint(50, 400), rng.randint(2, 40)
+        if shape == "blobs":
+            X = 5 * rng.normal(size=(k, 16))[rng.randint(k, size=n)]
+            X += 0.3 * rng.normal(size=(n, 16))
+        elif shape == "noise":
+            X = rng.normal(size=(n, 32))
+        elif shape == "heavy tails":
+            X = rng.standard_t(1.5, size=(n, 8))
+        else:
+            X = rng.exponential(size=(n, 2)) ** 3
+        seed = rng.randint(2**31 - 1)
+        centres, labels = kmeans(X, k, seed)
+        expected_centres, expected_labels = _sklearn_kmeans(X, k, seed)
+        np.testing.assert_array_equal(labels, expected_labels)
+        np.testing.assert_allclose(centres, expected_centres, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_far", [1, 3])
+def test_lloyd_moves_empty_clusters_as_scikit_learn(n_far):
+    """Centres that start far from every row lose all of them at once; each
+    is moved to one of the rows farthest from their centres."""
+    rng = np.random.RandomState(n_far)
+    X = rng.normal(size=(300, 3))
+    init = X[rng.choice(300, 8, replace=False)]
+    init[:n_far] = 100 + rng.normal(size=(n_far, 3))
+    centres, labels = lloyd(torch.from_numpy(X), torch.from_numpy(init))
+    km = KMeans(8, init=init, n_init=1, max_iter=50).fit(X)
+    assert len(np.unique(labels)) == 8
+    np.testing.assert_array_equal(labels, km.labels_)
+    np.testing.assert_allclose(centres, km.cluster_centers_, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_kmeans_on_cuda_is_that_on_cpu():
+    rng = np.random.RandomState(0)
+    X = 5 * rng.normal(size=(30, 64))[rng.randint(30, size=2000)]
+    X += rng.normal(size=(2000, 64))
+    centres, labels = kmeans(X, 100, 7, device="cuda")
+    expected_centres, expected_labels = kmeans(X, 100, 7)
+    np.testing.assert_array_equal(labels, expected_labels)
+    np.testing.assert_allclose(centres, expected_centres, rtol=1e-9, atol=1e-9)
 
 
 def test_reservoir_keeps_a_uniform_sample_of_each_class():
