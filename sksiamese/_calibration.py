@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
-from scipy.special import logit
-from sklearn.linear_model import LogisticRegression
+from scipy.special import expit, logit
 
 from ._references import select_references
 
@@ -205,12 +204,52 @@ def fit_logistic_1d(d, same):
         # All distances equal: they carry no information, only the base rate.
         rate = np.mean(same == np.max(same))
         return 0.0, float(np.log(rate / (1.0 - rate)))
-    z = ((unit - centre) / spread).reshape(-1, 1)
-    # Newton-Cholesky: exact and fast for one feature and many pairs (lbfgs
-    # took 20x longer here and stopped further from the optimum).
-    lr = LogisticRegression(C=1e4, solver="newton-cholesky").fit(z, same)
-    w, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    z = (unit - centre) / spread
+    w, b = _logistic_newton(z, (same == np.max(same)).astype(np.float64))
     return float(w / (spread * size)), float(b - w * centre / spread)
+
+
+def _logistic_newton(z, y, C=1e4, max_iter=100):
+    """Slope and intercept minimising the log loss of ``sigmoid(b + w * z)``
+    plus ``w ** 2 / (2 * C)``: scikit-learn's ``LogisticRegression(C=C)`` of
+    one feature, by Newton's method on the two numbers with a backtracking
+    line search.
+
+    Written out (a few passes over ``z`` per step, on one thread) rather than
+    calling ``LogisticRegression``, whose OpenMP and BLAS threads start right
+    after PyTorch's at the end of ``fit``: on 2 CPU cores the two thread pools
+    competed and the same fit of 16,000 pairs took 80-100 ms instead of 8.
+    """
+
+    def objective(w, b):
+        t = b + w * z
+        return np.sum(np.logaddexp(0.0, t) - y * t) + w * w / (2 * C)
+
+    w = b = 0.0
+    f = objective(w, b)
+    for _ in range(max_iter):
+        p = expit(b + w * z)
+        r, h = p - y, p * (1 - p)
+        g_w, g_b = np.sum(r * z) + w / C, np.sum(r)
+        h_ww, h_wb, h_bb = np.sum(h * z * z) + 1 / C, np.sum(h * z), np.sum(h)
+        det = h_ww * h_bb - h_wb * h_wb
+        if not (np.isfinite(det) and det > 0):
+            break
+        d_w = (h_bb * g_w - h_wb * g_b) / det
+        d_b = (h_ww * g_b - h_wb * g_w) / det
+        slope = g_w * d_w + g_b * d_b  # the decrease Newton's step expects
+        if not slope > 1e-14 * max(1.0, abs(f)):
+            break
+        step = 1.0
+        while step > 1e-10:
+            new = objective(w - step * d_w, b - step * d_b)
+            if new <= f - 1e-4 * step * slope:
+                break
+            step /= 2
+        else:
+            break
+        w, b, f = w - step * d_w, b - step * d_b, new
+    return w, b
 
 
 # Calibration fits one or two numbers: a few thousand samples of each class

@@ -6,10 +6,11 @@ import re
 import numpy as np
 import pytest
 from scipy.optimize import approx_fprime, minimize
-from scipy.special import logsumexp, softmax
+from scipy.special import expit, logsumexp, softmax
 
 from sksiamese import SiameseClassifier, _calibration, _classifier
 from sksiamese._calibration import (
+    _logistic_newton,
     calibration_cap,
     cap_per_class,
     fit_logistic_1d,
@@ -102,6 +103,33 @@ def test_fit_logistic_1d_is_unit_free(scale):
     reference = LogisticRegression(C=1e4).fit(d.reshape(-1, 1), same)
     np.testing.assert_allclose(slope * scale, reference.coef_[0, 0], rtol=1e-3)
     np.testing.assert_allclose(intercept, reference.intercept_[0], rtol=1e-3)
+
+
+@pytest.mark.parametrize("gap", [0.5, 2.0, 20.0])
+def test_logistic_newton_is_scikit_learns_logistic_regression(gap):
+    """The written-out Newton fit of one feature reaches the optimum of
+    LogisticRegression(C=1e4)'s objective: its gradient is zero, and it is
+    scikit-learn's answer (or lower, where the classes barely overlap and
+    scikit-learn stops earlier)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.RandomState(0)
+    y = (rng.uniform(size=5000) < 0.3).astype(float)
+    z = rng.normal(size=5000) + gap * y
+    z = (z - z.mean()) / z.std()
+    w, b = _logistic_newton(z, y)
+
+    def objective(w, b):
+        t = b + w * z
+        return np.sum(np.logaddexp(0, t) - y * t) + w * w / 2e4
+
+    r = expit(b + w * z) - y
+    np.testing.assert_allclose([np.sum(r * z) + w / 1e4, np.sum(r)], 0, atol=1e-6)
+    reference = LogisticRegression(C=1e4, solver="newton-cholesky", tol=1e-10)
+    reference.fit(z[:, None], y)
+    ws, bs = reference.coef_[0, 0], reference.intercept_[0]
+    assert objective(w, b) <= objective(ws, bs) + 1e-9
+    np.testing.assert_allclose([w, b], [ws, bs], rtol=1e-6 if gap < 20 else 1e-3)
 
 
 def test_fit_logistic_1d_of_equal_distances_gives_the_base_rate():
