@@ -232,9 +232,25 @@ class EmbeddedRows:
         return len(self._Z)
 
     def __getitem__(self, index):
-        rows = np.arange(len(self._Z))[index]
+        rows = self._rows(index)
         self.embed_rows(rows)
         return self._kept[self._at[rows]]
+
+    def _rows(self, index):
+        """The row indices that ``index`` reads, as ``np.arange(len(Z))[index]``
+        gives them, without making that whole range for the many small reads
+        of a fit's references (one or three per class)."""
+        n = len(self._Z)
+        if isinstance(index, slice):
+            return np.arange(*index.indices(n))
+        index = np.asarray(index)
+        if index.dtype.kind in "iu" and index.ndim == 1:
+            if len(index) and (index.max() >= n or index.min() < -n):
+                raise IndexError(f"index out of range for {n} rows")
+            return np.where(index < 0, index + n, index)
+        if index.dtype == bool and index.shape == (n,):
+            return np.flatnonzero(index)
+        return np.arange(n)[index]
 
     def embed_rows(self, rows):
         """Embed those of the rows ``rows`` (indices) not embedded yet, in one

@@ -485,9 +485,16 @@ def test_rows_embedded_when_read_are_those_of_embedding_all(data):
         rng.rand(len(Z)) < 0.3,
         np.array([], dtype=int),
         slice(None),
+        slice(None, None, -7),
+        np.array([-1, 3, -2500]),
+        [5, 5, 2],
+        np.uint16([2499, 0]),
     ):
         np.testing.assert_array_equal(lazy[index], whole[index])
     np.testing.assert_array_equal(np.asarray(lazy), whole)
+    for index in (np.array([2500]), np.array([-2501]), 2500):
+        with pytest.raises(IndexError):
+            lazy[index]
 
 
 @pytest.fixture
