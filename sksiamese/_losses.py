@@ -5,6 +5,8 @@ Every loss takes a matrix (or a vector) of *dissimilarities* produced by
 minus the logit of "same" for the learned pair head. Lower always means more alike.
 """
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -450,6 +452,26 @@ def nca_loss(emb, y, module, sample_weight=None, only_mates=False, labels=None):
     return _weighted_mean(-log_p, labels["weights"], labels["total"])
 
 
+def _in_float32(forward):
+    """A loss's ``forward(self, emb, y, module)`` run outside autocast, on
+    float32 embeddings (``emb`` a tensor or a pair of them), whatever the
+    encoder ran in: the estimators call the loss outside autocast, a
+    hand-written loop may not, and the loss's own backward passes expect the
+    types of their forward passes."""
+
+    @functools.wraps(forward)
+    def in_float32(self, emb, y, module):
+        pair = isinstance(emb, (tuple, list))
+        kind = (emb[0] if pair else emb).device.type
+        if not torch.is_autocast_enabled(kind):
+            return forward(self, emb, y, module)
+        with torch.autocast(kind, enabled=False):
+            emb = tuple(e.float() for e in emb) if pair else emb.float()
+            return forward(self, emb, y, module)
+
+    return in_float32
+
+
 class InBatchLoss(nn.Module):
     """Loss over all pairs (or triplets, or prototypes) formed inside a batch of
     labelled samples.
@@ -497,13 +519,8 @@ class InBatchLoss(nn.Module):
         state.pop("_last_labels", None)
         return state
 
+    @_in_float32
     def forward(self, emb, y, module):
-        if torch.is_autocast_enabled(emb.device.type):
-            # In float32 whatever the encoder ran in (the estimators call the
-            # loss outside autocast; a hand-written loop may not): the loss's
-            # own backward passes expect the types of their forward passes.
-            with torch.autocast(emb.device.type, enabled=False):
-                return self.forward(emb.float(), y, module)
         E = module.members(emb)
         labels = self._labels(y, E, module)
         if self.loss == "prototype":
@@ -607,12 +624,9 @@ class RowPairLoss(nn.Module):
         self.margin = margin
         self.group_weight = group_weight
 
+    @_in_float32
     def forward(self, emb, y, module):
         a, b = emb
-        if torch.is_autocast_enabled(a.device.type):
-            # In float32, as :meth:`InBatchLoss.forward`.
-            with torch.autocast(a.device.type, enabled=False):
-                return self.forward((a.float(), b.float()), y, module)
         d = module.member_rowwise(module.members(a), module.members(b))
         same = (y[:, 0] if y.dim() == 2 else y).bool()
         if self.loss == "bce":
