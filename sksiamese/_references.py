@@ -327,20 +327,25 @@ def class_dissimilarity(
         q = torch.as_tensor(Q[qs : qs + q_block], device=device, dtype=torch.float64)
         n_q = len(q)
         q = module.comparable(q)
+        # A class with no reference cannot be predicted: inf. The block's
+        # scores come back to the host at once, not class by class (a wait
+        # for the device each).
+        scores = torch.full(
+            (n_q, n_classes), np.inf, dtype=torch.float64, device=device
+        )
         for c in range(n_classes):
             lo, hi = bounds[c], bounds[c + 1]
-            if hi == lo:  # a class with no reference cannot be predicted
-                out[qs : qs + n_q, c] = np.inf
+            if hi == lo:
                 continue
             k = min(n_neighbors, hi - lo)
             d, w = closest(q, lo, hi, guess[c])
-            score = share_mean(d, w, k, want[c])
+            scores[:, c] = share_mean(d, w, k, want[c])
             if most[c] > guess[c]:
                 short = torch.nonzero(w.sum(1) < enough[c])[:, 0]
                 if len(short):
                     d, w = closest(rows(q, short), lo, hi, most[c])
-                    score[short] = share_mean(d, w, k, want[c])
-            out[qs : qs + n_q, c] = score.cpu().numpy()
+                    scores[short, c] = share_mean(d, w, k, want[c])
+        out[qs : qs + n_q] = scores.cpu().numpy()
     return out
 
 

@@ -213,7 +213,8 @@ def test_a_million_queries_use_linear_memory(data, block_spy):
 
 def test_queries_are_made_ready_for_comparison_once_per_block(monkeypatch):
     """Scoring prepares the references once and each block of queries once
-    (members side by side, norms), not again for each of its classes."""
+    (members side by side, norms), not again for each of its classes, and
+    copies each block's scores of every class to the host at once."""
     rng = np.random.RandomState(0)
     module = SiameseModule(torch.nn.Identity(), n_members=2, embedding_dim=4)
     codes = np.repeat(np.arange(30), 5)
@@ -225,12 +226,21 @@ def test_queries_are_made_ready_for_comparison_once_per_block(monkeypatch):
         prepared.append(len(e))
         return comparable(self, e)
 
+    copied = []
+    to_host = torch.Tensor.cpu
+
+    def copy_spy(self, *args, **kwargs):
+        copied.append(tuple(self.shape))
+        return to_host(self, *args, **kwargs)
+
     monkeypatch.setattr(SiameseModule, "comparable", spy)
+    monkeypatch.setattr(torch.Tensor, "cpu", copy_spy)
     monkeypatch.setattr(sksiamese._references, "_BLOCK_VALUES", 2**10)
     S = class_dissimilarity(module, Q, R, codes, 30, 3)
     # References first, then the query blocks, which cover the queries once.
     assert prepared[0] == len(R) and sum(prepared[1:]) == len(Q)
     assert len(prepared) > 2
+    assert copied == [(n, 30) for n in prepared[1:]]
     monkeypatch.undo()
     np.testing.assert_allclose(
         S, class_dissimilarity(module, Q, R, codes, 30, 3), rtol=1e-12
