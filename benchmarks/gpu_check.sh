@@ -16,7 +16,7 @@
 # ONLY="tests repeatability" runs just the steps named (tests, repeatability,
 # speed, steps, losses, losses_profile, scale, scale_compile, scale_graphs,
 # throughput, throughput_b1024, throughput_ensemble, throughput_compile,
-# omniglot), to split the checks over several calls of a time-limited
+# embed_blocks, omniglot), to split the checks over several calls of a time-limited
 # machine. The *_compile steps train with compile=True (torch.compile),
 # scale_graphs with compile={"mode": "reduce-overhead"} (CUDA graphs).
 # STEP_TIMEOUT=SECONDS stops a step that runs longer (exit 124 in the
@@ -114,6 +114,10 @@ step throughput_b1024 python benchmarks/throughput.py --device "$device" --n-sam
 # The default ensemble against a loop that trains the same ensemble module.
 step throughput_ensemble python benchmarks/throughput.py --device "$device" --n-samples "$tp_rows" --batch-size 1024 --n-members 8
 step throughput_compile python benchmarks/throughput.py --device "$device" --n-samples "$tp_rows" --compile
+# transform and predict_proba by the rows of each forward pass (EMBED_ROWS).
+eb_args=()
+[ "${QUICK:-0}" = 1 ] && eb_args=(--image-size 28 --repeat 2)
+step embed_blocks python benchmarks/embed_blocks.py --device "$device" --n-samples "$tp_rows" "${eb_args[@]}"
 if [ -n "$omniglot" ]; then
     step omniglot python benchmarks/omniglot.py --data "$omniglot"
 fi
