@@ -506,27 +506,35 @@ class SiameseModule(nn.Module):
             return F.normalize(e, dim=1), None
         return e, None
 
-    def smallest(self, a, b, k, indices=False):
+    def smallest(self, a, b, k, indices=False, groups=None):
         """The ``k`` smallest dissimilarities of each row of ``a`` to the rows of
         ``b``, ascending (with their column indices in ``b`` if ``indices``);
-        ``a`` and ``b`` are pairs from :meth:`comparable`.
+        ``a`` and ``b`` are pairs from :meth:`comparable`. With ``groups=m``,
+        the rows of ``b`` are consecutive groups of ``m`` and the ``k``
+        smallest are those of each group: shape ``(len(a), len(b) // m, k)``,
+        indices within the group.
 
         Equal to ``topk(pairwise(a, b), k, largest=False)`` but cheaper: for the
         euclidean and cosine distances, rows are ranked by one matrix product
         and only the ``k`` kept values are turned into distances.
         """
         (a, sq_a), (b, sq_b) = a, b
+
+        def grouped(values):
+            return values if groups is None else values.unflatten(1, (-1, groups))
+
         if self.head is None and self.distance == "euclidean":
-            part = torch.addmm(sq_b[None, :], a, b.T, alpha=-2.0)
-            part, idx = torch.topk(part, k, dim=1, largest=False)
-            d = (part + sq_a[:, None]).clamp(min=1e-12).sqrt()
+            part = grouped(torch.addmm(sq_b[None, :], a, b.T, alpha=-2.0))
+            part, idx = torch.topk(part, k, dim=-1, largest=False)
+            sq_a = sq_a.view(-1, *[1] * (part.dim() - 1))
+            d = (part + sq_a).clamp(min=1e-12).sqrt()
         elif self.head is None and self.distance == "cosine":
-            sim, idx = torch.topk(a @ b.T, k, dim=1)
+            sim, idx = torch.topk(grouped(a @ b.T), k, dim=-1)
             d = 1.0 - sim
         else:
             head = self._head_params(a.dtype, self.n_members)
             d, idx = torch.topk(
-                self._pairwise(a, b, False, head), k, dim=1, largest=False
+                grouped(self._pairwise(a, b, False, head)), k, dim=-1, largest=False
             )
         return (d, idx) if indices else d
 

@@ -18,6 +18,14 @@ _BLOCK_VALUES = 2**24
 # Rows per centre that k-means sees at most: larger classes are subsampled.
 _KMEANS_ROWS = 20
 
+# Classes of at most this many references are scored in groups (see
+# class_dissimilarity), by device type; other devices: any that fit a block.
+# On 2 CPU threads, against one class at a time (5,000 queries, about 10,000
+# references in all, 1 and 8 members): 1.1-1.5x as fast for 3-10 references
+# per class, 0.8-1.0x for 20-100. On a GPU each of the loop's operations is
+# a kernel launch, which costs more than its arithmetic at these sizes.
+_GROUPED_REFS = {"cpu": 10}
+
 # Largest fraction of a class that its neighbourhood in class_dissimilarity
 # covers when another class has very few references.
 _MAX_NEIGHBOURHOOD = 0.25
@@ -316,11 +324,49 @@ def class_dissimilarity(
 
     def share_mean(d, w, k, want):
         """Weighted mean of ``d`` over the closest references that hold
-        ``want`` samples, and at least the ``k`` closest, whatever they weigh."""
-        total = w.cumsum(1)
-        cover = torch.clamp(total[:, k - 1], min=want)
-        take = torch.minimum((cover[:, None] - (total - w)).clamp(min=0), w)
-        return (take * d).sum(1) / take.sum(1)
+        ``want`` samples, and at least the ``k`` closest, whatever they weigh
+        (over the last dimension; ``want`` a number, or one per class of a
+        group)."""
+        total = w.cumsum(-1)
+        cover = torch.clamp(total[..., k - 1], min=want)
+        take = torch.minimum((cover[..., None] - (total - w)).clamp(min=0), w)
+        return (take * d).sum(-1) / take.sum(-1)
+
+    # Classes of few references (_GROUPED_REFS) are scored in groups of
+    # classes with as many references (so the same ``k`` and fetch): one
+    # matrix product and one top-k per group instead of a dozen operations
+    # per class (on a GPU, as many launches). 968 classes of 10 references,
+    # 9,680 queries, 2 CPU threads: 4.7 s class by class, 3.5 s grouped.
+    # Pair heads compare wider rows: their classes stay one by one.
+    groups = []
+    if module.head is None:
+        largest = min(
+            ref_block, _GROUPED_REFS.get(torch.device(device).type, ref_block)
+        )
+        shapes = {(int(c), int(g)) for c, g in zip(counts, guess, strict=True) if c}
+        for m, fetch in sorted(shapes):
+            if m > largest:
+                continue
+            members = np.flatnonzero((counts == m) & (guess == fetch))
+            for at in range(0, len(members), max(1, ref_block // m)):
+                cls = members[at : at + max(1, ref_block // m)]
+                index = torch.as_tensor(
+                    bounds[cls][:, None] + np.arange(m), device=device
+                )
+                groups.append(
+                    (
+                        cls,
+                        m,
+                        fetch,
+                        rows(R, index.flatten()),
+                        W[index],
+                        torch.as_tensor(want[cls], device=device),
+                        torch.as_tensor(cls, device=device),
+                    )
+                )
+    in_groups = np.zeros(n_classes, dtype=bool)
+    for cls, *_ in groups:
+        in_groups[cls] = True
 
     out = np.empty((len(Q), n_classes), dtype=np.float64)
     for qs in range(0, len(Q), q_block):
@@ -333,9 +379,22 @@ def class_dissimilarity(
         scores = torch.full(
             (n_q, n_classes), np.inf, dtype=torch.float64, device=device
         )
+        for cls, m, fetch, refs, weights, wanted, columns in groups:
+            d, idx = module.smallest(q, refs, fetch, indices=True, groups=m)
+            w = torch.gather(weights.expand(n_q, -1, -1), 2, idx)
+            scores.index_copy_(
+                1, columns, share_mean(d, w, min(n_neighbors, m), wanted)
+            )
+            for j in np.flatnonzero(most[cls] > fetch):
+                c, lo, hi = cls[j], bounds[cls[j]], bounds[cls[j] + 1]
+                short = torch.nonzero(w[:, j].sum(1) < enough[c])[:, 0]
+                if len(short):
+                    d_c, w_c = closest(rows(q, short), lo, hi, most[c])
+                    k = min(n_neighbors, hi - lo)
+                    scores[short, c] = share_mean(d_c, w_c, k, want[c])
         for c in range(n_classes):
             lo, hi = bounds[c], bounds[c + 1]
-            if hi == lo:
+            if hi == lo or in_groups[c]:
                 continue
             k = min(n_neighbors, hi - lo)
             d, w = closest(q, lo, hi, guess[c])

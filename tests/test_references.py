@@ -247,6 +247,39 @@ def test_queries_are_made_ready_for_comparison_once_per_block(monkeypatch):
     )
 
 
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+@pytest.mark.parametrize("block_values", [2**24, 2**9])
+def test_classes_scored_in_groups_score_as_one_by_one(
+    monkeypatch, distance, block_values
+):
+    """Classes of as many references scored together (one product and one
+    top-k per group, what a GPU does for every class that fits a block) give
+    the scores of the loop over classes: classes of different sizes, empty
+    ones, light and heavy references (some queries fetch again), groups
+    split over blocks, and classes too large for one."""
+    rng = np.random.RandomState(0)
+    counts = np.r_[rng.choice([1, 2, 5, 8], size=40), 0, 30, 0, 12]
+    codes = np.repeat(np.arange(len(counts)), counts)
+    module = SiameseModule(
+        torch.nn.Identity(), distance=distance, n_members=2, embedding_dim=3
+    )
+    R, Q = rng.normal(size=(len(codes), 6)), rng.normal(size=(150, 6))
+    weights = rng.exponential(size=len(codes)) * rng.choice([1, 30], len(codes))
+    monkeypatch.setattr(sksiamese._references, "_BLOCK_VALUES", block_values)
+    scores = {}
+    for largest in (0, 1 << 30):
+        monkeypatch.setitem(sksiamese._references._GROUPED_REFS, "cpu", largest)
+        for k in (1, 3):
+            for w in (None, weights):
+                scores[largest, k, w is None] = class_dissimilarity(
+                    module, Q, R, codes, len(counts), k, w
+                )
+    for (largest, k, plain), S in scores.items():
+        if largest:
+            np.testing.assert_allclose(S, scores[0, k, plain], rtol=1e-12)
+    assert np.isinf(S[:, counts == 0]).all() and np.isfinite(S[:, counts > 0]).all()
+
+
 @pytest.mark.parametrize("references", ["all", 30])
 @pytest.mark.parametrize("loss", ["contrastive", "bce"])
 def test_small_blocks_give_the_same_scores(
