@@ -358,7 +358,7 @@ def class_dissimilarity(
                         cls,
                         m,
                         fetch,
-                        rows(R, index.flatten()),
+                        index.flatten(),
                         W[index],
                         torch.as_tensor(want[cls], device=device),
                         torch.as_tensor(cls, device=device),
@@ -379,7 +379,10 @@ def class_dissimilarity(
         scores = torch.full(
             (n_q, n_classes), np.inf, dtype=torch.float64, device=device
         )
-        for cls, m, fetch, refs, weights, wanted, columns in groups:
+        for cls, m, fetch, ref_index, weights, wanted, columns in groups:
+            # The group's references gathered here, block by block: at most
+            # a block of them at a time, never a second copy of all.
+            refs = rows(R, ref_index)
             d, idx = module.smallest(q, refs, fetch, indices=True, groups=m)
             w = torch.gather(weights.expand(n_q, -1, -1), 2, idx)
             scores.index_copy_(
