@@ -332,6 +332,17 @@ def class_dissimilarity(
         take = torch.minimum((cover[..., None] - (total - w)).clamp(min=0), w)
         return (take * d).sum(-1) / take.sum(-1)
 
+    def fetch_again(q, c, w, scores):
+        """Class ``c``'s scores of the queries ``q`` whose closest references
+        fetched (of weights ``w``) hold too few samples, from more of them."""
+        if most[c] > guess[c]:
+            short = torch.nonzero(w.sum(1) < enough[c])[:, 0]
+            if len(short):
+                lo, hi = bounds[c], bounds[c + 1]
+                d, w = closest(rows(q, short), lo, hi, most[c])
+                k = min(n_neighbors, hi - lo)
+                scores[short, c] = share_mean(d, w, k, want[c])
+
     # Classes of few references (_GROUPED_REFS) are scored in groups of
     # classes with as many references (so the same ``k`` and fetch): one
     # matrix product and one top-k per group instead of a dozen operations
@@ -389,12 +400,7 @@ def class_dissimilarity(
                 1, columns, share_mean(d, w, min(n_neighbors, m), wanted)
             )
             for j in np.flatnonzero(most[cls] > fetch):
-                c, lo, hi = cls[j], bounds[cls[j]], bounds[cls[j] + 1]
-                short = torch.nonzero(w[:, j].sum(1) < enough[c])[:, 0]
-                if len(short):
-                    d_c, w_c = closest(rows(q, short), lo, hi, most[c])
-                    k = min(n_neighbors, hi - lo)
-                    scores[short, c] = share_mean(d_c, w_c, k, want[c])
+                fetch_again(q, cls[j], w[:, j], scores)
         for c in range(n_classes):
             lo, hi = bounds[c], bounds[c + 1]
             if hi == lo or in_groups[c]:
@@ -402,11 +408,7 @@ def class_dissimilarity(
             k = min(n_neighbors, hi - lo)
             d, w = closest(q, lo, hi, guess[c])
             scores[:, c] = share_mean(d, w, k, want[c])
-            if most[c] > guess[c]:
-                short = torch.nonzero(w.sum(1) < enough[c])[:, 0]
-                if len(short):
-                    d, w = closest(rows(q, short), lo, hi, most[c])
-                    scores[short, c] = share_mean(d, w, k, want[c])
+            fetch_again(q, c, w, scores)
         out[qs : qs + n_q] = scores.cpu().numpy()
     return out
 
