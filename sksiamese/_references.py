@@ -181,7 +181,8 @@ def lloyd(X, centres, *, max_iter=50, tol=1e-4):
     them: at most ``max_iter`` iterations, ending when no label changes or
     the centres move less (in squares summed) than ``tol`` times the mean
     variance of the features; a cluster left empty takes one of the rows
-    farthest from their centres. Two waits for the device per iteration.
+    farthest from their centres. One wait for the device per iteration (two
+    when a cluster is empty).
     """
     n, k, device = len(X), len(centres), X.device
     # Lloyd iterations on centred rows (as scikit-learn, for its rounding).
@@ -195,19 +196,23 @@ def lloyd(X, centres, *, max_iter=50, tol=1e-4):
         labels = ((centres * centres).sum(1) - 2 * (X @ centres.T)).argmin(1)
         sums = torch.zeros_like(centres).index_add_(0, labels, X)
         sizes = torch.bincount(labels, minlength=k).to(X.dtype)
-        n_empty, changed = torch.stack(
-            [(sizes == 0).sum(), (labels != old).sum()]
+        new = sums / sizes[:, None]
+        # One read from the device: the counts and the shift (which is only
+        # used when no cluster is empty; otherwise made again below).
+        n_empty, changed, shift = torch.stack(
+            [(sizes == 0).sum(), (labels != old).sum(), ((new - centres) ** 2).sum()]
         ).tolist()
         if n_empty:
             # Each empty cluster takes one of the rows farthest from their
             # centres, which leaves its cluster.
+            n_empty = int(n_empty)
             empty = torch.nonzero(sizes == 0)[:, 0]
             far = ((X - centres[labels]) ** 2).sum(1).topk(n_empty).indices
             sums.index_add_(0, labels[far], -X[far])
             sizes.index_add_(0, labels[far], -torch.ones_like(far, dtype=X.dtype))
             sums[empty], sizes[empty] = X[far], 1.0
-        new = sums / sizes[:, None]
-        shift = float(((new - centres) ** 2).sum())
+            new = sums / sizes[:, None]
+            shift = float(((new - centres) ** 2).sum())
         centres = new
         if not changed:
             converged = True
