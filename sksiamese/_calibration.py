@@ -351,18 +351,22 @@ def fit_temperature(S, codes, log_prior, weights=None):
         total = e.sum(1)
         return inv_t, top + np.log(total), total
 
+    def objective(a, inv_t, lse):
+        """The weighted log loss, from :func:`softmax_terms`."""
+        return -(w @ (a * t_prior - inv_t * t_S - mass * lse))
+
     def loss(params):
         log_t, a = params
         inv_t, lse, _ = softmax_terms(log_t, a)
-        return -(w @ (a * t_prior - inv_t * t_S - mass * lse))
+        return objective(a, inv_t, lse)
 
     def loss_and_gradient(params):
         log_t, a = params
         inv_t, lse, total = softmax_terms(log_t, a)
+        value = objective(a, inv_t, lse)
         # What the softmax expects of S and of log_prior, row by row.
         expected_S = np.einsum("ij,ij->i", e, S0) / total
         expected_prior = (e @ log_prior) / total
-        value = -(w @ (a * t_prior - inv_t * t_S - mass * lse))
         d_log_t = -inv_t * (w @ (t_S - mass * expected_S))
         d_a = -(w @ (t_prior - mass * expected_prior))
         return value, np.array([d_log_t, d_a])
