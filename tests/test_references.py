@@ -247,6 +247,35 @@ def test_queries_are_made_ready_for_comparison_once_per_block(monkeypatch):
     )
 
 
+@pytest.mark.parametrize("n_classes", [2, 12])
+def test_cpu_query_blocks_hold_the_values_that_stay_in_cache(monkeypatch, n_classes):
+    """On a CPU, queries are compared in blocks of _QUERY_VALUES values (more
+    for many classes scored one by one), whatever the budget allows; the
+    scores are those of one block."""
+    rng = np.random.RandomState(0)
+    module = SiameseModule(torch.nn.Identity(), n_members=2, embedding_dim=8)
+    codes = np.repeat(np.arange(n_classes), 20)
+    R, Q = rng.normal(size=(len(codes), 8)), rng.normal(size=(1000, 8))
+    weights = rng.exponential(size=len(codes))
+    monkeypatch.setitem(sksiamese._references._QUERY_VALUES, "cpu", 1 << 30)
+    expected = class_dissimilarity(module, Q, R, codes, n_classes, 3, weights)
+    prepared = []
+    comparable = SiameseModule.comparable
+
+    def spy(self, e):
+        prepared.append(len(e))
+        return comparable(self, e)
+
+    monkeypatch.setattr(SiameseModule, "comparable", spy)
+    monkeypatch.setitem(sksiamese._references._QUERY_VALUES, "cpu", 800)
+    S = class_dissimilarity(module, Q, R, codes, n_classes, 3, weights)
+    # 800 values of 8 per row; 12 classes, each of 20 references (scored one
+    # by one), 6 times as many.
+    rows = 100 * (1 if n_classes == 2 else 6)
+    assert prepared[1:] == [min(rows, 1000 - s) for s in range(0, 1000, rows)]
+    np.testing.assert_allclose(S, expected, rtol=1e-12)
+
+
 @pytest.mark.parametrize("distance", ["euclidean", "cosine"])
 @pytest.mark.parametrize("block_values", [2**24, 2**9])
 def test_classes_scored_in_groups_score_as_one_by_one(
