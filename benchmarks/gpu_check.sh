@@ -14,7 +14,7 @@
 # the speed runs there, SKIP_TESTS=1 to leave out the suite (on a CPU,
 # steps.py's triplet loss at batch 1024 alone runs for over ten minutes).
 # ONLY="tests repeatability" runs just the steps named (tests, repeatability,
-# speed, steps, losses, losses_profile, scale, scale_compile, scale_graphs,
+# speed, steps, losses, losses_profile, phases, scale, scale_compile, scale_graphs,
 # throughput, throughput_b1024, throughput_ensemble, throughput_compile,
 # embed_blocks, omniglot), to split the checks over several calls of a time-limited
 # machine. The *_compile steps train with compile=True (torch.compile),
@@ -104,6 +104,8 @@ step losses python benchmarks/losses.py --device "$device" "${losses_args[@]}"
 # Where a step's device time goes, for each loss at batch 1,024.
 step losses_profile python benchmarks/losses.py --device "$device" --batch 1024 \
     --members 1,8 --seconds 0.05 --repeat 1 --profile
+# Where the default fit's and predict_proba's time goes, phase by phase.
+step phases python benchmarks/phases.py --device "$device" --n-samples "$n_rows" --repeat 2
 step scale python benchmarks/scale.py --sizes "$n_rows"
 step scale_compile python benchmarks/scale.py --sizes "$n_rows" --compile
 step scale_graphs python benchmarks/scale.py --sizes "$n_rows" --compile reduce-overhead
