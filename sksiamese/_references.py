@@ -20,21 +20,22 @@ _KMEANS_ROWS = 20
 
 # Classes of at most this many references are scored in groups (see
 # class_dissimilarity), by device type; other devices: any that fit a block.
-# On 2 CPU threads, against one class at a time (5,000 queries, about 10,000
-# references in all, 1 and 8 members): 1.1-1.5x as fast for 3-10 references
-# per class, 0.8-1.0x for 20-100. On a GPU each of the loop's operations is
-# a kernel launch, which costs more than its arithmetic at these sizes.
-_GROUPED_REFS = {"cpu": 10}
+# Tests set it to 0 on the CPU to score class by class.
+_GROUPED_REFS = {}
 
-# Values (rows x embedding width) of one block of queries in
-# class_dissimilarity, by device type, for up to 3 classes scored one by one
-# (more: as many times as half their number); other devices: _BLOCK_VALUES'
-# bound. On a CPU a block of 4 MiB (in float64) stays in the caches through
-# its conversion, scaling, norms and products with each class's references.
-# 2 CPU threads, 100,000 queries of 2 classes of 100 references, against
-# blocks of 84,000: 1.5x as fast for the default 8-member ensemble (500 ->
-# 335 ms), 1.2x for one network; 100 classes of 10 (scored in groups) 1.45x;
-# 10-20 classes scored one by one 0.95-1.1x.
+# On a CPU, blocks sized to stay in the caches (4 MiB in float64) through the
+# conversion, scaling and norms of a block of queries and its products with
+# the references, instead of the bounds of _BLOCK_VALUES: references in the
+# product of one group (classes of as many references scored together), and
+# values (rows x the wider of the embedding and a product) of one block of
+# queries, by device type; other devices: the bounds of _BLOCK_VALUES.
+# 2 CPU threads, against class by class in blocks of up to 84,000 queries
+# (groups only for classes of up to 10 references), two runs: 1.45x as fast
+# for 2 classes of 100 references (100,000 queries, the default ensemble of
+# 8), 1.05-1.2x with one network; 1.1-1.2x (8) and 0.95-1.0x (1) for 10
+# classes of 100; 1.65-1.85x for 100 classes of 20 (8); 1.05-1.1x for 100
+# of 100 (8); 1.5-1.65x for 968 classes of 10 (8 members, or one of 64).
+_GROUP_REFS = {"cpu": 512}
 _QUERY_VALUES = {"cpu": 2**19}
 
 # Largest fraction of a class that its neighbourhood in class_dissimilarity
@@ -361,24 +362,25 @@ def class_dissimilarity(
                 k = min(n_neighbors, hi - lo)
                 scores[short, c] = share_mean(d, w, k, want[c])
 
-    # Classes of few references (_GROUPED_REFS) are scored in groups of
-    # classes with as many references (so the same ``k`` and fetch): one
-    # matrix product and one top-k per group instead of a dozen operations
-    # per class (on a GPU, as many launches). 968 classes of 10 references,
-    # 9,680 queries, 2 CPU threads: 4.7 s class by class, 3.5 s grouped.
+    # Classes of as many references (so the same ``k`` and fetch) are
+    # scored in groups: one matrix product and one top-k per group instead
+    # of a dozen operations per class (on a GPU, as many launches). 968
+    # classes of 10 references, 9,680 queries, 2 CPU threads: 4.7 s class
+    # by class, 3.5 s grouped (in blocks of up to 84,000 queries).
     # Pair heads compare wider rows: their classes stay one by one.
+    kind = torch.device(device).type
     groups = []
     if module.head is None:
-        largest = min(
-            ref_block, _GROUPED_REFS.get(torch.device(device).type, ref_block)
-        )
+        largest = min(ref_block, _GROUPED_REFS.get(kind, ref_block))
+        group_refs = min(ref_block, _GROUP_REFS.get(kind, ref_block))
         shapes = {(int(c), int(g)) for c, g in zip(counts, guess, strict=True) if c}
         for m, fetch in sorted(shapes):
             if m > largest:
                 continue
             members = np.flatnonzero((counts == m) & (guess == fetch))
-            for at in range(0, len(members), max(1, ref_block // m)):
-                cls = members[at : at + max(1, ref_block // m)]
+            step = max(1, group_refs // m)
+            for at in range(0, len(members), step):
+                cls = members[at : at + step]
                 index = torch.as_tensor(
                     bounds[cls][:, None] + np.arange(m), device=device
                 )
@@ -396,13 +398,14 @@ def class_dissimilarity(
     in_groups = np.zeros(n_classes, dtype=bool)
     for cls, *_ in groups:
         in_groups[cls] = True
-    cached = _QUERY_VALUES.get(torch.device(device).type)
-    if cached is not None:
-        # Each class scored on its own adds a dozen operations per block:
-        # with many of them, fewer and larger blocks.
-        alone = int(np.sum((counts > 0) & ~in_groups))
-        values = cached * max(1, alone // 2)
-        q_block = max(1, min(q_block, values // max(1, Q.shape[1])))
+    cached = _QUERY_VALUES.get(kind)
+    if cached is not None and module.head is None:
+        # The widest product: a group's, or a block of a class's references.
+        alone = counts[(counts > 0) & ~in_groups]
+        widths = [len(g[3]) for g in groups] + np.minimum(alone, ref_block).tolist()
+        widest = max(widths, default=1)
+        # At least 256 queries: each block costs a dozen operations per group.
+        q_block = max(1, min(q_block, max(256, cached // max(Q.shape[1], widest))))
 
     out = np.empty((len(Q), n_classes), dtype=np.float64)
     for qs in range(0, len(Q), q_block):

@@ -247,32 +247,44 @@ def test_queries_are_made_ready_for_comparison_once_per_block(monkeypatch):
     )
 
 
+@pytest.mark.parametrize("grouped", [True, False])
 @pytest.mark.parametrize("n_classes", [2, 12])
-def test_cpu_query_blocks_hold_the_values_that_stay_in_cache(monkeypatch, n_classes):
-    """On a CPU, queries are compared in blocks of _QUERY_VALUES values (more
-    for many classes scored one by one), whatever the budget allows; the
-    scores are those of one block."""
+def test_cpu_blocks_hold_the_values_that_stay_in_cache(monkeypatch, n_classes, grouped):
+    """On a CPU, groups hold at most _GROUP_REFS references and queries are
+    compared in blocks of _QUERY_VALUES values (rows x the wider of the
+    embedding and a product), whatever the budget allows; the scores are
+    those of one block."""
     rng = np.random.RandomState(0)
     module = SiameseModule(torch.nn.Identity(), n_members=2, embedding_dim=8)
-    codes = np.repeat(np.arange(n_classes), 20)
-    R, Q = rng.normal(size=(len(codes), 8)), rng.normal(size=(1000, 8))
+    codes = np.repeat(np.arange(n_classes), 30)
+    R, Q = rng.normal(size=(len(codes), 8)), rng.normal(size=(2000, 8))
     weights = rng.exponential(size=len(codes))
     monkeypatch.setitem(sksiamese._references._QUERY_VALUES, "cpu", 1 << 30)
     expected = class_dissimilarity(module, Q, R, codes, n_classes, 3, weights)
-    prepared = []
-    comparable = SiameseModule.comparable
+    prepared, products = [], []
+    comparable, smallest = SiameseModule.comparable, SiameseModule.smallest
 
     def spy(self, e):
         prepared.append(len(e))
         return comparable(self, e)
 
+    def product_spy(self, a, b, k, **kwargs):
+        products.append(len(b[0]))
+        return smallest(self, a, b, k, **kwargs)
+
     monkeypatch.setattr(SiameseModule, "comparable", spy)
-    monkeypatch.setitem(sksiamese._references._QUERY_VALUES, "cpu", 800)
+    monkeypatch.setattr(SiameseModule, "smallest", product_spy)
+    monkeypatch.setitem(sksiamese._references._GROUP_REFS, "cpu", 100)
+    monkeypatch.setitem(sksiamese._references._QUERY_VALUES, "cpu", 2**16)
+    if not grouped:
+        monkeypatch.setitem(sksiamese._references._GROUPED_REFS, "cpu", 0)
     S = class_dissimilarity(module, Q, R, codes, n_classes, 3, weights)
-    # 800 values of 8 per row; 12 classes, each of 20 references (scored one
-    # by one), 6 times as many.
-    rows = 100 * (1 if n_classes == 2 else 6)
-    assert prepared[1:] == [min(rows, 1000 - s) for s in range(0, 1000, rows)]
+    # Groups of at most 3 classes (90 references) in blocks of 2**16 // 90
+    # = 728 queries; class by class, 2**16 // 30 = 2184 (all 2,000 at once).
+    width = 30 * (min(3, n_classes) if grouped else 1)
+    rows = min(2000, 2**16 // width)
+    assert prepared[1:] == [min(rows, 2000 - s) for s in range(0, 2000, rows)]
+    assert max(products) == width
     np.testing.assert_allclose(S, expected, rtol=1e-12)
 
 
