@@ -385,7 +385,16 @@ def test_class_centres_place_repeated_rows_once():
     np.testing.assert_array_equal(np.sort(weights), [1, 1, 5])
 
 
-@pytest.mark.parametrize("case", ["distinct", "equal first values", "repeated rows"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "distinct",
+        "equal first values",
+        "repeated rows",
+        "repeated rows and equal first values",
+        "signed zeros",
+    ],
+)
 def test_a_class_of_few_rows_keeps_its_distinct_rows_in_order(case):
     """With no more rows than centres, the references are the distinct rows
     as np.unique orders them, and how many times each occurs."""
@@ -395,6 +404,13 @@ def test_a_class_of_few_rows_keeps_its_distinct_rows_in_order(case):
         E[[2, 5, 9], 0] = E[7, 0]
     elif case == "repeated rows":
         E[[2, 5]] = E[7]
+        E[[0, 11]] = E[3]
+    elif case == "repeated rows and equal first values":
+        E[[2, 5]] = E[7]
+        E[9, 0] = E[7, 0]
+    elif case == "signed zeros":  # equal rows to np.unique
+        E[[4, 6, 8]] = E[1]
+        E[[1, 6], 0], E[[4, 8], 0] = 0.0, -0.0
     centres, weights = class_centres(E, 20, np.random.RandomState(0))
     rows, counts = np.unique(E, axis=0, return_counts=True)
     np.testing.assert_array_equal(centres, rows)
