@@ -131,8 +131,9 @@ def class_centres(E, k, rng, rows=None, *, device="cpu"):
     # rows all differ there), the first row of each run of the rows sorted
     # by that value gives np.unique's rows in its order: one sort instead
     # of its sort of whole rows (most of this function's time for small
-    # classes; for 2,000 rows of 256 values, 300 of them distinct, 0.5
-    # instead of 17 ms).
+    # classes: 600 rows of 256 values, 100 of them distinct, 0.2 instead of
+    # 5.3 ms; 2,000 rows, 300 distinct, k-means included, 9.4 instead of
+    # 22.5 ms).
     E = E[np.argsort(E[:, 0], kind="stable")]
     tie = E[1:, 0] == E[:-1, 0]
     repeat = tie.copy()
