@@ -192,8 +192,12 @@ class SiameseClassifier(
 
     samples_per_class : int, default=None
         Samples of each class in a batch (``K``); by default
-        ``batch_size // n_classes``, at least 2, and at most the size of the
-        largest class (a batch larger than the data would only repeat it).
+        ``batch_size // n_classes``, at least 4 (where a batch holds 2
+        classes of 4), and at most the size of the largest class (a batch
+        larger than the data would only repeat it). With many classes, a
+        batch then holds ``batch_size // 4`` of them: with 2 samples each, a
+        sample's own class mean would be a single other sample, and the
+        embeddings can collapse to one point (:ref:`batches`).
 
     augment : bool, default=False
         Distort each training image, every time it is drawn, by a small random

@@ -39,6 +39,18 @@ def auto_batch_size(n_samples, largest=AUTO_BATCH[1]):
     return batch
 
 
+#: The smallest default ``K`` (samples of each class in a batch), where the
+#: largest class has as many. With 2, a sample's own class mean (the others
+#: of its class in the batch) is one sample, farther from it on average than
+#: the means of 2 of the other classes: before the classes separate, every
+#: distance shrinking lowers the loss, and the embeddings can collapse to
+#: one point. Default settings, 100 generated classes (48,000 rows of 33
+#: features): test accuracy 0.13 with K = 2 (the training loss at chance),
+#: 0.47 with 4, 0.49 with 8; Omniglot's 242 background characters as
+#: 14 x 14 tables (15 drawings each to train, 5 to test): 0.41, 0.52, 0.51.
+MIN_SAMPLES_PER_CLASS = 4
+
+
 def batch_layout(n_classes, batch_size, samples_per_class=None, largest_class=None):
     """Return ``(P, K)``: classes per batch and samples per class.
 
@@ -49,8 +61,9 @@ def batch_layout(n_classes, batch_size, samples_per_class=None, largest_class=No
     batch_size : int
         Requested number of samples per batch (at least 4).
     samples_per_class : int or None, default=None
-        ``K``. When None, as many as fit: ``batch_size // n_classes``, at least 2,
-        and at most ``largest_class``.
+        ``K``. When None, as many as fit: ``batch_size // n_classes``, at least
+        :data:`MIN_SAMPLES_PER_CLASS` (4) where 2 classes of 4 fit in a batch,
+        and at most ``largest_class`` (at least 2).
     largest_class : int or None, default=None
         Number of samples of the largest class: no class gets more places in a
         batch, since a batch larger than the data would only repeat it.
@@ -65,14 +78,17 @@ def batch_layout(n_classes, batch_size, samples_per_class=None, largest_class=No
     >>> batch_layout(2, 128)
     (2, 64)
     >>> batch_layout(1000, 128)
-    (64, 2)
+    (32, 4)
+    >>> batch_layout(1000, 128, largest_class=3)
+    (42, 3)
     >>> batch_layout(1000, 128, samples_per_class=8)
     (16, 8)
     >>> batch_layout(2, 10**6, largest_class=15)
     (2, 15)
     """
     if samples_per_class is None:
-        samples_per_class = batch_size // n_classes
+        least = min(MIN_SAMPLES_PER_CLASS, batch_size // 2)  # 2 classes fit
+        samples_per_class = max(least, batch_size // n_classes)
         if largest_class is not None:
             samples_per_class = min(samples_per_class, largest_class)
         samples_per_class = max(2, samples_per_class)

@@ -626,3 +626,29 @@ def test_auto_batch_size_is_128_on_small_data_and_grows_with_the_rows(tmp_path):
     pairs.fit(X_big, y_big)
     assert pairs.batch_size_ == pairs.net_.batch_size == 128
     assert _optimizer_lr(pairs) == pairs.lr
+
+
+def test_many_classes_train_past_chance():
+    """With more classes than a batch holds pairs of, batches keep 4 samples
+    of each class by default: with 2, a sample's own class mean is one
+    other sample, and the default ensemble's embeddings collapsed to one
+    point (the training loss stayed at chance: log of the classes per batch;
+    the embeddings' spread 0.001 against 0.26)."""
+    from sklearn.datasets import make_classification
+
+    from sksiamese._sampling import batch_layout
+
+    X, y = make_classification(
+        6000,
+        33,
+        n_informative=10,
+        n_classes=100,
+        n_clusters_per_class=1,
+        random_state=0,
+    )
+    clf = SiameseClassifier(max_epochs=3, references="prototypes", random_state=0)
+    clf.fit(X, y)
+    per_batch, k = batch_layout(100, clf.batch_size_, largest_class=60)
+    assert clf.history_[-1, "train_loss"] < np.log(per_batch) - 0.2
+    assert clf.transform(X[:1000]).std(0).mean() > 0.05
+    assert k == 4

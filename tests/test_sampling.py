@@ -9,8 +9,10 @@ from sksiamese._sampling import BalancedBatchSampler, auto_batch_size, batch_lay
     [
         (2, 128, None, (2, 64)),
         (3, 128, None, (3, 42)),
-        (10, 16, None, (8, 2)),
-        (1000, 128, None, (64, 2)),
+        (10, 16, None, (4, 4)),
+        (10, 6, None, (2, 3)),
+        (10, 4, None, (2, 2)),
+        (1000, 128, None, (32, 4)),
         (5, 40, 4, (5, 4)),
         (50, 40, 4, (10, 4)),
     ],
