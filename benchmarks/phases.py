@@ -3,8 +3,8 @@
 ``throughput.py`` compares the whole of ``fit`` and ``predict_proba`` with
 plain PyTorch; this script splits them, to show which part a gap comes from.
 It fits ``SiameseClassifier`` (its defaults, unless told otherwise) on
-generated data (``make_classification``, ``--n-samples`` rows x 33 features,
-1% positives by default, as in the GPU speed figures), then predicts
+generated data (``make_classification``, ``--n-samples`` rows x 33 features;
+for 2 classes 1% positives by default, as in the GPU speed figures), then predicts
 probabilities for the same rows, and prints the time of each phase, nested as
 the calls nest:
 
@@ -159,7 +159,11 @@ def main(argv=None):
     parser.add_argument("--n-samples", type=int, default=100_000)
     parser.add_argument("--n-classes", type=int, default=2)
     parser.add_argument(
-        "--minority", type=float, default=0.01, help="share of each class but the first"
+        "--minority",
+        type=float,
+        default=None,
+        help="share of each class but the first (default: 0.01 for 2 classes, "
+        "else all classes of one size)",
     )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", default="auto")
@@ -173,14 +177,22 @@ def main(argv=None):
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.threads:
         torch.set_num_threads(args.threads)
-    minority = [args.minority] * (args.n_classes - 1)
+    minority = args.minority
+    if minority is None and args.n_classes == 2:
+        minority = 0.01
+    weights = None
+    if minority is not None:
+        if minority * (args.n_classes - 1) >= 1:
+            parser.error("--minority times the classes but one must be below 1")
+        weights = [1 - minority * (args.n_classes - 1)]
+        weights += [minority] * (args.n_classes - 1)
     X, y = make_classification(
         args.n_samples,
         33,
         n_informative=10,
         n_classes=args.n_classes,
         n_clusters_per_class=1,
-        weights=[1 - sum(minority), *minority],
+        weights=weights,
         random_state=0,
     )
     X = X.astype(np.float32)
