@@ -37,7 +37,6 @@ import torch
 from sklearn.datasets import make_classification
 
 import sksiamese._base
-import sksiamese._calibration
 import sksiamese._classifier
 import sksiamese._references
 import sksiamese._training
@@ -62,11 +61,14 @@ PHASES = [
 
 class Phases:
     """Inclusive times of nested, labelled calls: ``{path: [seconds, calls]}``,
-    a path being the labels of the timed calls it is made inside."""
+    a path being the labels of the timed calls it is made inside; ``extra``,
+    rows measured otherwise, ``(path, depth, label, seconds)``, printed after
+    the phase ``path``."""
 
     def __init__(self, device):
         self.device = torch.device(device)
         self.times = {}
+        self.extra = []
         self._stack = []
 
     def sync(self):
@@ -124,10 +126,9 @@ def best_run(device, repeat, fn):
     return best[1]
 
 
-def print_table(phases, extra=()):
+def print_table(phases):
     """The phases, indented as they nest, with their share of the top-level
-    call they are in; ``extra`` rows ``(depth, label, seconds, calls)`` follow
-    the phase they name last in its path."""
+    call they are in, and the ``extra`` rows after their phases."""
     print(f"{'phase':40} {'ms':>10} {'share':>7} {'calls':>6}")
     # A call's path is recorded when it ends: siblings are in the order they
     # ran, children before their parent, so the table is walked from the top.
@@ -147,7 +148,7 @@ def print_table(phases, extra=()):
         top = phases.times[path[:1]][0]
         label = "  " * (len(path) - 1) + path[-1]
         print(f"{label:40} {1e3 * t:10.1f} {t / top:7.1%} {n:6d}")
-        for after, depth, name, seconds in extra:
+        for after, depth, name, seconds in phases.extra:
             if after == path:
                 label = "  " * depth + name
                 print(f"{label:40} {1e3 * seconds:10.1f} {seconds / top:7.1%} {'':>6}")
@@ -216,17 +217,11 @@ def main(argv=None):
     def fit(phases):
         with phases.phase("fit"):
             clf.fit(X, y)
-        phases.extra = [
-            (
-                ("fit", "training"),
-                2,
-                "its epochs (skorch's dur)",
-                float(sum(clf.history_[:, "dur"])),
-            )
-        ]
+        epochs = float(sum(clf.history_[:, "dur"]))
+        label = "its epochs (skorch's dur)"
+        phases.extra.append((("fit", "training"), 2, label, epochs))
 
-    phases = best_run(args.device, args.repeat, fit)
-    print_table(phases, phases.extra)
+    print_table(best_run(args.device, args.repeat, fit))
 
     def predict(phases):
         with phases.phase("predict_proba"):

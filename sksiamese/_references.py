@@ -19,8 +19,8 @@ _BLOCK_VALUES = 2**24
 _KMEANS_ROWS = 20
 
 # Classes of at most this many references are scored in groups (see
-# class_dissimilarity), by device type; other devices: any that fit a block.
-# Tests set it to 0 on the CPU to score class by class.
+# class_dissimilarity), by device type; a device not listed (every one, by
+# default): any that fit a block. Tests set "cpu" to 0 to score class by class.
 _GROUPED_REFS = {}
 
 # On a CPU, blocks sized to stay in the caches (4 MiB in float64) through the

@@ -11,7 +11,7 @@ from imblearn.over_sampling import RandomOverSampler
 from imblearn.pipeline import make_pipeline as make_imb_pipeline
 from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.datasets import load_breast_cancer, load_wine
+from sklearn.datasets import load_breast_cancer, load_wine, make_classification
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, roc_auc_score
@@ -30,6 +30,7 @@ from skorch.callbacks import Callback
 
 import sksiamese
 from sksiamese import SiameseClassifier
+from sksiamese._sampling import batch_layout
 
 SMALL = dict(hidden_layer_sizes=(32,), embedding_dim=8, max_epochs=30, random_state=0)
 # Columns of transform with SMALL: 8 members (the default), 8 dimensions each.
@@ -634,10 +635,6 @@ def test_many_classes_train_past_chance():
     other sample, and the default ensemble's embeddings collapsed to one
     point (the training loss stayed at chance: log of the classes per batch;
     the embeddings' spread 0.001 against 0.26)."""
-    from sklearn.datasets import make_classification
-
-    from sksiamese._sampling import batch_layout
-
     X, y = make_classification(
         6000,
         33,
