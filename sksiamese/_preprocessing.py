@@ -180,8 +180,10 @@ class BlockTransform:
     def __call__(self, X):
         if X.dtype.type not in self._params:
             X = X.astype(np.float64)
-        if not X.flags.c_contiguous:
-            X = np.ascontiguousarray(X)  # torch takes no negative strides
+        if not X.flags.c_contiguous or min(X.strides, default=0) < 0:
+            # torch takes no negative strides (numpy calls one row of a
+            # reversed array C-contiguous).
+            X = X.copy(order="C")
         center, scale = self._params[X.dtype.type]
         Z = (shared_tensor(X).to(self.device, non_blocking=True) - center).div_(scale)
         if self._robust:

@@ -48,6 +48,9 @@ def test_transform_and_block_transform_compute_the_scaling(
         _rows(dtype, blanks=True, seed=2),
         np.asfortranarray(_rows(dtype, blanks=False, seed=3)),  # not C-ordered
         _rows(dtype, blanks=False, seed=4)[::-2],  # negative strides
+        # One row of a reversed array: numpy calls it C-contiguous, but its
+        # stride is negative (the last block of transform(X[::-1])).
+        _rows(dtype, blanks=False, seed=5)[::-1][:1],
     ):
         expected = _reference_transform(scaler, X)
         Z = prepare(X)
