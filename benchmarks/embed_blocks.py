@@ -1,13 +1,16 @@
 """Prediction throughput and memory by the rows of each forward pass.
 
 ``transform``, ``predict_proba`` and ``predict`` embed their input in blocks
-of a fixed number of rows (``sksiamese._training.EMBED_ROWS``: 1,024 on a
-CPU, 8,192 on a GPU; the last block padded, so that a sample's embedding does
-not depend on the samples embedded with it). Larger blocks mean fewer
-forward passes, fewer scaling passes and fewer copies, each with its own
-launch overhead on a GPU, but more memory for the encoder's activations: a
-CNN's grow with the image. This script measures, for one network, the
-default 8-member ensemble and the CNN, at each block size given:
+of a fixed number of rows (``sksiamese._training.EMBED_ROWS``: 4,096 on a
+CPU, 8,192 on a GPU, or fewer for a module whose widest activation would
+hold more than ``_EMBED_VALUES`` values; the last block padded, so that a
+sample's embedding does not depend on the samples embedded with it). Larger
+blocks mean fewer forward passes, fewer scaling passes and fewer copies,
+each with its own launch overhead on a GPU, but more memory for the
+encoder's activations: a CNN's grow with the image. This script measures,
+for one network, the default 8-member ensemble and the CNN, at each block
+size given (the bound on values lifted), then at the rows the library picks
+(row ``auto``, with the number of rows):
 
 - ``transform`` and ``predict_proba`` in rows per second (best of
   ``--repeat``, every timing waiting for the device), ``transform``'s ratio
@@ -104,10 +107,11 @@ def main(argv=None):
         f"of {side}x{side}; device {device}; best of {args.repeat}"
     )
     print(
-        f"{'encoder':8} {'rows':>6} {'transform/s':>13} {'ratio':>6} "
+        f"{'encoder':8} {'rows':>9} {'transform/s':>13} {'ratio':>6} "
         f"{'predict_proba/s':>16} {'peak MiB':>9} {'max diff':>9}"
     )
     default_rows = dict(_training.EMBED_ROWS)
+    default_values = dict(_training._EMBED_VALUES)
     try:
         for name in args.encoders.split(","):
             params = ENCODERS[name]
@@ -129,28 +133,36 @@ def main(argv=None):
             repeat = min(args.repeat, 3) if name == "cnn" else args.repeat
             t_plain = timed(device, repeat, plain_forward, module, Z, plain_rows)
             first = None
-            for rows in sizes:
-                _training.EMBED_ROWS[device.type] = rows
+            picked = _training.embed_rows(module, Z[:1], device.type)
+            for rows in [*sizes, None]:
+                if rows is None:  # the library's own choice
+                    _training.EMBED_ROWS.update(default_rows)
+                    _training._EMBED_VALUES.update(default_values)
+                else:
+                    _training.EMBED_ROWS[device.type] = rows
+                    _training._EMBED_VALUES[device.type] = 1 << 62
+                label = f"{rows:d}" if rows else f"auto {picked}"
                 if on_gpu:
                     torch.cuda.reset_peak_memory_stats(device)
                 try:
                     t_transform = timed(device, repeat, clf.transform, A)
                     t_proba = timed(device, repeat, clf.predict_proba, A)
                 except torch.cuda.OutOfMemoryError:
-                    print(f"{name:8} {rows:6d} out of GPU memory")
+                    print(f"{name:8} {label:>9} out of GPU memory")
                     torch.cuda.empty_cache()
                     continue
                 peak = torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else 0
                 E = clf.transform(A[:5000])
                 first = E if first is None else first
                 print(
-                    f"{name:8} {rows:6d} {len(A) / t_transform:13,.0f} "
+                    f"{name:8} {label:>9} {len(A) / t_transform:13,.0f} "
                     f"{t_plain / t_transform:6.2f} {len(A) / t_proba:16,.0f} "
                     f"{peak:9.0f} {np.abs(E - first).max():9.1e}",
                     flush=True,
                 )
     finally:
         _training.EMBED_ROWS.update(default_rows)
+        _training._EMBED_VALUES.update(default_values)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import math
 import numbers
 import threading
 import warnings
+import weakref
 
 import numpy as np
 import torch
@@ -38,14 +39,64 @@ from ._sampling import (
     batch_layout,
 )
 
-# Rows of every forward pass of SiameseNet.embed, by device type: on a CPU few
-# enough that embedding one sample stays cheap (about 2 ms for the default
-# ensemble, 0.5 ms for one network), many enough that large inputs run near a
-# plain forward pass (256 rows ran transform at half the speed of 1024); on a
-# GPU enough to keep it busy.
-EMBED_ROWS = {"cpu": 1024, "cuda": 8192}
+# The most rows of a forward pass of SiameseNet.embed, by device type: on a CPU
+# few enough that embedding one sample stays cheap (about 2 ms for the default
+# ensemble, 1 ms for one network), many enough that large inputs run near a
+# plain forward pass; on a GPU enough to keep it busy.
+EMBED_ROWS = {"cpu": 4096, "cuda": 8192}
+# The most values the widest activation of one of those passes may hold (the
+# largest output of any part of the module, for all rows of the pass): fewer
+# rows (a power of 2, at least 1) for a module with wide activations. On a
+# CPU the widest activation then stays within the caches. Measured there
+# (benchmarks/embed_blocks.py, 2 threads): one MLP network (widest 128 values
+# a row) ran transform at 0.64 of a plain forward pass with 1,024 rows and
+# 0.82 with 4,096; the default ensemble of 8 (1,024 a row) at 1.36 with 1,024
+# and 1.15 with 4,096; the CNN on 105x105 images (705,600 a row) at 242
+# images/s with 4 rows and 105 with 1,024 (28x28: best at 16 to 64). On a GPU
+# the bound is on memory (256 MiB an activation): the CNN on 105x105 images
+# took 23 GiB an activation with 8,192 rows.
+_EMBED_VALUES = {"cpu": 1 << 20, "cuda": 1 << 26}
+# Values per row of the widest activation of each module (weakly held), by
+# input row shape: measured once by embed_rows.
+_WIDEST = weakref.WeakKeyDictionary()
 # Rows of embeddings gathered on the device before one copy to the host.
 _EMBED_COPY_ROWS = 1 << 20
+
+
+def embed_rows(module, row, kind):
+    """Rows of every forward pass of :meth:`SiameseNet.embed` for ``module``
+    on a device of type ``kind``: :data:`EMBED_ROWS` of it, or fewer (a power
+    of 2, at least 1) when the widest activation of that many rows would hold
+    more than :data:`_EMBED_VALUES` of it.
+
+    ``row`` is one input row (a tensor of one row, on the module's device);
+    the widest activation is measured on it, by one forward pass with hooks,
+    once per module and shape of row.
+    """
+    cap = EMBED_ROWS[kind]
+    budget = _EMBED_VALUES.get(kind)
+    if budget is None:
+        return cap
+    shapes = _WIDEST.setdefault(module, {})
+    key = (tuple(row.shape[1:]), row.dtype)
+    if key not in shapes:
+        widest = row[0].numel()
+
+        def record(part, args, output):
+            nonlocal widest
+            for t in output if isinstance(output, (tuple, list)) else (output,):
+                if isinstance(t, torch.Tensor):
+                    widest = max(widest, t.numel() // len(row))
+
+        hooks = [part.register_forward_hook(record) for part in module.modules()]
+        try:
+            module(row)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        shapes[key] = widest
+    fit = max(1, budget // max(1, shapes[key]))
+    return min(cap, 1 << (fit.bit_length() - 1))
 
 
 def to_cpu(obj):
@@ -478,8 +529,9 @@ class SiameseNet(NeuralNet):
         (e.g. prediction compares them with the references there).
 
         Every forward pass gets blocks of the same number of rows
-        (``batch_size``, by default :data:`EMBED_ROWS` of the device), the
-        last one padded with zeros: matrix products take other code paths for
+        (``batch_size``, by default :func:`embed_rows` of the module and the
+        device: :data:`EMBED_ROWS`, or fewer for wide activations), the last
+        one padded with zeros: matrix products take other code paths for
         other numbers of rows, which round differently, so a sample's
         embedding would otherwise depend on how many samples were embedded
         with it.
@@ -488,8 +540,21 @@ class SiameseNet(NeuralNet):
         module.eval()
         kind = torch.device(self.device).type
         on_host = kind == "cpu"
+        n_rows = len(X) if rows is None else len(rows)
+
+        def read(start, stop):
+            """Rows ``start:stop`` of the input, prepared, on the device."""
+            xb = X[start:stop] if rows is None else X[rows[start:stop]]
+            if prepare is not None:
+                xb = prepare(xb)
+            return torch.as_tensor(xb).to(self.device, non_blocking=True)
+
         if batch_size is None:
-            batch_size = EMBED_ROWS[kind]
+            # Fixed for the module (not by the rows given): see EMBED_ROWS.
+            if n_rows:
+                batch_size = embed_rows(module, read(0, 1), kind)
+            else:
+                batch_size = EMBED_ROWS[kind]
         # Blocks are written into a group of at most _EMBED_COPY_ROWS rows on
         # the device, which goes back to the host (or to ``then``) at once: a
         # copy (and a wait for the device) per group, not per block. On a
@@ -497,15 +562,8 @@ class SiameseNet(NeuralNet):
         # embedding is ever copied twice, nor held in two places.
         group_rows = -(-_EMBED_COPY_ROWS // batch_size) * batch_size
         out, result, group, done = [], None, None, 0
-        n_rows = len(X) if rows is None else len(rows)
         for start in range(0, n_rows, batch_size):
-            if rows is None:
-                xb = X[start : start + batch_size]
-            else:
-                xb = X[rows[start : start + batch_size]]
-            if prepare is not None:
-                xb = prepare(xb)
-            xb = torch.as_tensor(xb).to(self.device, non_blocking=True)
+            xb = read(start, start + batch_size)
             n = len(xb)
             if n < batch_size:
                 xb = torch.cat([xb, xb.new_zeros((batch_size - n, *xb.shape[1:]))])

@@ -57,6 +57,36 @@ def fitted_cnn(digits):
 # -- the CNN encoder on images ---------------------------------------------------
 
 
+def test_cnn_embeds_in_passes_sized_by_its_activations(fitted_cnn, digits):
+    # 8x8 images through 64 filters: 4,096 values a row at the widest, so on
+    # a CPU 256 rows a pass (2^20 values) rather than 4,096, and one image
+    # alone costs a pass of 256 (a 105x105 image alone took 9 s on 2 CPU
+    # threads when padded to 1,024). A sample's embedding is the same alone
+    # as among the others.
+    from sksiamese import _training
+
+    _, test, _, _ = digits
+    module = fitted_cnn.net_.module_
+    kind = torch.device(fitted_cnn.net_.device).type
+    fit = _training._EMBED_VALUES[kind] // (64 * 8 * 8)
+    rows = min(_training.EMBED_ROWS[kind], 1 << (fit.bit_length() - 1))
+    if kind == "cpu":
+        assert rows == 256
+    passes = []
+    hook = module.register_forward_pre_hook(
+        lambda module, args: passes.append(len(args[0]))
+    )
+    try:
+        E = fitted_cnn.transform(test)
+        alone = np.concatenate(
+            [fitted_cnn.transform(test[i : i + 1]) for i in (0, 300)]
+        )
+    finally:
+        hook.remove()
+    assert passes == [rows] * (-(-len(test) // rows)) + [rows, rows]
+    np.testing.assert_array_equal(alone, E[[0, 300]])
+
+
 def test_cnn_on_image_arrays(fitted_cnn, digits):
     _, images_test, _, y_test = digits
     assert fitted_cnn.image_shape_ == (1, 8, 8)

@@ -511,6 +511,36 @@ def rows_per_pass(monkeypatch):
     return counts
 
 
+def test_passes_hold_fewer_rows_for_wide_activations(monkeypatch):
+    # EMBED_ROWS rows a pass, or fewer (a power of 2) when the widest output
+    # of any part of the module would exceed the budget of values; measured
+    # by one pass over one row, once per module and shape of row.
+    monkeypatch.setitem(_training.EMBED_ROWS, "cpu", 4096)
+    monkeypatch.setitem(_training._EMBED_VALUES, "cpu", 1 << 20)
+    row = torch.zeros(1, 4)
+    narrow = torch.nn.Linear(4, 2)
+    wide = torch.nn.Sequential(
+        torch.nn.Linear(4, 1000), torch.nn.ReLU(), torch.nn.Linear(1000, 2)
+    )
+    wider = torch.nn.Sequential(
+        torch.nn.Linear(4, 300_000), torch.nn.Linear(300_000, 1)
+    )
+    passes = []
+    wide.register_forward_pre_hook(lambda module, args: passes.append(len(args[0])))
+    assert _training.embed_rows(narrow, row, "cpu") == 4096  # the cap
+    assert _training.embed_rows(wide, row, "cpu") == 1024  # 2^20 / 1,000
+    assert _training.embed_rows(wider, row, "cpu") == 2  # 2^20 / 300,000
+    assert _training.embed_rows(wide, row, "cpu") == 1024
+    assert passes == [1]  # measured once
+    monkeypatch.setitem(_training._EMBED_VALUES, "cpu", 10)
+    assert _training.embed_rows(wide, row, "cpu") == 1  # never fewer than 1
+    assert passes == [1]
+    # Another shape of row is measured again (the input may be the widest).
+    relu = torch.nn.ReLU()
+    assert _training.embed_rows(relu, row, "cpu") == 2  # 10 // 4 values
+    assert _training.embed_rows(relu, torch.zeros(1, 50), "cpu") == 1
+
+
 def test_a_fit_embeds_only_the_rows_it_reads(rows_per_pass, monkeypatch):
     # References from k-means on a sample of each class, calibration on a
     # capped number of queries per class: a large fit embeds those rows only,
@@ -551,6 +581,8 @@ def test_predictions_compared_in_parts_are_the_same(data, monkeypatch):
     # the device as soon as it is embedded; groups of one block of 1,024 rows
     # must give the probabilities of one group, bit for bit.
     X, y = data
+    for device in list(_training.EMBED_ROWS):  # whichever the model runs on
+        monkeypatch.setitem(_training.EMBED_ROWS, device, 1024)
     clf = SiameseClassifier(**TINY).fit(X, y)
     X_big = np.tile(X, (2500 // len(X) + 1, 1))[:2500]
     whole = clf.predict_proba(X_big), clf.decision_function(X_big)
