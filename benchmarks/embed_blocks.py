@@ -1,7 +1,7 @@
 """Prediction throughput and memory by the rows of each forward pass.
 
 ``transform``, ``predict_proba`` and ``predict`` embed their input in blocks
-of a fixed number of rows (``sksiamese._training.EMBED_ROWS``: 4,096 on a
+of a fixed number of rows (``sksiamese._training.EMBED_ROWS``: 2,048 on a
 CPU, 8,192 on a GPU, or fewer for a module whose widest activation would
 hold more than ``_EMBED_VALUES`` values; the last block padded, so that a
 sample's embedding does not depend on the samples embedded with it). Larger

@@ -40,21 +40,24 @@ from ._sampling import (
 )
 
 # The most rows of a forward pass of SiameseNet.embed, by device type: on a CPU
-# few enough that embedding one sample stays cheap (about 2 ms for the default
-# ensemble, 1 ms for one network), many enough that large inputs run near a
-# plain forward pass; on a GPU enough to keep it busy.
-EMBED_ROWS = {"cpu": 4096, "cuda": 8192}
+# few enough that embedding one sample, or a few thousand (the last pass is
+# padded), stays cheap, many enough that large inputs run near a plain
+# forward pass; on a GPU enough to keep it busy. Measured on a CPU with one
+# MLP network (benchmarks/embed_blocks.py, 2 threads): transform of 100,000
+# rows at 0.62, 0.74-0.77 and 0.82 of a plain forward pass with 1,024, 2,048
+# and 4,096 rows a pass; of 1 row in 0.7, 1.1 and 1.9 ms, of 5,000 rows in
+# 2.8, 3.2 and 4.3 ms.
+EMBED_ROWS = {"cpu": 2048, "cuda": 8192}
 # The most values the widest activation of one of those passes may hold (the
 # largest output of any part of the module, for all rows of the pass): fewer
 # rows (a power of 2, at least 1) for a module with wide activations. On a
-# CPU the widest activation then stays within the caches. Measured there
-# (benchmarks/embed_blocks.py, 2 threads): one MLP network (widest 128 values
-# a row) ran transform at 0.64 of a plain forward pass with 1,024 rows and
-# 0.82 with 4,096; the default ensemble of 8 (1,024 a row) at 1.36 with 1,024
-# and 1.15 with 4,096; the CNN on 105x105 images (705,600 a row) at 242
-# images/s with 4 rows and 105 with 1,024 (28x28: best at 16 to 64). On a GPU
-# the bound is on memory (256 MiB an activation): the CNN on 105x105 images
-# took 23 GiB an activation with 8,192 rows.
+# CPU the widest activation then stays within the caches. Measured there: the
+# default ensemble of 8 (1,024 values a row) ran transform at 1.36 of a plain
+# forward pass with 1,024 rows and 1.15 with 4,096; the CNN on 105x105 images
+# (705,600 a row) at 242 images/s with 4 rows and 105 with 1,024 (28x28:
+# best with 16 to 64). On a GPU the bound is on memory (256 MiB an
+# activation): the CNN on 105x105 images took 23 GiB an activation with 8,192
+# rows.
 _EMBED_VALUES = {"cpu": 1 << 20, "cuda": 1 << 26}
 # Values per row of the widest activation of each module (weakly held), by
 # input row shape: measured once by embed_rows.

@@ -59,7 +59,7 @@ def fitted_cnn(digits):
 
 def test_cnn_embeds_in_passes_sized_by_its_activations(fitted_cnn, digits):
     # 8x8 images through 64 filters: 4,096 values a row at the widest, so on
-    # a CPU 256 rows a pass (2^20 values) rather than 4,096, and one image
+    # a CPU 256 rows a pass (2^20 values) rather than 2,048, and one image
     # alone costs a pass of 256 (a 105x105 image alone took 9 s on 2 CPU
     # threads when padded to 1,024). A sample's embedding is the same alone
     # as among the others.
