@@ -73,7 +73,8 @@ def embed_rows(module, row, kind):
     more than :data:`_EMBED_VALUES` of it.
 
     ``row`` is one input row (a tensor of one row, on the module's device);
-    the widest activation is measured on it, by one forward pass with hooks,
+    the widest activation is measured on it, by one forward pass with hooks
+    (the module in evaluation mode, as :meth:`SiameseNet.embed` leaves it),
     once per module and shape of row.
     """
     cap = EMBED_ROWS[kind]
@@ -93,7 +94,8 @@ def embed_rows(module, row, kind):
 
         hooks = [part.register_forward_hook(record) for part in module.modules()]
         try:
-            module(row)
+            with torch.inference_mode():
+                module(row)
         finally:
             for hook in hooks:
                 hook.remove()
