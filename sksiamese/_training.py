@@ -52,13 +52,15 @@ EMBED_ROWS = {"cpu": 2048, "cuda": 8192}
 # largest output of any part of the module, for all rows of the pass): fewer
 # rows (a power of 2, at least 1) for a module with wide activations. On a
 # CPU the widest activation then stays within the caches. Measured there: the
-# default ensemble of 8 (1,024 values a row) ran transform at 1.36 of a plain
-# forward pass with 1,024 rows and 1.15 with 4,096; the CNN on 105x105 images
-# (705,600 a row) at 242 images/s with 4 rows and 105 with 1,024 (28x28:
-# best with 16 to 64). On a GPU the bound is on memory (256 MiB an
-# activation): the CNN on 105x105 images took 23 GiB an activation with 8,192
-# rows.
-_EMBED_VALUES = {"cpu": 1 << 20, "cuda": 1 << 26}
+# default ensemble of 8 (1,024 values a row, so 512 rows) ran transform of
+# 100,000 rows at 1.34-1.37 of a plain forward pass with 512 rows, 1.34-1.40
+# with 1,024 and 1.15 with 4,096, and predict_proba of one row in 2.8 ms with
+# 512 rows against 3.9-5.1 with 1,024; the CNN on 105x105 images (705,600 a
+# row) at 194-242 images/s with 1 to 4 rows and 105 with 1,024; on 28x28
+# images (50,176 a row, so 8 rows) 4-5% slower with 8 rows than with 16. On
+# a GPU the bound is on memory (256 MiB an activation): the CNN on 105x105
+# images took 23 GiB an activation with 8,192 rows.
+_EMBED_VALUES = {"cpu": 1 << 19, "cuda": 1 << 26}
 # Values per row of the widest activation of each module (weakly held), by
 # input row shape: measured once by embed_rows.
 _WIDEST = weakref.WeakKeyDictionary()
