@@ -102,8 +102,8 @@ def embed_rows(module, row, kind):
             for hook in hooks:
                 hook.remove()
         shapes[key] = widest
-    fit = max(1, budget // max(1, shapes[key]))
-    return min(cap, 1 << (fit.bit_length() - 1))
+    most = max(1, budget // max(1, shapes[key]))
+    return min(cap, 1 << (most.bit_length() - 1))
 
 
 def to_cpu(obj):

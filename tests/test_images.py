@@ -68,8 +68,8 @@ def test_cnn_embeds_in_passes_sized_by_its_activations(fitted_cnn, digits):
     _, test, _, _ = digits
     module = fitted_cnn.net_.module_
     kind = torch.device(fitted_cnn.net_.device).type
-    fit = _training._EMBED_VALUES[kind] // (64 * 8 * 8)
-    rows = min(_training.EMBED_ROWS[kind], 1 << (fit.bit_length() - 1))
+    most = _training._EMBED_VALUES[kind] // (64 * 8 * 8)
+    rows = min(_training.EMBED_ROWS[kind], 1 << (most.bit_length() - 1))
     if kind == "cpu":
         assert rows == 128
     passes = []
