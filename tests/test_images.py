@@ -84,7 +84,10 @@ def test_cnn_embeds_in_passes_sized_by_its_activations(fitted_cnn, digits):
     finally:
         hook.remove()
     assert passes == [rows] * (-(-len(test) // rows)) + [rows, rows]
-    np.testing.assert_array_equal(alone, E[[0, 300]])
+    if kind == "cpu":
+        np.testing.assert_array_equal(alone, E[[0, 300]])
+    else:  # a GPU's convolutions need not be exact across places in a batch
+        np.testing.assert_allclose(alone, E[[0, 300]], rtol=1e-5, atol=1e-6)
 
 
 def test_cnn_on_image_arrays(fitted_cnn, digits):
