@@ -532,6 +532,12 @@ def test_passes_hold_fewer_rows_for_wide_activations(monkeypatch):
     assert _training.embed_rows(wider, row, "cpu") == 2  # 2^20 / 300,000
     assert _training.embed_rows(wide, row, "cpu") == 1024
     assert passes == [1]  # measured once
+    # A GPU's bound (on memory): the same measurement, another budget.
+    monkeypatch.setitem(_training.EMBED_ROWS, "cuda", 8192)
+    monkeypatch.setitem(_training._EMBED_VALUES, "cuda", 1 << 26)
+    assert _training.embed_rows(wide, row, "cuda") == 8192
+    assert _training.embed_rows(wider, row, "cuda") == 128  # 2^26 / 300,000
+    assert passes == [1]
     monkeypatch.setitem(_training._EMBED_VALUES, "cpu", 10)
     assert _training.embed_rows(wide, row, "cpu") == 1  # never fewer than 1
     assert passes == [1]
