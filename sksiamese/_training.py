@@ -55,10 +55,13 @@ EMBED_ROWS = {"cpu": 2048, "cuda": 8192}
 # default ensemble of 8 (1,024 values a row, so 512 rows) ran transform of
 # 100,000 rows at 1.34-1.37 of a plain forward pass with 512 rows, 1.34-1.40
 # with 1,024 and 1.15 with 4,096, and predict_proba of one row in 2.8 ms with
-# 512 rows against 3.9-5.1 with 1,024; the CNN on 105x105 images (705,600 a
-# row) at 194-242 images/s with 1 to 4 rows and 105 with 1,024; on 28x28
-# images (50,176 a row, so 8 rows) 4-5% slower with 8 rows than with 16. On
-# a GPU the bound is on memory (256 MiB an activation): the CNN on 105x105
+# 512 rows against 3.9-5.1 with 1,024; the CNN (channels last) on 105x105
+# images (705,600 a row, so 1 row) at 352 images/s with 1 row, 506 with 4,
+# 210 with 8 (105 with 1,024 before it ran channels last); on 28x28 images
+# (50,176 a row, so 8 rows) at 4,300-4,600 images/s with 8 rows and 7,100
+# with 64: larger passes would suit it, but an MLP's would then be too large
+# (embedding the images is 1-2% of the Omniglot benchmark's fit). On a
+# GPU the bound is on memory (256 MiB an activation): the CNN on 105x105
 # images took 23 GiB an activation with 8,192 rows.
 _EMBED_VALUES = {"cpu": 1 << 19, "cuda": 1 << 26}
 # Values per row of the widest activation of each module (weakly held), by

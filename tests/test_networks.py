@@ -7,6 +7,7 @@ import torch
 from sksiamese import _networks
 from sksiamese._networks import (
     BatchEnsembleLinear,
+    CNNEncoder,
     EnsembleMLPEncoder,
     MemberLinear,
     SiameseModule,
@@ -211,3 +212,28 @@ def test_distances_within_a_training_batch_have_their_gradient_written_out(
     assert torch.autograd.gradcheck(
         lambda e: module.member_pairwise(e, e, squared=squared), (distinct,)
     )
+
+
+@pytest.mark.parametrize("image_shape", [(1, 12, 12), (3, 8, 10)])
+def test_cnn_on_a_cpu_runs_channels_last_with_the_same_values(image_shape):
+    # On a CPU the images go through the convolutions stored channels last
+    # (oneDNN's faster path); the embeddings and their gradients are those of
+    # the same network on images stored as they come, to float32 rounding.
+    torch.manual_seed(0)
+    encoder = CNNEncoder(image_shape, embedding_dim=8, channels=6)
+    x = torch.randn(5, int(np.prod(image_shape)))
+    seen = []
+    encoder.features[0].register_forward_pre_hook(
+        lambda module, args: seen.append(
+            args[0].is_contiguous(memory_format=torch.channels_last)
+            and args[0].stride(1) == 1
+        )
+    )
+    out = encoder(x)
+    assert seen == [True]
+    plain = encoder.embed(encoder.features(x.reshape(5, *image_shape)).flatten(1))
+    torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(out.square().sum(), encoder.parameters())
+    plain_grads = torch.autograd.grad(plain.square().sum(), encoder.parameters())
+    for g, p in zip(grads, plain_grads, strict=True):
+        torch.testing.assert_close(g, p, rtol=1e-4, atol=1e-5)
