@@ -18,6 +18,8 @@ size given (the bound on values lifted), then at the rows the library picks
   scaled and on the device, in blocks of 65,536 on a GPU (images: 1,024)
   and 4,096 on a CPU (images: 64), with the embeddings copied to the host
   at the end;
+- ``predict_proba`` of one row, in milliseconds (best of ``--repeat``
+  times 10 calls): the cost of the padding of a pass for a small input;
 - the peak GPU memory of the prediction calls (on a GPU);
 - the largest difference of the embeddings from those at the first block
   size (matrix products may round differently for other numbers of rows).
@@ -108,7 +110,7 @@ def main(argv=None):
     )
     print(
         f"{'encoder':8} {'rows':>9} {'transform/s':>13} {'ratio':>6} "
-        f"{'predict_proba/s':>16} {'peak MiB':>9} {'max diff':>9}"
+        f"{'predict_proba/s':>16} {'1 row ms':>9} {'peak MiB':>9} {'max diff':>9}"
     )
     default_rows = dict(_training.EMBED_ROWS)
     default_values = dict(_training._EMBED_VALUES)
@@ -147,6 +149,7 @@ def main(argv=None):
                 try:
                     t_transform = timed(device, repeat, clf.transform, A)
                     t_proba = timed(device, repeat, clf.predict_proba, A)
+                    t_one = timed(device, 10 * repeat, clf.predict_proba, A[:1])
                 except torch.cuda.OutOfMemoryError:
                     print(f"{name:8} {label:>9} out of GPU memory")
                     torch.cuda.empty_cache()
@@ -157,7 +160,7 @@ def main(argv=None):
                 print(
                     f"{name:8} {label:>9} {len(A) / t_transform:13,.0f} "
                     f"{t_plain / t_transform:6.2f} {len(A) / t_proba:16,.0f} "
-                    f"{peak:9.0f} {np.abs(E - first).max():9.1e}",
+                    f"{1e3 * t_one:9.2f} {peak:9.0f} {np.abs(E - first).max():9.1e}",
                     flush=True,
                 )
     finally:
