@@ -135,7 +135,9 @@ def main(argv=None):
             repeat = min(args.repeat, 3) if name == "cnn" else args.repeat
             t_plain = timed(device, repeat, plain_forward, module, Z, plain_rows)
             first = None
-            picked = _training.embed_rows(module, Z[:1], device.type)
+            picked = _training.pass_rows(
+                module, device.type, tuple(Z.shape[1:]), lambda Z=Z: Z[:1]
+            )
             for rows in [*sizes, None]:
                 if rows is None:  # the library's own choice
                     _training.EMBED_ROWS.update(default_rows)

@@ -161,10 +161,13 @@ class BlockTransform:
     device, so every block takes those passes and values too large for float32
     after scaling are only recorded: :meth:`check`, called after the last
     block, raises ``transform``'s error for them.
+
+    ``row_shape`` is the shape of each row it returns.
     """
 
     def __init__(self, scaler, device="cpu", check_each_block=None):
         self.device = torch.device(device)
+        self.row_shape = (scaler.n_outputs,)
         self._params = {
             dtype: tuple(t.to(self.device) for t in scaler._tensor_params(dtype))
             for dtype in (np.float32, np.float64)

@@ -65,30 +65,32 @@ EMBED_ROWS = {"cpu": 2048, "cuda": 8192}
 # images took 23 GiB an activation with 8,192 rows.
 _EMBED_VALUES = {"cpu": 1 << 19, "cuda": 1 << 26}
 # Values per row of the widest activation of each module (weakly held), by
-# input row shape: measured once by embed_rows.
+# the kind of input rows: measured once by pass_rows.
 _WIDEST = weakref.WeakKeyDictionary()
 # Rows of embeddings gathered on the device before one copy to the host.
 _EMBED_COPY_ROWS = 1 << 20
 
 
-def embed_rows(module, row, kind):
+def pass_rows(module, kind, key, first_row):
     """Rows of every forward pass of :meth:`SiameseNet.embed` for ``module``
     on a device of type ``kind``: :data:`EMBED_ROWS` of it, or fewer (a power
     of 2, at least 1) when the widest activation of that many rows would hold
     more than :data:`_EMBED_VALUES` of it.
 
-    ``row`` is one input row (a tensor of one row, on the module's device);
-    the widest activation is measured on it, by one forward pass with hooks
-    (the module in evaluation mode, as :meth:`SiameseNet.embed` leaves it),
-    once per module and shape of row.
+    The widest activation is measured once per module and ``key`` (hashable:
+    what sets the shape of the module's input rows): ``first_row()`` then
+    gives one input row (a tensor of one row, on the module's device), and
+    one forward pass over it with hooks measures it (the module in
+    evaluation mode, as :meth:`SiameseNet.embed` leaves it). Later calls
+    with the same key read no row.
     """
     cap = EMBED_ROWS[kind]
     budget = _EMBED_VALUES.get(kind)
     if budget is None:
         return cap
     shapes = _WIDEST.setdefault(module, {})
-    key = (tuple(row.shape[1:]), row.dtype)
     if key not in shapes:
+        row = first_row()
         widest = row[0].numel()
 
         def record(part, args, output):
@@ -528,9 +530,10 @@ class SiameseNet(NeuralNet):
         ``X`` holds float32 encoder inputs, or raw rows that ``prepare`` turns
         into them block by block, as tensors on the device (scaling a block
         that sits in the CPU cache is faster than scaling the whole array
-        first; on a GPU the device scales). A ``prepare`` with a ``check``
-        method (:class:`~sksiamese._preprocessing.BlockTransform`) has it
-        called after the last block.
+        first; on a GPU the device scales): a
+        :class:`~sksiamese._preprocessing.BlockTransform`, whose ``check``
+        is called after the last block and whose ``row_shape`` is that of
+        the encoder inputs it makes.
 
         ``then``, a function of a float32 tensor of embeddings on the device
         that returns a numpy array, is called on every group of at most
@@ -539,7 +542,7 @@ class SiameseNet(NeuralNet):
         (e.g. prediction compares them with the references there).
 
         Every forward pass gets blocks of the same number of rows
-        (``batch_size``, by default :func:`embed_rows` of the module and the
+        (``batch_size``, by default :func:`pass_rows` of the module and the
         device: :data:`EMBED_ROWS`, or fewer for wide activations), the last
         one padded with zeros: matrix products take other code paths for
         other numbers of rows, which round differently, so a sample's
@@ -562,7 +565,8 @@ class SiameseNet(NeuralNet):
         if batch_size is None:
             # Fixed for the module (not by the rows given): see EMBED_ROWS.
             if n_rows:
-                batch_size = embed_rows(module, read(0, 1), kind)
+                shape = X.shape[1:] if prepare is None else prepare.row_shape
+                batch_size = pass_rows(module, kind, tuple(shape), lambda: read(0, 1))
             else:
                 batch_size = EMBED_ROWS[kind]
         # Blocks are written into a group of at most _EMBED_COPY_ROWS rows on

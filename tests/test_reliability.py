@@ -514,10 +514,20 @@ def rows_per_pass(monkeypatch):
 def test_passes_hold_fewer_rows_for_wide_activations(monkeypatch):
     # EMBED_ROWS rows a pass, or fewer (a power of 2) when the widest output
     # of any part of the module would exceed the budget of values; measured
-    # by one pass over one row, once per module and shape of row.
+    # by one pass over one row, once per module and shape of row: later
+    # calls read no row.
     monkeypatch.setitem(_training.EMBED_ROWS, "cpu", 4096)
     monkeypatch.setitem(_training._EMBED_VALUES, "cpu", 1 << 20)
     row = torch.zeros(1, 4)
+    reads = []
+
+    def pass_rows(module, row, kind):
+        def first_row():
+            reads.append(module)
+            return row
+
+        return _training.pass_rows(module, kind, tuple(row.shape[1:]), first_row)
+
     narrow = torch.nn.Linear(4, 2)
     wide = torch.nn.Sequential(
         torch.nn.Linear(4, 1000), torch.nn.ReLU(), torch.nn.Linear(1000, 2)
@@ -527,24 +537,26 @@ def test_passes_hold_fewer_rows_for_wide_activations(monkeypatch):
     )
     passes = []
     wide.register_forward_pre_hook(lambda module, args: passes.append(len(args[0])))
-    assert _training.embed_rows(narrow, row, "cpu") == 4096  # the cap
-    assert _training.embed_rows(wide, row, "cpu") == 1024  # 2^20 / 1,000
-    assert _training.embed_rows(wider, row, "cpu") == 2  # 2^20 / 300,000
-    assert _training.embed_rows(wide, row, "cpu") == 1024
+    assert pass_rows(narrow, row, "cpu") == 4096  # the cap
+    assert pass_rows(wide, row, "cpu") == 1024  # 2^20 / 1,000
+    assert pass_rows(wider, row, "cpu") == 2  # 2^20 / 300,000
+    assert pass_rows(wide, row, "cpu") == 1024
     assert passes == [1]  # measured once
+    assert reads == [narrow, wide, wider]  # the row read once per module
     # A GPU's bound (on memory): the same measurement, another budget.
     monkeypatch.setitem(_training.EMBED_ROWS, "cuda", 8192)
     monkeypatch.setitem(_training._EMBED_VALUES, "cuda", 1 << 26)
-    assert _training.embed_rows(wide, row, "cuda") == 8192
-    assert _training.embed_rows(wider, row, "cuda") == 128  # 2^26 / 300,000
+    assert pass_rows(wide, row, "cuda") == 8192
+    assert pass_rows(wider, row, "cuda") == 128  # 2^26 / 300,000
     assert passes == [1]
     monkeypatch.setitem(_training._EMBED_VALUES, "cpu", 10)
-    assert _training.embed_rows(wide, row, "cpu") == 1  # never fewer than 1
+    assert pass_rows(wide, row, "cpu") == 1  # never fewer than 1
     assert passes == [1]
     # Another shape of row is measured again (the input may be the widest).
     relu = torch.nn.ReLU()
-    assert _training.embed_rows(relu, row, "cpu") == 2  # 10 // 4 values
-    assert _training.embed_rows(relu, torch.zeros(1, 50), "cpu") == 1
+    assert pass_rows(relu, row, "cpu") == 2  # 10 // 4 values
+    assert pass_rows(relu, torch.zeros(1, 50), "cpu") == 1
+    assert reads == [narrow, wide, wider, relu, relu]
 
 
 def test_a_fit_embeds_only_the_rows_it_reads(rows_per_pass, monkeypatch):
