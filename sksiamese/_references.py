@@ -406,14 +406,16 @@ def class_dissimilarity(
     in_groups = np.zeros(n_classes, dtype=bool)
     for cls, *_ in groups:
         in_groups[cls] = True
-    cached = _QUERY_VALUES.get(kind)
-    if cached is not None and module.head is None:
+    query_values = _QUERY_VALUES.get(kind)
+    if query_values is not None and module.head is None:
         # The widest product: a group's, or a block of a class's references.
         alone = counts[(counts > 0) & ~in_groups]
         widths = [len(g[3]) for g in groups] + np.minimum(alone, ref_block).tolist()
         widest = max(widths, default=1)
         # At least 256 queries: each block costs a dozen operations per group.
-        q_block = max(1, min(q_block, max(256, cached // max(Q.shape[1], widest))))
+        q_block = max(
+            1, min(q_block, max(256, query_values // max(Q.shape[1], widest)))
+        )
 
     out = np.empty((len(Q), n_classes), dtype=np.float64)
     for qs in range(0, len(Q), q_block):
