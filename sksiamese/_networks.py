@@ -220,6 +220,21 @@ def _host_reads_are_free(device):
     return torch.device(device).type == "cpu" and not torch.compiler.is_compiling()
 
 
+def _adds_in_order(device):
+    """Whether ``index_add_`` and ``scatter_add`` on ``device`` add the values
+    that meet at one index in the same order on every run.
+
+    On a CPU they do. A GPU adds them with atomic operations, in an order
+    that changes from run to run, so the float sums (and two fits with the
+    same ``random_state``) differ in their last bits; code that must repeat
+    uses ``index_put_`` with ``accumulate=True`` there, which sorts the
+    indices first and adds in their order (what torch itself runs under
+    ``use_deterministic_algorithms``). (Tests replace this function to run
+    that path on a CPU.)
+    """
+    return torch.device(device).type == "cpu"
+
+
 def _weighted_l1(a, b, w, select=None):
     """``|a_i - b_j| @ w`` for every row ``i`` of ``a`` and ``j`` of ``b``.
 

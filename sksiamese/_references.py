@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from . import _networks
+
 # Upper bound on the number of float32 values in one block of a
 # query x reference dissimilarity computation (64 MB).
 _BLOCK_VALUES = 2**24
@@ -193,6 +195,15 @@ def kmeans(X, k, seed, *, device="cpu", max_iter=50, tol=1e-4):
     return lloyd(X, X[picked], max_iter=max_iter, tol=tol)
 
 
+def _add_rows(sums, labels, rows):
+    """Add each row of ``rows`` to the row ``labels[i]`` of ``sums``, in
+    place, in the same order on every run (see
+    :func:`_networks._adds_in_order`)."""
+    if _networks._adds_in_order(sums.device):
+        return sums.index_add_(0, labels, rows)
+    return sums.index_put_((labels,), rows, accumulate=True)
+
+
 @torch.inference_mode()
 def lloyd(X, centres, *, max_iter=50, tol=1e-4):
     """Centres and labels (numpy arrays) of Lloyd's k-means iterations from
@@ -214,7 +225,7 @@ def lloyd(X, centres, *, max_iter=50, tol=1e-4):
     converged = False
     for _ in range(max_iter):
         labels = ((centres * centres).sum(1) - 2 * (X @ centres.T)).argmin(1)
-        sums = torch.zeros_like(centres).index_add_(0, labels, X)
+        sums = _add_rows(torch.zeros_like(centres), labels, X)
         sizes = torch.bincount(labels, minlength=k).to(X.dtype)
         new = sums / sizes[:, None]
         # One read from the device: the counts and the shift (which is only
@@ -228,8 +239,8 @@ def lloyd(X, centres, *, max_iter=50, tol=1e-4):
             n_empty = int(n_empty)
             empty = torch.nonzero(sizes == 0)[:, 0]
             far = ((X - centres[labels]) ** 2).sum(1).topk(n_empty).indices
-            sums.index_add_(0, labels[far], -X[far])
-            sizes.index_add_(0, labels[far], -torch.ones_like(far, dtype=X.dtype))
+            _add_rows(sums, labels[far], -X[far])
+            _add_rows(sizes, labels[far], -torch.ones_like(far, dtype=X.dtype))
             sums[empty], sizes[empty] = X[far], 1.0
             new = sums / sizes[:, None]
             shift = float(((new - centres) ** 2).sum())

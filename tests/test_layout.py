@@ -31,7 +31,7 @@ MAY_IMPORT = {
         "_compat",
     },
     "_base": {"_training", "_persistence", "_preprocessing", "_networks", "_compat"},
-    "_references": set(),
+    "_references": {"_networks"},
     "_calibration": {"_references"},
     "_training": {"_networks", "_sampling", "_augment", "_preprocessing"},
     "_persistence": {"", "_training", "_losses", "_preprocessing"},

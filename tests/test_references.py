@@ -14,7 +14,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold
 
 import sksiamese._references
-from sksiamese import SiameseClassifier
+from sksiamese import SiameseClassifier, _networks
 from sksiamese._networks import SiameseModule
 from sksiamese._references import (
     class_centres,
@@ -447,9 +447,13 @@ def test_kmeans_is_scikit_learns(shape):
 
 
 @pytest.mark.parametrize("n_far", [1, 3])
-def test_lloyd_moves_empty_clusters_as_scikit_learn(n_far):
+@pytest.mark.parametrize("adds_in_order", [True, False])
+def test_lloyd_moves_empty_clusters_as_scikit_learn(n_far, adds_in_order, monkeypatch):
     """Centres that start far from every row lose all of them at once; each
-    is moved to one of the rows farthest from their centres."""
+    is moved to one of the rows farthest from their centres. Also with the
+    sums a GPU makes (index_put_, where index_add_ would add in an order
+    that changes from run to run)."""
+    monkeypatch.setattr(_networks, "_adds_in_order", lambda device: adds_in_order)
     rng = np.random.RandomState(n_far)
     X = rng.normal(size=(300, 3))
     init = X[rng.choice(300, 8, replace=False)]
@@ -470,6 +474,8 @@ def test_kmeans_on_cuda_is_that_on_cpu():
     expected_centres, expected_labels = kmeans(X, 100, 7)
     np.testing.assert_array_equal(labels, expected_labels)
     np.testing.assert_allclose(centres, expected_centres, rtol=1e-9, atol=1e-9)
+    # The same centres to the last bit on every run.
+    np.testing.assert_array_equal(kmeans(X, 100, 7, device="cuda")[0], centres)
 
 
 def test_reservoir_keeps_a_uniform_sample_of_each_class():
