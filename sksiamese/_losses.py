@@ -203,7 +203,21 @@ class _SemiHardTriplet(torch.autograd.Function):
     def backward(ctx, grad):
         values, weights, total, negative = ctx.saved_tensors
         g = torch.where(values > 0, weights, 0.0) * (grad / total)
-        return g.scatter_add(-1, negative, g.neg()), None, None, None, None, None, None
+        dD = _scatter_add_last(g, negative, g.neg())
+        return dD, None, None, None, None, None, None
+
+
+def _scatter_add_last(base, index, src):
+    """``base.scatter_add(-1, index, src)``, its sums in the same order on
+    every run (see :func:`_networks._adds_in_order`)."""
+    if _networks._adds_in_order(base.device):
+        return base.scatter_add(-1, index, src)
+    width = base.shape[-1]
+    out = base.reshape(-1, width).clone()
+    rows = torch.arange(len(out), device=out.device)[:, None]
+    index, src = index.reshape(len(out), -1), src.reshape(len(out), -1)
+    out.index_put_((rows.expand_as(index), index), src, accumulate=True)
+    return out.view(base.shape)
 
 
 class _PrototypeLoss(torch.autograd.Function):

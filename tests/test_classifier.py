@@ -242,6 +242,18 @@ def test_repeatable_with_random_state(wine):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("loss", ["prototype", "contrastive", "nca", "bce", "triplet"])
+def test_every_loss_repeats_with_random_state(wine, loss):
+    # On the device "auto" picks: on a GPU, sums that meet at one index (the
+    # triplet loss's gradient, k-means' centres) must add in a fixed order.
+    X_train, X_test, y_train, _ = wine
+    params = dict(SMALL, max_epochs=5, batch_size=32, loss=loss)
+    a = SiameseClassifier(**params).fit(X_train, y_train)
+    b = SiameseClassifier(**params).fit(X_train, y_train)
+    np.testing.assert_array_equal(a.transform(X_test), b.transform(X_test))
+    np.testing.assert_array_equal(a.predict_proba(X_test), b.predict_proba(X_test))
+
+
 def test_pickle_round_trip(fitted, wine):
     _, X_test, _, _ = wine
     restored = pickle.loads(pickle.dumps(fitted))
