@@ -46,8 +46,13 @@ from ._sampling import (
 # MLP network (benchmarks/embed_blocks.py, 2 threads): transform of 100,000
 # rows at 0.62, 0.74-0.77 and 0.82 of a plain forward pass with 1,024, 2,048
 # and 4,096 rows a pass; of 1 row in 0.7, 1.1 and 1.9 ms, of 5,000 rows in
-# 2.8, 3.2 and 4.3 ms.
-EMBED_ROWS = {"cpu": 2048, "cuda": 8192}
+# 2.8, 3.2 and 4.3 ms. On a GPU (an H200, embed_blocks.py) one network's
+# transform of 100,000 rows ran at 0.14, 0.18, 0.24 and 0.28 of a plain
+# forward pass with 8,192, 16,384, 32,768 and 65,536 rows a pass, with
+# predict_proba of one row in 1.9-2.0 ms throughout; the 8-member ensemble's
+# at 0.90-0.95, its predict_proba 3.9M -> 4.7M rows/s and of one row 2.4 ->
+# 3.6 ms.
+EMBED_ROWS = {"cpu": 2048, "cuda": 65536}
 # The most values the widest activation of one of those passes may hold (the
 # largest output of any part of the module, for all rows of the pass): fewer
 # rows (a power of 2, at least 1) for a module with wide activations. On a
@@ -62,7 +67,8 @@ EMBED_ROWS = {"cpu": 2048, "cuda": 8192}
 # with 64: larger passes would suit it, but an MLP's would then be too large
 # (embedding the images is 1-2% of the Omniglot benchmark's fit). On a
 # GPU the bound is on memory (256 MiB an activation): the CNN on 105x105
-# images took 23 GiB an activation with 8,192 rows.
+# images took 23 GiB an activation with 8,192 rows; with the 64 it gets, an
+# H200 embedded 36,000 images/s, against 24,500 with 8,192.
 _EMBED_VALUES = {"cpu": 1 << 19, "cuda": 1 << 26}
 # Values per row of the widest activation of each module (weakly held), by
 # the kind of input rows: measured once by pass_rows.
