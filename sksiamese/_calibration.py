@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
-from scipy.special import expit, logit
+from scipy.special import expit, logit, softmax
 
 from ._references import select_references
 
@@ -544,6 +544,24 @@ def prior_term(class_prior, prior_scale, class_weight, classes):
     weights = class_weight_vector(class_weight, classes, strict=False)
     shift = (prior_scale - 1.0) * log_prior
     return shift if weights is None else shift + np.log(weights)
+
+
+def softmax_rows(logits):
+    """``scipy.special.softmax(logits, axis=1)``, faster for few classes.
+
+    numpy reduces over a short last axis one row at a time: for 400,000
+    rows of 2 classes the row maxima alone took 14 ms and scipy's softmax
+    24 ms, a fifth of ``predict_proba`` with the default ensemble on a GPU.
+    With fewer than 8 classes the columns are made rows first, so that the
+    maxima and sums are elementwise work over whole rows (6 ms); the sums
+    then add in the same order, so the values are scipy's bit for bit.
+    """
+    if logits.shape[1] >= 8:  # then numpy's row sums add pairwise
+        return softmax(logits, axis=1)
+    columns = np.ascontiguousarray(logits.T)
+    exp = np.exp(columns - columns.max(axis=0))
+    exp /= exp.sum(axis=0)
+    return np.ascontiguousarray(exp.T)
 
 
 # -- pairs -------------------------------------------------------------------------

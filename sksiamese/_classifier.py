@@ -7,7 +7,7 @@ The public methods; the fit skeleton is in ``_base.py``, references in
 import numbers
 
 import numpy as np
-from scipy.special import expit, logit, softmax
+from scipy.special import expit, logit
 from sklearn.base import (
     ClassifierMixin,
     ClassNamePrefixFeaturesOutMixin,
@@ -28,6 +28,7 @@ from ._calibration import (
     log_class_prior,
     prior_term,
     select_threshold,
+    softmax_rows,
 )
 from ._compat import Interval, StrOptions, _fit_context
 from ._losses import LOSSES, InBatchLoss
@@ -716,7 +717,7 @@ class SiameseClassifier(
         proba : ndarray of shape (n_samples, n_classes)
             Columns in the order of ``classes_``.
         """
-        return softmax(self._logits(self._class_dissimilarity(X)), axis=1)
+        return softmax_rows(self._logits(self._class_dissimilarity(X)))
 
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`.

@@ -18,6 +18,7 @@ from sksiamese._calibration import (
     log_class_prior,
     select_distance_threshold,
     select_threshold,
+    softmax_rows,
 )
 
 # -- thresholds ------------------------------------------------------------------
@@ -279,3 +280,16 @@ def test_log_class_prior_of_an_unseen_class_is_zero():
     np.testing.assert_array_equal(
         log_class_prior(np.array([0.5, 0.0, 0.5])), [np.log(0.5), 0.0, np.log(0.5)]
     )
+
+
+@pytest.mark.parametrize("n_classes", [1, 2, 3, 7, 8, 20])
+def test_softmax_rows_is_scipys_bit_for_bit(n_classes):
+    rng = np.random.RandomState(n_classes)
+    logits = 40 * rng.standard_t(2, size=(1000, n_classes))
+    out_of_reach = rng.rand(*logits.shape) < 0.1
+    out_of_reach[:, 0] = False
+    logits[out_of_reach] = -np.inf
+    proba = softmax_rows(logits)
+    np.testing.assert_array_equal(proba, softmax(logits, axis=1))
+    assert proba.flags.c_contiguous
+    np.testing.assert_array_equal(softmax_rows(logits[:1]), softmax(logits[:1], axis=1))
