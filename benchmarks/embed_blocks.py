@@ -2,7 +2,7 @@
 
 ``transform``, ``predict_proba`` and ``predict`` embed their input in blocks
 of a fixed number of rows (``sksiamese._training.EMBED_ROWS``: 2,048 on a
-CPU, 8,192 on a GPU, or fewer for a module whose widest activation would
+CPU, 65,536 on a GPU, or fewer for a module whose widest activation would
 hold more than ``_EMBED_VALUES`` values; the last block padded, so that a
 sample's embedding does not depend on the samples embedded with it). Larger
 blocks mean fewer forward passes, fewer scaling passes and fewer copies,
