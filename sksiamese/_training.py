@@ -50,8 +50,8 @@ from ._sampling import (
 # transform of 100,000 rows ran at 0.14, 0.18, 0.24 and 0.28 of a plain
 # forward pass with 8,192, 16,384, 32,768 and 65,536 rows a pass, with
 # predict_proba of one row in 1.9-2.0 ms throughout; the 8-member ensemble's
-# at 0.90-0.95, its predict_proba 3.9M -> 4.7M rows/s and of one row 2.4 ->
-# 3.6 ms.
+# at 0.88-0.95, its predict_proba 3.9-4.1M -> 4.7-4.9M rows/s and of one row
+# 2.4 -> 3.1-3.6 ms (two runs).
 EMBED_ROWS = {"cpu": 2048, "cuda": 65536}
 # The most values the widest activation of one of those passes may hold (the
 # largest output of any part of the module, for all rows of the pass): fewer
