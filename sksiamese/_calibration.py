@@ -18,7 +18,6 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit, logit, softmax
 
 from ._references import select_references
@@ -320,8 +319,7 @@ def fit_temperature(S, codes, log_prior, weights=None):
     # The log loss of sample i is sum_j t_ij (z_ij - lse_i), with z = -S / T
     # + a * log_prior and lse_i the log-sum-exp of its row: it needs from
     # the targets t only their mass and their weighted sums of S and of
-    # log_prior, made here once. Each evaluation is then one pass of
-    # log-sum-exp over S, and the gradient two more products.
+    # log_prior, made here once.
     mass = on + off * (n_finite - true_finite)
     t_S = on * S0[rows, codes] + off * (S0.sum(1) - S0[rows, codes])
     t_prior = on * log_prior[codes] + off * (
@@ -334,58 +332,83 @@ def fit_temperature(S, codes, log_prior, weights=None):
             v[scored] for v in (S, S0, finite, weights, mass, t_S, t_prior)
         )
     w = weights / weights.sum()
-    # The temperature is searched around the spread of the scores.
+    # The logits -S u + a log_prior are linear in u = 1 / T and a, so the log
+    # loss is convex in (u, a): Newton's method, from Bayes' rule (a = 1) at
+    # T = the spread of the scores, within bounds around it (T within e^10
+    # of it, a in [0, 2]). Each loss is one pass of log-sum-exp over S; its
+    # gradient and Hessian, the moments of S and log_prior under each row's
+    # softmax, a few products more. For 968 classes of 20 samples: 6 passes
+    # and 5 steps, 1.2 s within a fit on 2 threads, where a bounded scalar
+    # search of T then L-BFGS-B took 16 passes and 2.2-2.3 s.
     spread = np.std(S[finite])
     centre = np.log(spread if spread > 0 else 1.0)
-    e = np.empty_like(S0)
+    lower = np.array([np.exp(-centre - 10.0), 0.0])
+    upper = np.array([np.exp(-centre + 10.0), 2.0])
+    e, eS = np.empty_like(S0), np.empty_like(S0)
+    prior_sq = log_prior**2
 
-    def softmax_terms(log_t, a):
-        """1 / T, each row's log-sum-exp, and its sum of e, which then
-        holds exp(z - the row's largest z)."""
-        inv_t = np.exp(-log_t)
-        np.multiply(S, -inv_t, out=e)
+    def loss(x):
+        """The weighted log loss at ``x = (u, a)``; ``e`` then holds each
+        row's exp(z - its largest z), and the row sums are returned too."""
+        u, a = x
+        np.multiply(S, -u, out=e)
         np.add(e, a * log_prior, out=e)
         top = e.max(1)
         np.subtract(e, top[:, None], out=e)
         np.exp(e, out=e)
         total = e.sum(1)
-        return inv_t, top + np.log(total), total
+        return w @ (u * t_S - a * t_prior + mass * (top + np.log(total))), total
 
-    def objective(a, inv_t, lse):
-        """The weighted log loss, from :func:`softmax_terms`."""
-        return -(w @ (a * t_prior - inv_t * t_S - mass * lse))
+    def derivatives(total):
+        """Gradient and Hessian of the loss where :func:`loss` was last
+        called, and the second moments of S and log_prior."""
+        np.multiply(e, S0, out=eS)
+        m_S = eS.sum(1) / total
+        m_SS = np.einsum("ij,ij->i", eS, S0) / total
+        m_Sp = (eS @ log_prior) / total
+        m_p = (e @ log_prior) / total
+        m_pp = (e @ prior_sq) / total
+        gradient = np.array([w @ (t_S - mass * m_S), w @ (mass * m_p - t_prior)])
+        wm = w * mass
+        cov = wm @ (m_Sp - m_S * m_p)
+        var_S, var_p = wm @ (m_SS - m_S**2), wm @ (m_pp - m_p**2)
+        return gradient, np.array([[var_S, -cov], [-cov, var_p]]), wm @ m_SS, wm @ m_pp
 
-    def loss(params):
-        log_t, a = params
-        inv_t, lse, _ = softmax_terms(log_t, a)
-        return objective(a, inv_t, lse)
-
-    def loss_and_gradient(params):
-        log_t, a = params
-        inv_t, lse, total = softmax_terms(log_t, a)
-        value = objective(a, inv_t, lse)
-        # What the softmax expects of S and of log_prior, row by row.
-        expected_S = np.einsum("ij,ij->i", e, S0) / total
-        expected_prior = (e @ log_prior) / total
-        d_log_t = -inv_t * (w @ (t_S - mass * expected_S))
-        d_a = -(w @ (t_prior - mass * expected_prior))
-        return value, np.array([d_log_t, d_a])
-
-    # Start from Bayes' rule (a = 1) at the temperature that is best for it.
-    start = minimize_scalar(
-        lambda log_t: loss((log_t, 1.0)),
-        bounds=(centre - 10, centre + 10),
-        method="bounded",
-    ).x
-    res = minimize(
-        loss_and_gradient,
-        x0=[start, 1.0],
-        jac=True,
-        method="L-BFGS-B",
-        bounds=[(centre - 10, centre + 10), (0.0, 2.0)],
-    )
-    log_t, a = res.x if res.fun <= loss((start, 1.0)) else (start, 1.0)
-    return float(np.exp(log_t)), float(a)
+    x = np.clip([1.0 / np.exp(centre), 1.0], lower, upper)
+    value, total = loss(x)
+    gradient, hessian, *moments = derivatives(total)
+    # A variable whose values are the same over each row's classes (log_prior
+    # of equally frequent classes; scores all equal) changes nothing: it
+    # stays where it starts. Its variance is then only rounding.
+    varies = np.diag(hessian) > 1e-12 * np.array(moments)
+    for _ in range(100):
+        # A variable at a bound that the gradient pushes against stays there.
+        free = varies & ~(
+            ((x <= lower) & (gradient > 0)) | ((x >= upper) & (gradient < 0))
+        )
+        step = np.zeros(2)
+        if free.any():
+            block = hessian[np.ix_(free, free)]
+            step[free] = np.linalg.lstsq(block, -gradient[free], rcond=None)[0]
+        # What the step would gain (half the Newton decrement): done when
+        # that is below the loss's rounding.
+        gain = -(step @ gradient) / 2
+        if not (np.isfinite(gain) and gain > 1e-15 * max(1.0, abs(value))):
+            break
+        # Backtracking from the whole step, kept within the bounds.
+        t = 1.0
+        while t > 1e-10:
+            trial = np.clip(x + t * step, lower, upper)
+            trial_value, total = loss(trial)
+            if trial_value <= value + 1e-4 * gradient @ (trial - x):
+                break
+            t /= 2
+        else:
+            break
+        x, value = trial, trial_value
+        gradient, hessian, *_ = derivatives(total)
+    u, a = x
+    return float(1.0 / u), float(a)
 
 
 # -- calibration data: samples scored against references they were not among ----

@@ -293,3 +293,43 @@ def test_softmax_rows_is_scipys_bit_for_bit(n_classes):
     np.testing.assert_array_equal(proba, softmax(logits, axis=1))
     assert proba.flags.c_contiguous
     np.testing.assert_array_equal(softmax_rows(logits[:1]), softmax(logits[:1], axis=1))
+
+
+def test_fit_temperature_keeps_a_at_its_bound_or_where_it_changes_nothing():
+    """Labels drawn with a = 3 leave a at its upper bound 2, T best for it;
+    with equally frequent classes a changes nothing and stays at 1 (Bayes'
+    rule); with scores all equal T changes nothing and a alone is fitted."""
+    rng = np.random.RandomState(1)
+    prior = np.array([0.6, 0.3, 0.1])
+    S = rng.gamma(2.0, 1.0, size=(20_000, 3))
+    proba = softmax(-S / 0.5 + 3.0 * log_class_prior(prior), axis=1)
+    codes = (rng.random_sample((len(S), 1)) > proba.cumsum(1)).sum(1)
+
+    def gradient(S, log_prior, temperature, scale):
+        """Of the plain dense loss, in (log T, a)."""
+        return approx_fprime(
+            np.array([np.log(temperature), scale]),
+            lambda p: _platt_log_loss(S, codes, log_prior, np.ones(len(S)), *p),
+            1e-6,
+        )
+
+    log_prior = log_class_prior(prior)
+    temperature, scale = fit_temperature(S, codes, log_prior)
+    assert scale == 2.0
+    d_log_t, d_scale = gradient(S, log_prior, temperature, scale)
+    assert abs(d_log_t) < 1e-6 and d_scale < 0  # the loss would fall beyond 2
+
+    # (10 classes: with 3, rounding happens to leave the variance of the
+    # equal log priors exactly 0.)
+    ten = rng.gamma(4.0, 1.0, size=(len(S), 10))
+    ten[np.arange(len(S)), codes] *= 0.4
+    equal = log_class_prior(np.full(10, 0.1))
+    temperature, scale = fit_temperature(ten, codes, equal)
+    assert scale == 1.0
+    assert abs(gradient(ten, equal, temperature, scale)[0]) < 1e-6
+
+    flat = np.ones_like(S)
+    temperature, scale = fit_temperature(flat, codes, log_prior)
+    assert temperature == 1.0  # the spread of the scores is 0: T = 1
+    assert 0.0 < scale < 2.0
+    assert abs(gradient(flat, log_prior, temperature, scale)[1]) < 1e-6
