@@ -14,11 +14,13 @@
 # the speed runs there, SKIP_TESTS=1 to leave out the suite (on a CPU,
 # steps.py's triplet loss at batch 1024 alone runs for over ten minutes).
 # ONLY="tests repeatability" runs just the steps named (tests, repeatability,
-# speed, steps, losses, losses_profile, phases, scale, scale_compile, scale_graphs,
-# throughput, throughput_b1024, throughput_ensemble, throughput_compile,
-# embed_blocks, omniglot), to split the checks over several calls of a time-limited
-# machine. The *_compile steps train with compile=True (torch.compile),
-# scale_graphs with compile={"mode": "reduce-overhead"} (CUDA graphs).
+# speed, steps, losses, losses_profile, phases, scale, scale_compile,
+# scale_graphs, throughput, throughput_b1024, throughput_ensemble,
+# throughput_compile, embed_blocks, omniglot, omniglot_cudnn_default), to
+# split the checks over several calls of a time-limited machine. The
+# *_compile steps train with compile=True (torch.compile), scale_graphs with
+# compile={"mode": "reduce-overhead"} (CUDA graphs); omniglot_cudnn_default
+# trains with cuDNN's nondeterministic defaults (what repeatability costs).
 # STEP_TIMEOUT=SECONDS stops a step that runs longer (exit 124 in the
 # summary) and goes on with the next; ARCHIVE=FILE.tgz packs OUT_DIR into
 # one file after every step, so that a run stopped from outside still
@@ -122,5 +124,7 @@ eb_args=()
 step embed_blocks python benchmarks/embed_blocks.py --device "$device" --n-samples "$tp_rows" "${eb_args[@]}"
 if [ -n "$omniglot" ]; then
     step omniglot python benchmarks/omniglot.py --data "$omniglot"
+    # The same with cuDNN's nondeterministic defaults: what repeatable fits cost.
+    step omniglot_cudnn_default python benchmarks/omniglot.py --data "$omniglot" --cudnn-default
 fi
 echo "logs in $out"

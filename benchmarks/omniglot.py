@@ -27,12 +27,19 @@ Data: the folder holding ``images_background_small1.zip``,
 ``images_background_small2.zip`` and ``all_runs.zip`` of the brendenlake/omniglot
 repository (not downloaded).
 
+``--cudnn-default`` trains with cuDNN left at torch's defaults during
+``fit`` (nondeterministic algorithms allowed), where ``fit`` otherwise
+switches it to its deterministic ones so that a seeded fit repeats on a GPU:
+the two runs' training times say what repeatability costs there (nothing
+changes on a CPU).
+
 Run: ``python benchmarks/omniglot.py --data PATH [--epochs 16] [--seed 0]
 [--loss prototype] [--samples-per-class 2] [--channels 96] [--no-augment]
-[--no-rotations] [--compare-losses EPOCHS]``
+[--no-rotations] [--compare-losses EPOCHS] [--cudnn-default]``
 """
 
 import argparse
+import contextlib
 import time
 
 import numpy as np
@@ -41,6 +48,30 @@ from skorch.callbacks import LRScheduler
 
 from sksiamese import SiameseClassifier
 from sksiamese.datasets import load_omniglot_background, load_omniglot_one_shot
+
+
+def use_cudnn_defaults():
+    """Make ``fit`` leave cuDNN at torch's defaults (``deterministic`` and
+    ``benchmark`` off) instead of switching it to its deterministic
+    algorithms (``sksiamese._training.seeded``)."""
+    from sksiamese import _base, _classifier, _training
+
+    seeded = _training.seeded
+
+    @contextlib.contextmanager
+    def seeded_with_cudnn_defaults(seed, device):
+        with seeded(seed, device):
+            cudnn = torch.backends.cudnn
+            saved = cudnn.deterministic, cudnn.benchmark
+            cudnn.deterministic, cudnn.benchmark = False, False
+            try:
+                yield
+            finally:
+                cudnn.deterministic, cudnn.benchmark = saved
+
+    # Where fit looks it up (the modules that imported it by name).
+    for module in (_training, _base, _classifier):
+        module.seeded = seeded_with_cudnn_defaults
 
 
 def add_rotations(images, target):
@@ -133,7 +164,14 @@ def main(argv=None):
         metavar="EPOCHS",
         help="also train each loss for this many epochs",
     )
+    parser.add_argument(
+        "--cudnn-default",
+        action="store_true",
+        help="train with cuDNN's nondeterministic defaults (what determinism costs)",
+    )
     args = parser.parse_args(argv)
+    if args.cudnn_default:
+        use_cudnn_defaults()
 
     background = load_omniglot_background(args.data, image_size=args.image_size)
     trials = load_omniglot_one_shot(args.data, image_size=args.image_size)
@@ -167,7 +205,10 @@ def main(argv=None):
             args.samples_per_class,
             args.channels,
         )
-        rows.append(run(f"SiameseClassifier {args.loss}", clf, X, y, trials))
+        name = f"SiameseClassifier {args.loss}"
+        if args.cudnn_default:
+            name += " (cuDNN defaults)"
+        rows.append(run(name, clf, X, y, trials))
     for loss in ("prototype", "contrastive", "triplet", "bce"):
         if args.compare_losses:
             clf = make_classifier(
@@ -183,13 +224,14 @@ def main(argv=None):
     def fmt(value):
         return "-" if value is None else f"{value:.0f}"
 
+    width = max(30, *(len(row[0]) for row in rows))
     print(
-        f"\n{'model':<30} {'epochs':>6} {'accuracy':>9} {'train s':>8} "
+        f"\n{'model':<{width}} {'epochs':>6} {'accuracy':>9} {'train s':>8} "
         f"{'fit s':>7} {'fit cpu s':>9}"
     )
     for name, epochs, acc, train_time, fit_time, cpu_time in rows:
         print(
-            f"{name:<30} {fmt(epochs):>6} {acc:>9.1%} {fmt(train_time):>8} "
+            f"{name:<{width}} {fmt(epochs):>6} {acc:>9.1%} {fmt(train_time):>8} "
             f"{fmt(fit_time):>7} {fmt(cpu_time):>9}"
         )
     print(
