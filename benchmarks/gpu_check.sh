@@ -16,11 +16,12 @@
 # ONLY="tests repeatability" runs just the steps named (tests, repeatability,
 # speed, steps, losses, losses_profile, phases, scale, scale_compile,
 # scale_graphs, throughput, throughput_b1024, throughput_ensemble,
-# throughput_compile, embed_blocks, omniglot, omniglot_cudnn_default), to
-# split the checks over several calls of a time-limited machine. The
-# *_compile steps train with compile=True (torch.compile), scale_graphs with
-# compile={"mode": "reduce-overhead"} (CUDA graphs); omniglot_cudnn_default
-# trains with cuDNN's nondeterministic defaults (what repeatability costs).
+# throughput_compile, embed_blocks, cnn_layout, omniglot,
+# omniglot_cudnn_default), to split the checks over several calls of a
+# time-limited machine. The *_compile steps train with compile=True
+# (torch.compile), scale_graphs with compile={"mode": "reduce-overhead"}
+# (CUDA graphs); omniglot_cudnn_default trains with cuDNN's nondeterministic
+# defaults (what repeatability costs).
 # STEP_TIMEOUT=SECONDS stops a step that runs longer (exit 124 in the
 # summary) and goes on with the next; ARCHIVE=FILE.tgz packs OUT_DIR into
 # one file after every step, so that a run stopped from outside still
@@ -122,6 +123,10 @@ step throughput_compile python benchmarks/throughput.py --device "$device" --n-s
 eb_args=()
 [ "${QUICK:-0}" = 1 ] && eb_args=(--image-size 28 --repeat 2)
 step embed_blocks python benchmarks/embed_blocks.py --device "$device" --n-samples "$tp_rows" "${eb_args[@]}"
+# The CNN's training step and inference with its images NCHW or channels last.
+cl_args=()
+[ "${QUICK:-0}" = 1 ] && cl_args=(--steps 5)
+step cnn_layout python benchmarks/cnn_layout.py --device "$device" "${cl_args[@]}"
 if [ -n "$omniglot" ]; then
     step omniglot python benchmarks/omniglot.py --data "$omniglot"
     # The same with cuDNN's nondeterministic defaults: what repeatable fits cost.
