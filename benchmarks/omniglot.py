@@ -39,39 +39,14 @@ Run: ``python benchmarks/omniglot.py --data PATH [--epochs 16] [--seed 0]
 """
 
 import argparse
-import contextlib
 import time
 
 import numpy as np
 import torch
 from skorch.callbacks import LRScheduler
 
-from sksiamese import SiameseClassifier
+from sksiamese import SiameseClassifier, _training
 from sksiamese.datasets import load_omniglot_background, load_omniglot_one_shot
-
-
-def use_cudnn_defaults():
-    """Make ``fit`` leave cuDNN at torch's defaults (``deterministic`` and
-    ``benchmark`` off) instead of switching it to its deterministic
-    algorithms (``sksiamese._training.seeded``)."""
-    from sksiamese import _base, _classifier, _training
-
-    seeded = _training.seeded
-
-    @contextlib.contextmanager
-    def seeded_with_cudnn_defaults(seed, device):
-        with seeded(seed, device):
-            cudnn = torch.backends.cudnn
-            saved = cudnn.deterministic, cudnn.benchmark
-            cudnn.deterministic, cudnn.benchmark = False, False
-            try:
-                yield
-            finally:
-                cudnn.deterministic, cudnn.benchmark = saved
-
-    # Where fit looks it up (the modules that imported it by name).
-    for module in (_training, _base, _classifier):
-        module.seeded = seeded_with_cudnn_defaults
 
 
 def add_rotations(images, target):
@@ -171,7 +146,8 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     if args.cudnn_default:
-        use_cudnn_defaults()
+        # fit then leaves cuDNN as it is: torch's defaults in this process.
+        _training._DETERMINISTIC_CUDNN = False
 
     background = load_omniglot_background(args.data, image_size=args.image_size)
     trials = load_omniglot_one_shot(args.data, image_size=args.image_size)

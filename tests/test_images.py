@@ -13,7 +13,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from sksiamese import SiameseClassifier
+from sksiamese import SiameseClassifier, _training
 from sksiamese._augment import random_affine
 from sksiamese._training import seeded
 from sksiamese.datasets import load_omniglot_background, load_omniglot_one_shot
@@ -205,6 +205,15 @@ def test_seeded_cuda_fit_runs_cudnn_deterministically_then_restores(fails):
             assert (cudnn.deterministic, cudnn.benchmark) == (before[0], True)
     finally:
         cudnn.deterministic, cudnn.benchmark = before
+
+
+def test_seeded_leaves_cudnn_alone_when_told(monkeypatch):
+    # What benchmarks/omniglot.py --cudnn-default measures against.
+    monkeypatch.setattr(_training, "_DETERMINISTIC_CUDNN", False)
+    cudnn = torch.backends.cudnn
+    before = cudnn.deterministic, cudnn.benchmark
+    with seeded(0, "cuda"):
+        assert (cudnn.deterministic, cudnn.benchmark) == before
 
 
 def test_augment_trains_repeatably_and_changes_training(fitted_cnn, digits):
