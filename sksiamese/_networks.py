@@ -197,10 +197,11 @@ class CNNEncoder(nn.Module):
             # filters). Images of one channel are laid out the same either
             # way, but only strides that say channels last take that path.
             # The values, and the order flatten gives them, are the same.
-            # On an H200 (deterministic cuDNN) channels last made a step on
-            # 28x28 images slower (4.15 against 3.68 ms) and prediction on
-            # 105x105 images too (61,000 against 71,000 images/s): a GPU
-            # keeps the layout. benchmarks/cnn_layout.py measures both.
+            # On an H200 (deterministic cuDNN) channels last, images and
+            # weights, made a step on 28x28 images slower (4.15 against 3.68
+            # ms) and prediction on 105x105 images too (61,000 against 71,000
+            # images/s): a GPU keeps the layout. benchmarks/cnn_layout.py
+            # measures the layouts.
             x = torch.empty(
                 shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last
             ).copy_(x.reshape(shape))
