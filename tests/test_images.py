@@ -63,8 +63,6 @@ def test_cnn_embeds_in_passes_sized_by_its_activations(fitted_cnn, digits):
     # alone costs a pass of 128 (a 105x105 image alone took 9 s on 2 CPU
     # threads when padded to 1,024). A sample's embedding is the same alone
     # as among the others.
-    from sksiamese import _training
-
     _, test, _, _ = digits
     module = fitted_cnn.net_.module_
     kind = torch.device(fitted_cnn.net_.device).type
