@@ -67,32 +67,71 @@ def _pair_labels(loss, same, margin=1.0, weights=None, n_values=1, dtype=torch.f
     term, and its factor in the mean over positive pairs and the mean over
     negative pairs, averaged (:func:`_balanced_coefficients`; ``n_values``
     values per pair, one per ensemble member)."""
+    coef = _balanced_coefficients(same, weights, n_values, dtype)
     if loss == "bce":
         # With target t, BCE(-d, t) is softplus(d) for t = 1, softplus(-d)
-        # for 0.
-        terms = {"sign": torch.where(same, 1.0, -1.0).to(dtype)}
-    else:
-        # d for a same pair, min(d - margin, 0) for a different one: squared,
-        # the two kinds' terms, from one subtraction and one clamp of ``d``.
-        terms = {
-            "shift": torch.where(same, 0.0, margin).to(dtype),
-            "cap": torch.where(same, torch.inf, 0.0).to(dtype),
-        }
-    coef = _balanced_coefficients(same, weights, n_values, dtype)
-    return {"loss": loss, "coef": coef, **terms}
+        # for 0: the sign of d, and its factor in the mean with that sign.
+        sign = torch.where(same, 1.0, -1.0).to(dtype)
+        return {"loss": loss, "coef": coef, "sign": sign, "signed_coef": sign * coef}
+    # d for a same pair, min(d - margin, 0) for a different one: squared,
+    # the two kinds' terms, from one subtraction and one clamp of ``d``.
+    shift = torch.where(same, 0.0, margin).to(dtype)
+    cap = torch.where(same, torch.inf, 0.0).to(dtype)
+    return {"loss": loss, "coef": coef, "shift": shift, "cap": cap}
 
 
 def _pair_loss(d, labels):
     """The pair loss of the dissimilarities ``d`` (pairs along the trailing
     dimensions, ensemble members first) with ``labels`` from
-    :func:`_pair_labels`."""
+    :func:`_pair_labels` (see :class:`_PairLoss`)."""
     if labels["loss"] == "bce":
-        values = F.softplus(d * labels["sign"])
+        terms = labels["sign"], labels["signed_coef"]
     else:
-        values = torch.clamp(d - labels["shift"], max=labels["cap"]).square()
-    # One product-and-sum over the pairs (a matrix-vector product), whose
-    # gradient is one product with ``coef``.
-    return torch.tensordot(values, labels["coef"], dims=labels["coef"].dim()).sum()
+        terms = labels["shift"], labels["cap"]
+    return _PairLoss.apply(d, labels["coef"], *terms, labels["loss"] == "bce")
+
+
+class _PairLoss(torch.autograd.Function):
+    """``sum(values * coef)`` over the pairs (and members) of ``d``, with
+    the gradient written out.
+
+    Contrastive: ``values = r ** 2`` with ``r = min(d - shift, cap)``, whose
+    gradient is ``2 r coef``: where the cap holds, ``r`` is 0 (a different
+    pair) or the cap is infinite (a same pair), so no mask is needed. BCE,
+    with ``s`` the sign of each pair: ``values = softplus(s d)``, whose
+    gradient is ``s coef sigmoid(s d)``.
+
+    Autograd would record the subtraction, clamp and square (or product and
+    softplus) and the weighted sum, and run the reverse of each, a dozen
+    operations: on a GPU at small batches each costs a kernel launch, more
+    than its arithmetic. Here the backward pass takes two or three.
+    """
+
+    @staticmethod
+    def forward(ctx, d, coef, first, second, bce):
+        if bce:  # first: the sign of each pair; second: it times coef
+            t = d * first
+            values = F.softplus(t)
+            ctx.save_for_backward(t, second)
+        else:  # first: the shift; second: the cap
+            r = torch.sub(d, first).clamp_(max=second)
+            values, coef = r, r * coef
+            ctx.save_for_backward(coef)
+        ctx.bce = bce
+        if values.numel() == coef.numel():
+            return torch.dot(values.reshape(-1), coef.reshape(-1))
+        # Members first: one product with the pairs' factors, summed.
+        return torch.mv(values.reshape(-1, coef.numel()), coef.reshape(-1)).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.bce:
+            t, signed_coef = ctx.saved_tensors
+            G = torch.sigmoid(t).mul_(signed_coef).mul_(grad)
+        else:
+            (r_coef,) = ctx.saved_tensors
+            G = r_coef * (2.0 * grad)
+        return G, None, None, None, None
 
 
 def contrastive_loss(d, same, margin=1.0, weights=None):

@@ -240,8 +240,9 @@ def _adds_in_order(device):
     return torch.device(device).type == "cpu"
 
 
-def _weighted_l1(a, b, w, select=None):
-    """``|a_i - b_j| @ w`` for every row ``i`` of ``a`` and ``j`` of ``b``.
+def _head_dissimilarity(a, b, w, bias, select=None):
+    """``-(|a_i - b_j| @ w + bias)`` for every row ``i`` of ``a`` and ``j``
+    of ``b``: minus the logit of the pair head.
 
     Where :func:`_host_reads_are_free` (a CPU; ``select=True``), without the
     ``(n, m, d)`` tensor of differences: ``w_d |a_d - b_d|`` is ``|w_d a_d -
@@ -249,19 +250,23 @@ def _weighted_l1(a, b, w, select=None):
     give two manhattan distances (``torch.cdist``), each over its own
     dimensions only (finding them makes the host wait for a GPU, and splits a
     compiled graph). Elsewhere (a GPU; ``select=False``), from the
-    differences themselves in blocks of rows (:func:`_weighted_l1_blocks`),
-    where a gradient is needed with :class:`_WeightedL1`'s; in code that
+    differences themselves in blocks (:func:`_head_blocks`), where a gradient
+    is needed with :class:`_HeadDissimilarity`'s; in code that
     :func:`torch.compile` compiles, as two manhattan distances over all
     dimensions.
     """
     if select is None:
         select = _host_reads_are_free(w.device)
     if not select and not torch.compiler.is_compiling():
-        if torch.is_grad_enabled() and (
-            a.requires_grad or b.requires_grad or w.requires_grad
-        ):
-            return _WeightedL1.apply(a, b, w)
-        return _weighted_l1_blocks(a, b, w)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, w, bias)):
+            return _HeadDissimilarity.apply(a, b, w, bias)
+        return _head_blocks(a, b, w, bias)
+    return -(_weighted_l1(a, b, w, select) + bias)
+
+
+def _weighted_l1(a, b, w, select):
+    """``|a_i - b_j| @ w``, as :func:`_head_dissimilarity` computes it on a
+    CPU (``select``) or in compiled code."""
     if select:
         parts = []
         for sign, dims in ((1.0, w > 0), (-1.0, w < 0)):
@@ -275,34 +280,6 @@ def _weighted_l1(a, b, w, select=None):
     return _manhattan_parts(a, b, w)
 
 
-def _weighted_l1_blocks(a, b, w):
-    """``|a_i - b_j| @ w`` of ``(..., n, d)`` and ``(..., m, d)`` rows, from
-    the differences in blocks of rows of ``a`` of at most :data:`_L1_BLOCK`
-    values each (three passes over each block). On a GPU this is much
-    cheaper than ``torch.cdist`` with ``p=1``: on an H200, its kernel took
-    11 ms for the 1,024 x 1,024 pairs of a batch in each of 8 members (32
-    values a row), twice per step of the ``"bce"`` loss with the default
-    ensemble, where the whole step now takes about 9 ms."""
-    A, B, rows = _row_blocks(a, b)
-    out = A.new_empty(*A.shape[:-1], B.shape[-2])
-    for s in range(0, A.shape[-2], rows):
-        diff = (A[..., s : s + rows, None, :] - B[..., None, :, :]).abs_()
-        out[..., s : s + rows, :] = (diff.reshape(-1, diff.shape[-1]) @ w).view(
-            diff.shape[:-1]
-        )
-    return out
-
-
-def _row_blocks(a, b):
-    """``a`` and ``b`` expanded to their common leading dimensions, and the
-    rows of ``a`` per block of at most :data:`_L1_BLOCK` differences with
-    every row of ``b`` (:func:`_weighted_l1_blocks`, :class:`_WeightedL1`)."""
-    lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    A, B = a.expand(*lead, *a.shape[-2:]), b.expand(*lead, *b.shape[-2:])
-    m, d = B.shape[-2:]
-    return A, B, max(1, _L1_BLOCK // (math.prod(lead) * m * d))
-
-
 def _manhattan_parts(a, b, w):
     """``|a_i - b_j| @ w`` as the manhattan distances of the rows scaled by
     the positive part of ``w``, minus those by its negative part."""
@@ -310,43 +287,125 @@ def _manhattan_parts(a, b, w):
     return torch.cdist(a * pos, b * pos, p=1.0) - torch.cdist(a * neg, b * neg, p=1.0)
 
 
-class _WeightedL1(torch.autograd.Function):
-    """:func:`_weighted_l1` of ``(..., n, d)`` and ``(..., m, d)`` rows and
-    ``(d,)`` weights, with the gradient written out.
+def _as_blocks(a, b):
+    """``a`` and ``b``, ``(..., n, d)`` and ``(..., m, d)``, expanded to
+    their common leading dimensions flattened into one: ``(L, n, d)`` and
+    ``(L, m, d)``, and those leading dimensions."""
+    lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    L = math.prod(lead)
+    A = a.expand(*lead, *a.shape[-2:]).reshape(L, *a.shape[-2:])
+    B = b.expand(*lead, *b.shape[-2:]).reshape(L, *b.shape[-2:])
+    return A, B, lead
 
-    Forward: :func:`_weighted_l1_blocks`. Backward,
-    with ``G`` the incoming gradient and ``s_ijd = sign(a_id - b_jd)``:
-    ``U_id = sum_j G_ij s_ijd`` and ``V_jd = sum_i G_ij s_ijd`` give ``w U``
-    for ``a``, ``-w V`` for ``b`` and ``sum(a U) - sum(b V)`` (over rows and
-    leading dimensions) for ``w``, computed over blocks of rows of ``a`` of
-    at most :data:`_L1_BLOCK` signs each. PyTorch's backward of
+
+def _pair_blocks(L, n, m, d):
+    """The ``(members, rows)`` slices of ``L`` leading entries of ``n`` rows,
+    each against ``m`` rows of ``d`` values, in blocks of at most
+    :data:`_L1_BLOCK` differences; the block's part of an ``(L, n, ...)``
+    tensor is contiguous: whole entries at once when one fits, else rows of
+    one entry."""
+    per_entry = n * m * d
+    if per_entry <= _L1_BLOCK:
+        step = _L1_BLOCK // max(per_entry, 1)
+        for lo in range(0, L, step):
+            yield slice(lo, min(lo + step, L)), slice(0, n)
+    else:
+        rows = max(1, _L1_BLOCK // (m * d))
+        for j in range(L):
+            for s in range(0, n, rows):
+                yield slice(j, j + 1), slice(s, min(s + rows, n))
+
+
+def _differences(a, B):
+    """``a_i - b_j`` of ``(h, r, d)`` and ``(h, m, d)`` rows, as a
+    contiguous ``(h, r, m, d)`` tensor (written there at once: the
+    broadcasting subtraction alone would choose another layout, which the
+    matrix products after it would copy)."""
+    (h, r, d), m = a.shape, B.shape[-2]
+    out = a.new_empty((h, r, m, d))
+    return torch.sub(a[:, :, None, :], B[:, None, :, :], out=out)
+
+
+def _head_blocks(a, b, w, bias):
+    """:func:`_head_dissimilarity` of ``(..., n, d)`` and ``(..., m, d)``
+    rows from the differences in blocks (:func:`_pair_blocks`): per block,
+    the differences, their absolute values, and one matrix-vector product
+    that also adds the bias and takes the sign, written into the result.
+    On a GPU this is much cheaper than ``torch.cdist`` with ``p=1``: on an
+    H200, its kernel took 11 ms for the 1,024 x 1,024 pairs of a batch in
+    each of 8 members (32 values a row)."""
+    A, B, lead = _as_blocks(a, b)
+    (L, n, d), m = A.shape, B.shape[-2]
+    out = A.new_empty((L, n, m))
+    for mem, rows in _pair_blocks(L, n, m, d):
+        diff = _differences(A[mem, rows], B[mem]).abs_()
+        part = out[mem, rows].view(-1)
+        torch.addmv(bias, diff.view(-1, d), w, beta=-1.0, alpha=-1.0, out=part)
+    return out.view(*lead, n, m)
+
+
+class _HeadDissimilarity(torch.autograd.Function):
+    """:func:`_head_dissimilarity` of ``(..., n, d)`` and ``(..., m, d)``
+    rows, ``(d,)`` weights and the bias, with the gradient written out.
+
+    Forward: :func:`_head_blocks`. Backward, with ``G`` the incoming
+    gradient (``N = -G``) and ``s_ijd = sign(a_id - b_jd)``: ``U_id = sum_j
+    N_ij s_ijd`` and ``V_jd = sum_i N_ij s_ijd`` give ``w U`` for ``a``,
+    ``-w V`` for ``b``, ``sum(a U) - sum(b V)`` (over rows and leading
+    dimensions) for ``w`` and ``sum(N)`` for the bias, computed over the
+    blocks of :func:`_pair_blocks`. A batch compared with itself (``b is
+    a``, as in the in-batch losses) needs one of the two sums: with ``s_jid
+    = -s_ijd``, ``a``'s gradient is ``w H`` with ``H_id = sum_j (N + N^T)_ij
+    s_ijd``, and ``w``'s is ``sum(a H)``. PyTorch's backward of
     ``torch.cdist`` with ``p=1`` on a GPU writes a ``(..., m, n, d)`` buffer
     for each input of each of the two distances instead.
     """
 
     @staticmethod
-    def forward(ctx, a, b, w):
-        ctx.save_for_backward(a, b, w)
-        return _weighted_l1_blocks(a, b, w)
+    def forward(ctx, a, b, w, bias):
+        ctx.same = b is a
+        ctx.save_for_backward(a, b, w, bias)
+        return _head_blocks(a, b, w, bias)
 
     @staticmethod
     def backward(ctx, G):
-        a, b, w = ctx.saved_tensors
-        A, B, rows = _row_blocks(a, b)
-        d = B.shape[-1]
-        U, V = torch.empty_like(A), torch.zeros_like(B)
-        for s in range(0, A.shape[-2], rows):
-            sign = (A[..., s : s + rows, None, :] - B[..., None, :, :]).sign_()
-            g = G[..., s : s + rows, :]
-            U[..., s : s + rows, :] = (g.unsqueeze(-2) @ sign).squeeze(-2)
-            V += torch.einsum("...rm,...rmd->...md", g, sign)
-        grad_w = (A * U).reshape(-1, d).sum(0) - (B * V).reshape(-1, d).sum(0)
-        return (U * w).sum_to_size(a.shape), (V * -w).sum_to_size(b.shape), grad_w
+        a, b, w, bias = ctx.saved_tensors
+        A, B, _ = _as_blocks(a, b)
+        (L, n, d), m = A.shape, B.shape[-2]
+        N = G.neg().reshape(L, n, m)
+        grad_bias = N.sum().reshape(bias.shape)
+        # The rows of a block times its signs: a batch of matrix-vector
+        # products, written into the rows of the block.
+        if ctx.same:
+            S, U = N - G.reshape(L, n, m).mT, A.new_empty((L, n, d))
+        else:
+            S, U, V = N, A.new_empty((L, n, d)), A.new_zeros((L, m, d))
+        for mem, rows in _pair_blocks(L, n, m, d):
+            sign = _differences(A[mem, rows], B[mem]).sign_()
+            h, r = sign.shape[:2]
+            torch.bmm(
+                S[mem, rows].reshape(h * r, 1, m),
+                sign.view(h * r, m, d),
+                out=U[mem, rows].view(h * r, 1, d),
+            )
+            if not ctx.same:
+                V[mem] += torch.einsum("hrm,hrmd->hmd", N[mem, rows], sign)
+        grad_w = (A * U).reshape(-1, d).sum(0)
+        if ctx.same:
+            return (U * w).reshape(a.shape), None, grad_w, grad_bias
+        grad_w -= (B * V).reshape(-1, d).sum(0)
+        return (
+            (U * w).sum_to_size(a.shape),
+            (V * -w).sum_to_size(b.shape),
+            grad_w,
+            grad_bias,
+        )
 
 
-# Differences (signs) in one block of _weighted_l1_blocks and of
-# _WeightedL1's backward pass (64 MB of float32).
-_L1_BLOCK = 1 << 24
+# Differences (signs) in one block of _head_blocks and of
+# _HeadDissimilarity's backward pass (128 MB of float32): the 1,024 x 1,024
+# pairs of a batch of one network's 32-value embeddings at once.
+_L1_BLOCK = 1 << 25
 
 
 class _SelfEuclidean(torch.autograd.Function):
@@ -463,8 +522,7 @@ class SiameseModule(nn.Module):
         """Every row of ``a`` against every row of ``b``: the formulas, for
         one member's embeddings or for the members' side by side."""
         if head is not None:
-            w, bias = head
-            return -(_weighted_l1(a, b, w) + bias)
+            return _head_dissimilarity(a, b, *head)
         if self.distance == "euclidean":
             if b is a and a.dim() == 3 and a.requires_grad and torch.is_grad_enabled():
                 return _SelfEuclidean.apply(a, squared)  # a training batch's
@@ -518,7 +576,9 @@ class SiameseModule(nn.Module):
         (applied to every member, its logits averaged), or None without a head."""
         if self.head is None:
             return None
-        w, bias = self.head.weight[0].to(dtype), self.head.bias.to(dtype)
+        # (The weights as a view of the (1, d) matrix: ``weight[0]`` would
+        # add an operation to the backward pass.)
+        w, bias = self.head.weight.view(-1).to(dtype), self.head.bias.to(dtype)
         return (w if n_members == 1 else w.repeat(n_members) / n_members), bias
 
     def pairwise(self, a, b, squared=False):

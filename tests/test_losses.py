@@ -429,12 +429,16 @@ def _pair_loss_by_pairs(emb, module, y, loss, weights, margin=1.0):
     ids=["mixed", "no-same-pair", "one-class"],
 )
 @pytest.mark.parametrize("spread", [1.0, 30.0], ids=["near", "far"])
-def test_pair_losses_match_the_pairs_above_the_diagonal(loss, y, spread):
+@pytest.mark.parametrize("path", ["cpu", "gpu"])
+def test_pair_losses_match_the_pairs_above_the_diagonal(loss, y, spread, path, request):
     # The in-batch loss takes every pair both ways round on the whole
     # matrix; a batch without same (or without different) pairs is the mean
-    # of the other kind alone. Values and gradients, with pairs inside and
+    # of the other kind alone. Values and gradients (written out by the
+    # loss, and for the head's distances on a GPU), with pairs inside and
     # beyond the margin ("far": logits beyond the range where softplus is
     # computed exactly).
+    if path == "gpu":
+        request.getfixturevalue("as_on_a_gpu")
     gen = torch.Generator().manual_seed(1)
     y = torch.tensor(y)
     emb = spread * torch.randn(len(y), 3, generator=gen, dtype=torch.float64)

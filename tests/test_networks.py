@@ -11,7 +11,7 @@ from sksiamese._networks import (
     EnsembleMLPEncoder,
     MemberLinear,
     SiameseModule,
-    _weighted_l1,
+    _head_dissimilarity,
 )
 
 DISTANCES = ("euclidean", "manhattan", "cosine")
@@ -124,40 +124,50 @@ def test_one_member_view_compares_a_members_embeddings():
     [[0.5, -1.0, 2.0, 0.0, -0.3, 1.2, -2.0], [1.0] * 7, [-1.0] * 7, [0.0] * 7],
     ids=["both-signs", "positive", "negative", "zero"],
 )
-def test_head_dissimilarity_without_the_tensor_of_differences(weights, monkeypatch):
-    """The head's weighted L1 distance of every pair of rows, computed from
-    the differences in blocks of rows (as on a GPU, here blocks of one row)
-    or as two manhattan distances over each sign's own dimensions (as on a
-    CPU), equals the plain formula; so do the gradients. On a GPU
-    (``select=False``) they are written out (``_WeightedL1``); on a CPU a
-    weight of exactly 0 gets none (each part is ``|w_d x_d|``, whose slope in
-    ``w_d`` at 0 is taken as 0)."""
+@pytest.mark.parametrize("same", [False, True], ids=["two-batches", "one-batch"])
+def test_head_dissimilarity_without_the_tensor_of_differences(
+    weights, same, monkeypatch
+):
+    """The head's dissimilarity of every pair of rows, minus its logit on
+    the absolute differences, computed from the differences in blocks (as on
+    a GPU, here blocks of one row) or as two manhattan distances over each
+    sign's own dimensions (as on a CPU), equals the plain formula; so do the
+    gradients, also for a batch compared with itself. On a GPU
+    (``select=False``) they are written out (``_HeadDissimilarity``); on a
+    CPU a weight of exactly 0 gets none (each part is ``|w_d x_d|``, whose
+    slope in ``w_d`` at 0 is taken as 0)."""
     monkeypatch.setattr(_networks, "_L1_BLOCK", 5)
     torch.manual_seed(0)
     a = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(2, 6, 7, dtype=torch.float64, requires_grad=True)
+    b = a if same else torch.randn(2, 6, 7, dtype=torch.float64, requires_grad=True)
     w = torch.tensor(weights, dtype=torch.float64, requires_grad=True)
-    expected = (a[..., :, None, :] - b[..., None, :, :]).abs() @ w
+    bias = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
+    inputs = (a, w, bias) if same else (a, b, w, bias)
+    expected = -((a[..., :, None, :] - b[..., None, :, :]).abs() @ w + bias)
     grad_out = torch.randn(expected.shape, dtype=torch.float64)
-    grads = torch.autograd.grad(expected, (a, b, w), grad_out)
+    grads = torch.autograd.grad(expected, inputs, grad_out)
     for select in (False, True):
         with torch.no_grad():  # the values alone: the formula on a GPU
-            torch.testing.assert_close(_weighted_l1(a, b, w, select=select), expected)
-        got = _weighted_l1(a, b, w, select=select)
-        assert (got.grad_fn.name() == "_WeightedL1Backward") is not select
+            torch.testing.assert_close(
+                _head_dissimilarity(a, b, w, bias, select=select), expected
+            )
+        got = _head_dissimilarity(a, b, w, bias, select=select)
+        assert (got.grad_fn.name() == "_HeadDissimilarityBackward") is not select
         torch.testing.assert_close(got, expected)
-        got_grads = torch.autograd.grad(got, (a, b, w), grad_out)
-        for g, g_expected in zip(got_grads[:2], grads[:2], strict=True):
-            torch.testing.assert_close(g, g_expected)
+        got_grads = torch.autograd.grad(got, inputs, grad_out)
+        for g, g_expected in zip(got_grads, grads, strict=True):
+            if g.shape != w.shape:
+                torch.testing.assert_close(g, g_expected)
         zero = (w == 0) & select
-        torch.testing.assert_close(got_grads[2][~zero], grads[2][~zero])
-        assert (got_grads[2][zero] == 0).all()
+        torch.testing.assert_close(got_grads[-2][~zero], grads[-2][~zero])
+        assert (got_grads[-2][zero] == 0).all()
 
 
-@pytest.mark.parametrize("block", [1 << 24, 30, 1])
-def test_weighted_l1_gradient_is_autograds(block, monkeypatch):
-    """The gradient written out, in blocks of rows or whole, for leading
-    dimensions that broadcast, and when a batch is compared with itself."""
+@pytest.mark.parametrize("block", [1 << 25, 30, 1])
+def test_head_dissimilarity_gradient_is_autograds(block, monkeypatch):
+    """The gradient written out, in blocks of rows, of whole leading entries
+    or whole, for leading dimensions that broadcast, and when a batch is
+    compared with itself (one sum of signs instead of two)."""
     monkeypatch.setattr(_networks, "_L1_BLOCK", block)
     gen = torch.Generator().manual_seed(0)
 
@@ -165,13 +175,35 @@ def test_weighted_l1_gradient_is_autograds(block, monkeypatch):
         x = torch.randn(*shape, dtype=torch.float64, generator=gen)
         return x.requires_grad_()
 
-    w = rand(4)
+    w, bias = rand(4), rand(1)
     for a, b in ((rand(5, 4), rand(3, 4)), (rand(2, 5, 4), rand(1, 3, 4))):
-        assert torch.autograd.gradcheck(_networks._WeightedL1.apply, (a, b, w))
-    E = rand(3, 6, 4)
-    assert torch.autograd.gradcheck(
-        lambda E, w: _networks._WeightedL1.apply(E, E, w), (E, w)
-    )
+        assert torch.autograd.gradcheck(
+            _networks._HeadDissimilarity.apply, (a, b, w, bias)
+        )
+    for E in (rand(3, 6, 4), rand(6, 4), rand(6, 3, 4).transpose(0, 1)):
+        assert torch.autograd.gradcheck(
+            lambda E, w, bias: _networks._HeadDissimilarity.apply(E, E, w, bias),
+            (E, w, bias),
+        )
+
+
+@pytest.mark.parametrize(
+    "L, n, m, d, block",
+    [(8, 6, 6, 4, 1 << 25), (8, 6, 6, 4, 300), (3, 7, 5, 2, 25), (2, 3, 4, 5, 1)],
+)
+def test_head_blocks_cover_every_pair_once(L, n, m, d, block, monkeypatch):
+    """Blocks of whole leading entries when one fits, else of rows of one
+    entry (one row at least); together they cover each (entry, row) once,
+    and each block's part of an (L, n, ...) tensor is contiguous (the
+    results are written there in place)."""
+    monkeypatch.setattr(_networks, "_L1_BLOCK", block)
+    seen = torch.zeros(L, n, dtype=torch.long)
+    for mem, rows in _networks._pair_blocks(L, n, m, d):
+        part = seen[mem, rows]
+        assert part.is_contiguous()
+        assert part.numel() * m * d <= max(block, m * d)
+        part += 1
+    assert (seen == 1).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
