@@ -344,11 +344,13 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
             )
         return y.astype(bool)
 
-    def _validate_pairs(self, X, y=None, reset=True):
+    def _validate_pairs(self, X, y=None, reset=True, check_finite=True):
         """Validate pairs given as ``(n_pairs, 2, ...)`` or side by side.
 
         Returns a float array of shape ``(n_pairs, 2, n_features)`` (NaN
         allowed), and the validated ``y`` too when one is given.
+        ``check_finite=False``: for pairs that are only embedded (see
+        ``_validate_rows``).
         """
         side_shape = None
         if not hasattr(X, "shape"):
@@ -379,9 +381,9 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
                 side_shape = None
             X = X.reshape(len(X), -1)
         if y is None:
-            X = self._validate_rows(X, "no_validation", reset)
+            X = self._validate_rows(X, "no_validation", reset, check_finite)
         else:
-            X, y = self._validate_rows(X, y, reset)
+            X, y = self._validate_rows(X, y, reset, check_finite)
         if X.shape[1] % 2:
             raise ValueError(
                 f"X has {X.shape[1]} feature(s) per row, an odd number: a row "
@@ -522,7 +524,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
     def _pair_dissimilarity(self, X):
         check_is_fitted(self)
         return self._dissimilarity(
-            self._embed_pairs(self._validate_pairs(X, None, False))
+            self._embed_pairs(self._validate_pairs(X, None, False, check_finite=False))
         )
 
     def decision_function(self, X):
@@ -608,10 +610,12 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
             and (shape[1:] == images or (images[0] == 1 and shape[1:] == images[1:]))
         )
         if single:
+            # Infinite values: raised by the scaling in _embed (see
+            # _validate_rows).
             X = check_array(
                 np.reshape(X, (shape[0], -1)) if len(shape) > 2 else X,
                 dtype=[np.float64, np.float32],
-                ensure_all_finite="allow-nan",
+                ensure_all_finite=False,
             )
             return self._embed(X).astype(np.float64)
         if len(shape) == 2 and shape[1] != self.n_features_in_:
@@ -620,7 +624,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
                 f"expecting {self.n_features_in_} features as input (pairs side "
                 f"by side), or {n_features} (single vectors)."
             )
-        E = self._embed_pairs(self._validate_pairs(X, None, False))
+        E = self._embed_pairs(self._validate_pairs(X, None, False, check_finite=False))
         E = E.astype(np.float64)
         return E.reshape(len(E), -1) if len(shape) == 2 else E
 

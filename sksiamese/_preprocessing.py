@@ -22,6 +22,14 @@ _TOO_LARGE = (
 )
 
 
+def _infinity_error(dtype):
+    """scikit-learn's error for infinite input values (``check_array``'s,
+    with blanks allowed)."""
+    return ValueError(
+        f"Input X contains infinity or a value too large for {np.dtype(dtype)!r}."
+    )
+
+
 class BlankAwareScaler:
     """Scale features and encode blanks (NaN) as value 0 plus a "was blank" flag.
 
@@ -178,7 +186,8 @@ class BlockTransform:
         if check_each_block is None:
             check_each_block = self.device.type == "cpu"
         self._check_each_block = check_each_block
-        self._overflow = None
+        self._overflow = self._infinite = None
+        self._dtype = None
 
     def __call__(self, X):
         if X.dtype.type not in self._params:
@@ -188,25 +197,27 @@ class BlockTransform:
             # reversed array C-contiguous).
             X = X.copy(order="C")
         center, scale = self._params[X.dtype.type]
-        Z = (shared_tensor(X).to(self.device, non_blocking=True) - center).div_(scale)
+        self._dtype = X.dtype
+        raw = shared_tensor(X).to(self.device, non_blocking=True)
+        Z = (raw - center).div_(scale)
         if self._robust:
             # Smooth clipping Z / sqrt(1 + (Z / 3) ** 2); a square beyond the
             # float range (t infinite) means a value far out: +-3.
             one = torch.ones((), dtype=Z.dtype, device=Z.device)
             t = torch.addcmul(one, Z, Z, value=1 / 9)
             # A sum is finite only if every value is (a float overflow of the
-            # sum itself just sends the block the careful way).
+            # sum itself just sends the block the careful way); so is then
+            # every input value.
             if self._check_each_block and bool(torch.isfinite(t.sum())):
                 return self._with_flags(Z.mul_(t.rsqrt_()).to(torch.float32))
+            self._look_for_infinity(raw)
             over, sign = torch.isinf(t), torch.sign(Z)
             Z = torch.where(over, 3.0 * sign, Z.mul_(t.rsqrt_()))
         Z = Z.to(torch.float32)
-        if (
-            self._check_each_block
-            and not self._robust
-            and bool(torch.isfinite(Z.sum()))
-        ):
-            return self._with_flags(Z)
+        if not self._robust:
+            if self._check_each_block and bool(torch.isfinite(Z.sum())):
+                return self._with_flags(Z)
+            self._look_for_infinity(raw)
         blank = torch.isnan(Z)
         Z = Z.masked_fill_(blank, 0.0)
         overflow = torch.isinf(Z).any()
@@ -229,9 +240,25 @@ class BlockTransform:
             flags = blank[:, self._flags].to(torch.float32)
         return torch.cat([Z, flags], dim=1)
 
+    def _look_for_infinity(self, raw):
+        """Raise scikit-learn's ValueError for an infinite input value in the
+        block ``raw`` (blanks are allowed, infinity is not), or record one
+        for :meth:`check`."""
+        infinite = torch.isinf(raw).any()
+        if self._check_each_block:
+            if infinite:
+                raise _infinity_error(self._dtype)
+        else:
+            self._infinite = (
+                infinite if self._infinite is None else self._infinite | infinite
+            )
+
     def check(self):
-        """Raise ``transform``'s ValueError if a block held values too large
-        for float32 after scaling (one wait for the device, at the end; blocks
-        checked one by one have raised already)."""
+        """Raise scikit-learn's ValueError if a block held infinite values,
+        or ``transform``'s if values too large for float32 after scaling
+        (one wait for the device, at the end; blocks checked one by one have
+        raised already)."""
+        if self._infinite is not None and bool(self._infinite):
+            raise _infinity_error(self._dtype)
         if self._overflow is not None and bool(self._overflow):
             raise ValueError(_TOO_LARGE)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import sklearn.utils.validation
 import torch
 from sklearn.exceptions import NotFittedError
 
@@ -550,6 +551,57 @@ CASES = [
         ValueError,
         "Input X contains infinity",
     ),
+    # Prediction leaves infinity to the scaling of the rows, which raises
+    # scikit-learn's error for it, with either scaling, beside blanks and in
+    # float32 (test_preprocessing: in a later block, and on a GPU).
+    Case(
+        "transform-minus-inf-standard-scaling",
+        "mlp_standard",
+        "transform",
+        (_with(X, 29, 0, -np.inf),),
+        ValueError,
+        r"Input X contains infinity or a value too large for dtype\('float64'\)",
+    ),
+    Case(
+        "predict_proba-inf-beside-blanks",
+        "mlp",
+        "predict_proba",
+        (_with(_with(X, 3, 0, np.nan), 5, 1, np.inf),),
+        ValueError,
+        "Input X contains infinity",
+    ),
+    Case(
+        "predict-inf-float32",
+        "mlp",
+        "predict",
+        (_with(X, 1, 1, np.inf).astype(np.float32),),
+        ValueError,
+        r"Input X contains infinity or a value too large for dtype\('float32'\)",
+    ),
+    Case(
+        "pair_score-inf",
+        "mlp",
+        "pair_score",
+        (X, _with(X, 0, 2, np.inf)),
+        ValueError,
+        "Input X contains infinity",
+    ),
+    Case(
+        "score-inf",
+        "mlp",
+        "score",
+        (_with(X, 7, 0, np.inf), y),
+        ValueError,
+        "Input X contains infinity",
+    ),
+    Case(
+        "fit_references-inf",
+        "mlp",
+        "fit_references",
+        (_with(X[:4], 1, 0, np.inf), [0, 1, 0, 1]),
+        ValueError,
+        "Input X contains infinity",
+    ),
     Case(
         "predict-beyond-float32-after-standard-scaling",
         "mlp_standard",
@@ -868,6 +920,22 @@ PAIR_CASES = [
         None,
     ),
     Pair("pairs-transform-single-vectors", "pairs", "transform", (pairs[:, 0],), None),
+    Pair(
+        "pairs-predict-inf",
+        "pairs",
+        "predict",
+        (_with(flat, 3, 4, np.inf),),
+        ValueError,
+        "Input X contains infinity",
+    ),
+    Pair(
+        "pairs-transform-single-vectors-inf",
+        "pairs",
+        "transform",
+        (_with(pairs[:, 0], 2, 1, -np.inf),),
+        ValueError,
+        "Input X contains infinity",
+    ),
     Pair("pairs-predict-side-by-side", "pairs", "predict_proba", (flat,), None),
 ]
 
@@ -924,6 +992,34 @@ def test_bad_input(case, fitted):
     else:
         with pytest.raises(case.error, match=case.match):
             method(*case.args)
+
+
+@pytest.mark.parametrize(
+    "name, method, args",
+    [
+        ("mlp", "transform", (X,)),
+        ("mlp", "predict_proba", (X,)),
+        ("pairs", "predict_proba", (flat,)),
+        ("pairs", "transform", (pairs[:, 0],)),
+    ],
+)
+def test_prediction_leaves_infinity_to_the_scaling(
+    name, method, args, fitted, monkeypatch
+):
+    # scikit-learn's look for infinite values is a pass over all of X on the
+    # host; the scaling of each block looks for them anyway (the cases
+    # above), on the device that scales it. Fit looks (cases above too).
+    estimator = fitted(name)
+    looked = []
+    real = sklearn.utils.validation._assert_all_finite
+
+    def look(*args, **kwargs):
+        looked.append(kwargs.get("input_name"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sklearn.utils.validation, "_assert_all_finite", look)
+    getattr(estimator, method)(*args)
+    assert looked == []
 
 
 def test_nan_embeddings_name_their_row_when_compared_in_parts(fitted, monkeypatch):

@@ -87,6 +87,42 @@ def test_values_too_large_for_float32_are_refused_after_the_last_block():
         prepare.check()
 
 
+@pytest.mark.parametrize("scaling", ["robust", "standard", "global", None])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("check_each_block", [True, False])
+def test_infinite_values_get_scikit_learns_error_in_the_block_that_holds_them(
+    scaling, dtype, check_each_block
+):
+    # Prediction leaves infinite values to the scaling (one pass over all of
+    # X on the host less): without it, robust scaling would clip them to
+    # +-3. Checked block by block (a CPU) the block that holds one raises;
+    # otherwise (a GPU) check() raises at the end, before the error for
+    # values too large after scaling, and clean blocks raise nothing.
+    X = _rows(dtype, blanks=True)
+    scaler = BlankAwareScaler(scaling).fit(X)
+    message = (
+        r"Input X contains infinity or a value too large for "
+        rf"dtype\('{np.dtype(dtype).name}'\)"
+    )
+    for value in (np.inf, -np.inf):
+        prepare = BlockTransform(scaler, check_each_block=check_each_block)
+        bad = X[100:200].copy()
+        bad[37, 2] = value
+        prepare(X[:100])
+        if check_each_block:
+            with pytest.raises(ValueError, match=message):
+                prepare(bad)
+            continue
+        prepare(bad)
+        prepare(np.full((1, X.shape[1]), np.finfo(dtype).max, dtype=dtype))  # too large
+        with pytest.raises(ValueError, match=message):
+            prepare.check()
+    clean = BlockTransform(scaler, check_each_block=check_each_block)
+    clean(X[:100])
+    clean(X[100:])
+    clean.check()
+
+
 def test_robust_scaling_centres_spreads_and_clips():
     rng = np.random.RandomState(0)
     n = 2000
