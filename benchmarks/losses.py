@@ -29,6 +29,11 @@ Every figure is the best of ``--repeat`` runs of as many steps as take about
 waits for the device. Run alone: other work on the same cores changes the
 figures several-fold.
 
+``--gpu-paths`` runs the code paths a GPU takes (no value read back by the
+host, sums added in a fixed order) on any device: on a CPU, the *ops* column
+then counts what a GPU would launch (the CPU's own paths differ for
+``"bce"``, whose head's distances a CPU computes from ``torch.cdist``).
+
 ``--profile`` also prints, for each row, the operations that took most of
 the time of ten training steps (``torch.profiler``: device time on a GPU,
 host time on a CPU), to see where a loss's time goes. The profiles run after
@@ -37,7 +42,7 @@ launch, so profiling between the rows would inflate the later rows' times.
 
 Run: ``python benchmarks/losses.py [--device cpu] [--threads 1]
 [--batch 128,1024] [--members 1,8] [--losses contrastive,bce,triplet,prototype,nca]
-[--profile]``
+[--gpu-paths] [--profile]``
 """
 
 import argparse
@@ -51,6 +56,7 @@ from sklearn.datasets import make_classification
 from throughput import sync
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from sksiamese import _networks
 from sksiamese._losses import LOSSES, InBatchLoss
 from sksiamese._networks import EnsembleMLPEncoder, MLPEncoder, SiameseModule
 
@@ -213,9 +219,17 @@ def main():
     parser.add_argument("--seconds", type=float, default=0.3)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
+        "--gpu-paths",
+        action="store_true",
+        help="run the code paths a GPU takes, on any device",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="print where each step's time goes"
     )
     args = parser.parse_args()
+    if args.gpu_paths:
+        _networks._host_reads_are_free = lambda device: False
+        _networks._adds_in_order = lambda device: False
     losses = args.losses.split(",")
     for name in losses:
         if name not in LOSSES:
@@ -233,6 +247,7 @@ def main():
     print(
         f"device {device}, torch threads {torch.get_num_threads()}, "
         f"best of {args.repeat}; times in ms"
+        + ("; the paths a GPU takes" if args.gpu_paths else "")
     )
     print(
         f"{'loss':<12}{'batch':>6}{'members':>8}{'loss':>10}{'step':>10}"
