@@ -41,6 +41,15 @@ def _weighted_mean(values, weights=None, total=None):
     return (values * weights).sum() / total
 
 
+def _sum_of_products(values, coef):
+    """``sum(values * coef)``, ``coef`` the trailing dimensions of
+    ``values`` (whose leading ones are ensemble members): one dot product,
+    or one matrix-vector product and its sum."""
+    if values.numel() == coef.numel():
+        return torch.dot(values.reshape(-1), coef.reshape(-1))
+    return torch.mv(values.reshape(-1, coef.numel()), coef.reshape(-1)).sum()
+
+
 def _balanced_coefficients(same, weights=None, n_values=1, dtype=torch.float32):
     """The factor of each pair's term in the mean of a pair loss.
 
@@ -118,10 +127,7 @@ class _PairLoss(torch.autograd.Function):
             values, coef = r, r * coef
             ctx.save_for_backward(coef)
         ctx.bce = bce
-        if values.numel() == coef.numel():
-            return torch.dot(values.reshape(-1), coef.reshape(-1))
-        # Members first: one product with the pairs' factors, summed.
-        return torch.mv(values.reshape(-1, coef.numel()), coef.reshape(-1)).sum()
+        return _sum_of_products(values, coef)
 
     @staticmethod
     def backward(ctx, grad):
@@ -166,8 +172,9 @@ def bce_pair_loss(d, same, weights=None):
 def _triplet_labels(y, n_values=1, dtype=torch.float32, sample_weight=None):
     """What :func:`triplet_loss` takes from the labels alone: each sample's
     negatives, their number and the place of the farthest one once sorted,
-    and the weight of each (anchor, positive) pair with their total
-    (``n_values`` values per pair, one per ensemble member)."""
+    and the factor of each (anchor, positive) pair in the weighted mean:
+    its weight over the total (``n_values`` values per pair, one per
+    ensemble member)."""
     same = y[:, None] == y[None, :]
     eye = torch.eye(len(y), dtype=torch.bool, device=y.device)
     neg = ~same
@@ -178,8 +185,8 @@ def _triplet_labels(y, n_values=1, dtype=torch.float32, sample_weight=None):
     weights = (same & ~eye).to(dtype)
     if sample_weight is not None:
         weights = weights * sample_weight[:, None]
-    total = _weighted_total(weights, n_values, dtype)
-    return dict(neg=neg, n_neg=n_neg, last=last, weights=weights, total=total)
+    coef = weights / _weighted_total(weights, n_values, dtype)
+    return dict(neg=neg, n_neg=n_neg, last=last, coef=coef)
 
 
 def triplet_loss(D, y, margin=1.0, sample_weight=None, labels=None):
@@ -201,8 +208,7 @@ def triplet_loss(D, y, margin=1.0, sample_weight=None, labels=None):
         labels["neg"],
         labels["n_neg"],
         labels["last"],
-        labels["weights"],
-        labels["total"],
+        labels["coef"],
         margin,
     )
 
@@ -217,7 +223,7 @@ class _SemiHardTriplet(torch.autograd.Function):
     a's negatives farther than d(a, j), by a binary search (O(batch^2 log
     batch) time and O(batch^2) memory, where comparing every triplet would
     take O(batch^3) of both), or the farthest; the term ``relu(d(a, p) -
-    d(a, n) + margin)``, weighted (``weights`` over ``total``). Backward:
+    d(a, n) + margin)``, times its factor ``coef`` and summed. Backward:
     each active term's factor on its pair and minus it on its negative, one
     scatter into the matrix, where autograd would run the reverse of the
     sort, both gathers and the rest (on a GPU at small batches each
@@ -225,7 +231,7 @@ class _SemiHardTriplet(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, D, neg, n_neg, last, weights, total, margin):
+    def forward(ctx, D, neg, n_neg, last, coef, margin):
         inf = torch.finfo(D.dtype).max
         S, order = torch.where(neg, D, inf).sort(dim=-1)
         first = torch.searchsorted(S, D.contiguous(), right=True)
@@ -235,28 +241,28 @@ class _SemiHardTriplet(torch.autograd.Function):
         # without negatives: the term is then 0).
         place = torch.where(found, first.clamp_(max=D.shape[-1] - 1), last[:, None])
         values = (D - S.gather(-1, place)).add_(margin).relu_()
-        ctx.save_for_backward(values, weights, total, order.gather(-1, place))
-        return (values * weights).sum() / total
+        ctx.save_for_backward(values, coef, order.gather(-1, place))
+        return _sum_of_products(values, coef)
 
     @staticmethod
     def backward(ctx, grad):
-        values, weights, total, negative = ctx.saved_tensors
-        g = torch.where(values > 0, weights, 0.0) * (grad / total)
-        dD = _scatter_add_last(g, negative, g.neg())
-        return dD, None, None, None, None, None, None
+        values, coef, negative = ctx.saved_tensors
+        g = torch.where(values > 0, coef, 0.0).mul_(grad)
+        dD = _scatter_add_last_(g, negative, g.neg())
+        return dD, None, None, None, None, None
 
 
-def _scatter_add_last(base, index, src):
-    """``base.scatter_add(-1, index, src)``, its sums in the same order on
-    every run (see :func:`_networks._adds_in_order`)."""
+def _scatter_add_last_(base, index, src):
+    """``base.scatter_add_(-1, index, src)`` (``base`` contiguous), its sums
+    in the same order on every run (see :func:`_networks._adds_in_order`)."""
     if _networks._adds_in_order(base.device):
-        return base.scatter_add(-1, index, src)
+        return base.scatter_add_(-1, index, src)
     width = base.shape[-1]
-    out = base.reshape(-1, width).clone()
+    out = base.view(-1, width)
     rows = torch.arange(len(out), device=out.device)[:, None]
     index, src = index.reshape(len(out), -1), src.reshape(len(out), -1)
     out.index_put_((rows.expand_as(index), index), src, accumulate=True)
-    return out.view(base.shape)
+    return base
 
 
 class _PrototypeLoss(torch.autograd.Function):
@@ -449,9 +455,10 @@ def _nca_labels(
     y, n_members=1, dtype=torch.float32, sample_weight=None, only_mates=False
 ):
     """What :func:`nca_loss` takes from the labels alone: the samples each
-    sample may pick and those it should, each one's weight and their total
-    (``n_members`` values per sample); with ``only_mates``, the rows of the
-    samples with a mate (the others' rows left out)."""
+    sample may pick and those it should, and minus each one's factor in the
+    weighted mean (its weight over the total, ``n_members`` values per
+    sample); with ``only_mates``, the rows of the samples with a mate (the
+    others' rows left out)."""
     eye = torch.eye(len(y), dtype=torch.bool, device=y.device)
     same = (y[:, None] == y[None, :]) & ~eye
     has_mate = same.any(dim=1)
@@ -466,8 +473,8 @@ def _nca_labels(
     weights = has_mate.to(dtype)
     if sample_weight is not None:
         weights = weights * sample_weight
-    total = _weighted_total(weights, n_members, dtype)
-    return dict(rows=rows, eye=eye, unpicked=unpicked, weights=weights, total=total)
+    neg_coef = weights / -_weighted_total(weights, n_members, dtype)
+    return dict(rows=rows, eye=eye, unpicked=unpicked, neg_coef=neg_coef)
 
 
 def nca_loss(emb, y, module, sample_weight=None, only_mates=False, labels=None):
@@ -502,7 +509,9 @@ def nca_loss(emb, y, module, sample_weight=None, only_mates=False, labels=None):
     if module.head is None and module.distance == "cosine":
         D = 10.0 * D
     log_p = _LogPickProbability.apply(D, labels["eye"], labels["unpicked"])
-    return _weighted_mean(-log_p, labels["weights"], labels["total"])
+    # Minus the weighted mean of log p, from one product: the sign is in
+    # the factors (an operation less, forward and backward).
+    return _sum_of_products(log_p, labels["neg_coef"])
 
 
 def _in_float32(forward):
