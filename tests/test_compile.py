@@ -222,8 +222,19 @@ def test_pair_classifier_trains_compiled(spy, wine_pairs):
         (RowPairLoss("bce", group_weight=1.0), True),
         (InBatchLoss("bce", n_classes=2), True),
         (InBatchLoss("prototype", n_classes=100), False),  # more codes than rows
+        (InBatchLoss("contrastive"), False),
+        (InBatchLoss("triplet"), False),
+        (InBatchLoss("nca"), False),
     ],
-    ids=["pairs-groups", "pairs-groups-head", "bce-head", "prototype-many-codes"],
+    ids=[
+        "pairs-groups",
+        "pairs-groups-head",
+        "bce-head",
+        "prototype-many-codes",
+        "contrastive",
+        "triplet",
+        "nca",
+    ],
 )
 def test_losses_compile_into_one_graph_on_a_cpu_too(criterion, head):
     # On a CPU some losses take cheaper paths that read values off the
