@@ -415,8 +415,8 @@ class _SelfEuclidean(torch.autograd.Function):
 
     Forward as :meth:`SiameseModule._pairwise`: ``|e_i|^2 + |e_j|^2 - 2
     e_i.e_j`` from one multiply-add, clamped at 0 (at 1e-12 before a square
-    root). Backward, with ``G`` the incoming gradient of the squares and
-    ``H = G + G^T``: ``2 rowsum(H) e - 2 H E``, one multiply-add, where
+    root). Backward, with ``G`` the incoming gradient of the squares:
+    ``2 (rowsum(G) + colsum(G)) e - 2 (G + G^T) E``, two multiply-adds, where
     autograd would run the reverse of each recorded operation (some twenty:
     on a GPU at small batches each costs its launch). The clamp at 0 only
     catches rounding and is not differentiated; below the clamp of a square
@@ -441,11 +441,11 @@ class _SelfEuclidean(torch.autograd.Function):
             # d sqrt(x) = dx / (2 sqrt(x)): the 1/2 is taken out of both terms.
             G, scale = (grad / D).masked_fill_(D <= math.sqrt(1e-12), 0.0), 1.0
         # Row i's gradient: 2 (rowsum(G) + colsum(G))_i e_i - 2 (G E + G^T E)_i,
-        # both terms from H = G + G^T (its row sums are those two sums).
-        H = G + G.mT
-        return torch.baddbmm(
-            E * H.sum(-1, keepdim=True), H, E, beta=scale, alpha=-scale
-        ), None
+        # the transposed product read by the matrix product as it is.
+        dE = torch.baddbmm(
+            E * (G.sum(-1) + G.sum(-2))[..., None], G, E, beta=scale, alpha=-scale
+        )
+        return dE.baddbmm_(G.mT, E, alpha=-scale), None
 
 
 class SiameseModule(nn.Module):
