@@ -67,7 +67,7 @@ def _balanced_coefficients(same, weights=None, n_values=1, dtype=torch.float32):
     kinds = (totals > 0).sum().clamp(min=1)
     # A kind without pairs has a total of 0 and weights of 0: factors of 0.
     scale = 1.0 / (totals.clamp(min=torch.finfo(dtype).tiny) * (kinds * n_values))
-    return weights * torch.where(same, scale[0], scale[1])
+    return (weights * torch.where(same, scale[0], scale[1])).to(dtype)
 
 
 def _pair_labels(loss, same, margin=1.0, weights=None, n_values=1, dtype=torch.float32):
@@ -185,7 +185,7 @@ def _triplet_labels(y, n_values=1, dtype=torch.float32, sample_weight=None):
     weights = (same & ~eye).to(dtype)
     if sample_weight is not None:
         weights = weights * sample_weight[:, None]
-    coef = weights / _weighted_total(weights, n_values, dtype)
+    coef = (weights / _weighted_total(weights, n_values, dtype)).to(dtype)
     return dict(neg=neg, n_neg=n_neg, last=last, coef=coef)
 
 
@@ -473,7 +473,7 @@ def _nca_labels(
     weights = has_mate.to(dtype)
     if sample_weight is not None:
         weights = weights * sample_weight
-    neg_coef = weights / -_weighted_total(weights, n_members, dtype)
+    neg_coef = (weights / -_weighted_total(weights, n_members, dtype)).to(dtype)
     return dict(rows=rows, eye=eye, unpicked=unpicked, neg_coef=neg_coef)
 
 

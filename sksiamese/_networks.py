@@ -370,7 +370,7 @@ class _HeadDissimilarity(torch.autograd.Function):
     @staticmethod
     def backward(ctx, G):
         a, b, w, bias = ctx.saved_tensors
-        A, B, _ = _as_blocks(a, b)
+        A, B, lead = _as_blocks(a, b)
         (L, n, d), m = A.shape, B.shape[-2]
         N = G.neg().reshape(L, n, m)
         grad_bias = N.sum().reshape(bias.shape)
@@ -394,17 +394,20 @@ class _HeadDissimilarity(torch.autograd.Function):
         if ctx.same:
             return (U * w).reshape(a.shape), None, grad_w, grad_bias
         grad_w -= (B * V).reshape(-1, d).sum(0)
+        # Back to the leading dimensions, then summed over those broadcast.
         return (
-            (U * w).sum_to_size(a.shape),
-            (V * -w).sum_to_size(b.shape),
+            (U * w).view(*lead, n, d).sum_to_size(a.shape),
+            (V * -w).view(*lead, m, d).sum_to_size(b.shape),
             grad_w,
             grad_bias,
         )
 
 
 # Differences (signs) in one block of _head_blocks and of
-# _HeadDissimilarity's backward pass (128 MB of float32): the 1,024 x 1,024
-# pairs of a batch of one network's 32-value embeddings at once.
+# _HeadDissimilarity's backward pass (128 MB of float32; the backward pass of
+# two different sets of rows also sums them over rows, which may copy them):
+# the 1,024 x 1,024 pairs of a batch of one network's 32-value embeddings at
+# once.
 _L1_BLOCK = 1 << 25
 
 

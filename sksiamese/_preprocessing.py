@@ -23,8 +23,8 @@ _TOO_LARGE = (
 
 
 def _infinity_error(dtype):
-    """scikit-learn's error for infinite input values (``check_array``'s,
-    with blanks allowed)."""
+    """scikit-learn's error for infinite values in ``X`` (that of
+    ``validate_data`` with blanks allowed)."""
     return ValueError(
         f"Input X contains infinity or a value too large for {np.dtype(dtype)!r}."
     )
@@ -163,12 +163,15 @@ class BlockTransform:
     (subtract, divide, clip, cast, blanks to 0), so the values are identical on
     a CPU.
 
-    ``check_each_block`` (default: on a CPU) looks at each block once for
-    blanks and values out of range, and scales a clean block, the common case,
-    without the passes those need; elsewhere that look would wait for the
-    device, so every block takes those passes and values too large for float32
-    after scaling are only recorded: :meth:`check`, called after the last
-    block, raises ``transform``'s error for them.
+    Infinite input values are refused with scikit-learn's error (prediction
+    validates ``X`` without looking for them, a pass over all rows on the
+    host). ``check_each_block`` (default: on a CPU) looks at each block once
+    for blanks and values out of range, and scales a clean block, the common
+    case, without the passes those need, raising for an infinite value in the
+    block that holds it; elsewhere that look would wait for the device, so
+    every block takes those passes and infinite values and values too large
+    for float32 after scaling are only recorded: :meth:`check`, called after
+    the last block, raises the error for them (infinity first).
 
     ``row_shape`` is the shape of each row it returns.
     """

@@ -107,6 +107,35 @@ def test_triplet_gradient_matches_autograd_through_a_loop(
     )
 
 
+@pytest.mark.parametrize("loss", ["contrastive", "triplet", "nca"])
+@pytest.mark.parametrize("n_members", [1, 3])
+def test_float32_losses_take_weights_of_another_dtype(loss, n_members):
+    # The factors made from the weights take the distances' dtype (the sums
+    # are products that do not mix dtypes): the float32 loss is the float64
+    # loss, rounded.
+    gen = torch.Generator().manual_seed(0)
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
+    emb = torch.randn(len(y), 2 * n_members, generator=gen, dtype=torch.float64)
+    w = torch.rand(len(y), generator=gen, dtype=torch.float64) + 0.5
+    module = SiameseModule(
+        torch.nn.Identity(), embedding_dim=2 * n_members, n_members=n_members
+    )
+
+    def value(emb, weights):
+        if loss == "nca":
+            return nca_loss(emb, y, module, sample_weight=weights)
+        E = module.members(emb)
+        D = module.member_pairwise(E, E)
+        if loss == "triplet":
+            return triplet_loss(D, y, sample_weight=weights)
+        pair_w = weights[:, None] + weights[None, :]
+        return contrastive_loss(D, y[:, None] == y[None, :], weights=pair_w)
+
+    got = value(emb.float(), w)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(value(emb, w).item(), rel=1e-5)
+
+
 def test_prototype_loss_prefers_tight_classes():
     module = _module()
     y = torch.tensor([0, 0, 1, 1])

@@ -176,7 +176,12 @@ def test_head_dissimilarity_gradient_is_autograds(block, monkeypatch):
         return x.requires_grad_()
 
     w, bias = rand(4), rand(1)
-    for a, b in ((rand(5, 4), rand(3, 4)), (rand(2, 5, 4), rand(1, 3, 4))):
+    for a, b in (
+        (rand(5, 4), rand(3, 4)),
+        (rand(2, 5, 4), rand(1, 3, 4)),
+        (rand(2, 3, 5, 4), rand(2, 1, 3, 4)),  # two leading dimensions
+        (rand(2, 1, 5, 4), rand(1, 3, 3, 4)),
+    ):
         assert torch.autograd.gradcheck(
             _networks._HeadDissimilarity.apply, (a, b, w, bias)
         )
