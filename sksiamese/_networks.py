@@ -291,7 +291,11 @@ def _as_blocks(a, b):
     """``a`` and ``b``, ``(..., n, d)`` and ``(..., m, d)``, expanded to
     their common leading dimensions flattened into one: ``(L, n, d)`` and
     ``(L, m, d)``, and those leading dimensions."""
-    lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    lead = a.shape[:-2]
+    if lead == b.shape[:-2] and len(lead) == 1:  # members first (the losses')
+        return a, b, lead
+    if lead != b.shape[:-2]:
+        lead = torch.broadcast_shapes(lead, b.shape[:-2])
     L = math.prod(lead)
     A = a.expand(*lead, *a.shape[-2:]).reshape(L, *a.shape[-2:])
     B = b.expand(*lead, *b.shape[-2:]).reshape(L, *b.shape[-2:])
