@@ -32,7 +32,14 @@ figures several-fold.
 ``--gpu-paths`` runs the code paths a GPU takes (no value read back by the
 host, sums added in a fixed order) on any device: on a CPU, the *ops* column
 then counts what a GPU would launch (the CPU's own paths differ for
-``"bce"``, whose head's distances a CPU computes from ``torch.cdist``).
+``"bce"``, whose head's distances a CPU computes from ``torch.cdist``). With
+``--batch 16 --threads 1`` a CPU step is bound by the host's work per
+operation (Python, dispatch, autograd), as a GPU's steps are at batch 128:
+its *x plain* shows which way a change moves a GPU's, not the GPU's figure
+(with an earlier version it read 0.72 for ``"contrastive"``, 0.51 for
+``"bce"``, 0.63 for ``"triplet"``, 0.74 for ``"prototype"`` and
+``"nca"``, where an H200 gave 0.55, 0.57, 0.61-0.67, 0.68-0.84 and
+0.62-0.73 at batch 128).
 
 ``--profile`` also prints, for each row, the operations that took most of
 the time of ten training steps (``torch.profiler``: device time on a GPU,
