@@ -170,15 +170,15 @@ def bce_pair_loss(d, same, weights=None):
 
 
 def _triplet_labels(y, n_values=1, dtype=torch.float32, sample_weight=None):
-    """What :func:`triplet_loss` takes from the labels alone: each sample's
-    negatives, their number and the place of the farthest one once sorted,
+    """What :func:`triplet_loss` takes from the labels alone: the mask of
+    each sample's class (its non-negatives), the number of its negatives
+    and the place of the farthest one once sorted,
     and the factor of each (anchor, positive) pair in the weighted mean:
     its weight over the total (``n_values`` values per pair, one per
     ensemble member)."""
     same = y[:, None] == y[None, :]
     eye = torch.eye(len(y), dtype=torch.bool, device=y.device)
-    neg = ~same
-    n_neg = neg.sum(dim=1)
+    n_neg = len(y) - same.sum(dim=1)
     # Without negatives the farthest is the largest float; the term is then 0.
     last = (n_neg - 1).clamp(min=0)
     # Every (anchor, positive) pair is a triplet, weighted by its anchor.
@@ -186,7 +186,7 @@ def _triplet_labels(y, n_values=1, dtype=torch.float32, sample_weight=None):
     if sample_weight is not None:
         weights = weights * sample_weight[:, None]
     coef = (weights / _weighted_total(weights, n_values, dtype)).to(dtype)
-    return dict(neg=neg, n_neg=n_neg, last=last, coef=coef)
+    return dict(same=same, n_neg=n_neg, last=last, coef=coef)
 
 
 def triplet_loss(D, y, margin=1.0, sample_weight=None, labels=None):
@@ -205,7 +205,7 @@ def triplet_loss(D, y, margin=1.0, sample_weight=None, labels=None):
         labels = _triplet_labels(y, n_values, D.dtype, sample_weight)
     return _SemiHardTriplet.apply(
         D,
-        labels["neg"],
+        labels["same"],
         labels["n_neg"],
         labels["last"],
         labels["coef"],
@@ -217,9 +217,9 @@ class _SemiHardTriplet(torch.autograd.Function):
     """The weighted mean of the terms of :func:`triplet_loss`, with the
     gradient written out.
 
-    Forward: each anchor's negatives in ascending order of ``D`` (``neg``:
-    the mask of negatives; ``n_neg`` of them, the farthest at place
-    ``last``), the other samples last; for every pair (a, j), the first of
+    Forward: each anchor's negatives in ascending order of ``D`` (``same``:
+    the mask of the others, its own class; ``n_neg`` negatives, the farthest
+    at place ``last``), the others last; for every pair (a, j), the first of
     a's negatives farther than d(a, j), by a binary search (O(batch^2 log
     batch) time and O(batch^2) memory, where comparing every triplet would
     take O(batch^3) of both), or the farthest; the term ``relu(d(a, p) -
@@ -231,9 +231,9 @@ class _SemiHardTriplet(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, D, neg, n_neg, last, coef, margin):
+    def forward(ctx, D, same, n_neg, last, coef, margin):
         inf = torch.finfo(D.dtype).max
-        S, order = torch.where(neg, D, inf).sort(dim=-1)
+        S, order = D.masked_fill(same, inf).sort(dim=-1)
         first = torch.searchsorted(S, D.contiguous(), right=True)
         found = first < n_neg[:, None]
         # The place of each pair's negative among the sorted: the closest
@@ -247,7 +247,8 @@ class _SemiHardTriplet(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         values, coef, negative = ctx.saved_tensors
-        g = torch.where(values > 0, coef, 0.0).mul_(grad)
+        # An active term's factor: its value's sign (values are >= 0) is 1.
+        g = torch.sign(values).mul_(coef).mul_(grad)
         dD = _scatter_add_last_(g, negative, g.neg())
         return dD, None, None, None, None, None
 
