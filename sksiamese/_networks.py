@@ -303,13 +303,17 @@ def _as_blocks(a, b):
 
 
 def _pair_blocks(L, n, m, d):
-    """The ``(members, rows)`` slices of ``L`` leading entries of ``n`` rows,
-    each against ``m`` rows of ``d`` values, in blocks of at most
-    :data:`_L1_BLOCK` differences; the block's part of an ``(L, n, ...)``
-    tensor is contiguous: whole entries at once when one fits, else rows of
-    one entry."""
+    """The blocks of ``L`` leading entries of ``n`` rows, each against ``m``
+    rows of ``d`` values, of at most :data:`_L1_BLOCK` differences: None
+    when one block holds them all (indexing costs the host a few
+    microseconds, which a GPU's small steps wait for), else ``(members,
+    rows)`` slices whose part of an ``(L, n, ...)`` tensor is contiguous:
+    whole entries at once when one fits, else rows of one entry. See
+    :func:`_part`."""
     per_entry = n * m * d
-    if per_entry <= _L1_BLOCK:
+    if L * per_entry <= _L1_BLOCK:
+        yield None
+    elif per_entry <= _L1_BLOCK:
         step = _L1_BLOCK // max(per_entry, 1)
         for lo in range(0, L, step):
             yield slice(lo, min(lo + step, L)), slice(0, n)
@@ -318,6 +322,14 @@ def _pair_blocks(L, n, m, d):
         for j in range(L):
             for s in range(0, n, rows):
                 yield slice(j, j + 1), slice(s, min(s + rows, n))
+
+
+def _part(T, block, rows=True):
+    """The part of ``T`` (``(L, n, ...)``) for a block of :func:`_pair_blocks`
+    (``rows=False``: its entries, all rows)."""
+    if block is None:
+        return T
+    return T[block] if rows else T[block[0]]
 
 
 def _differences(a, B):
@@ -341,9 +353,9 @@ def _head_blocks(a, b, w, bias):
     A, B, lead = _as_blocks(a, b)
     (L, n, d), m = A.shape, B.shape[-2]
     out = A.new_empty((L, n, m))
-    for mem, rows in _pair_blocks(L, n, m, d):
-        diff = _differences(A[mem, rows], B[mem]).abs_()
-        part = out[mem, rows].view(-1)
+    for block in _pair_blocks(L, n, m, d):
+        diff = _differences(_part(A, block), _part(B, block, rows=False)).abs_()
+        part = _part(out, block).view(-1)
         torch.addmv(bias, diff.view(-1, d), w, beta=-1.0, alpha=-1.0, out=part)
     return out.view(*lead, n, m)
 
@@ -384,16 +396,19 @@ class _HeadDissimilarity(torch.autograd.Function):
             S, U = N - G.reshape(L, n, m).mT, A.new_empty((L, n, d))
         else:
             S, U, V = N, A.new_empty((L, n, d)), A.new_zeros((L, m, d))
-        for mem, rows in _pair_blocks(L, n, m, d):
-            sign = _differences(A[mem, rows], B[mem]).sign_()
+        for block in _pair_blocks(L, n, m, d):
+            sign = _differences(_part(A, block), _part(B, block, rows=False))
+            sign.sign_()
             h, r = sign.shape[:2]
             torch.bmm(
-                S[mem, rows].reshape(h * r, 1, m),
+                _part(S, block).reshape(h * r, 1, m),
                 sign.view(h * r, m, d),
-                out=U[mem, rows].view(h * r, 1, d),
+                out=_part(U, block).view(h * r, 1, d),
             )
             if not ctx.same:
-                V[mem] += torch.einsum("hrm,hrmd->hmd", N[mem, rows], sign)
+                _part(V, block, rows=False).add_(
+                    torch.einsum("hrm,hrmd->hmd", _part(N, block), sign)
+                )
         grad_w = (A * U).reshape(-1, d).sum(0)
         if ctx.same:
             return (U * w).reshape(a.shape), None, grad_w, grad_bias

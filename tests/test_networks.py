@@ -197,16 +197,21 @@ def test_head_dissimilarity_gradient_is_autograds(block, monkeypatch):
     [(8, 6, 6, 4, 1 << 25), (8, 6, 6, 4, 300), (3, 7, 5, 2, 25), (2, 3, 4, 5, 1)],
 )
 def test_head_blocks_cover_every_pair_once(L, n, m, d, block, monkeypatch):
-    """Blocks of whole leading entries when one fits, else of rows of one
-    entry (one row at least); together they cover each (entry, row) once,
-    and each block's part of an (L, n, ...) tensor is contiguous (the
-    results are written there in place)."""
+    """One block of everything when it fits, else blocks of whole leading
+    entries when one fits, else of rows of one entry (one row at least);
+    together they cover each (entry, row) once, and each block's part of an
+    (L, n, ...) tensor is contiguous (the results are written there in
+    place)."""
     monkeypatch.setattr(_networks, "_L1_BLOCK", block)
-    seen = torch.zeros(L, n, dtype=torch.long)
-    for mem, rows in _networks._pair_blocks(L, n, m, d):
-        part = seen[mem, rows]
+    seen = torch.zeros(L, n, 3, dtype=torch.long)
+    blocks = list(_networks._pair_blocks(L, n, m, d))
+    assert (blocks == [None]) == (L * n * m * d <= block)
+    for b in blocks:
+        part = _networks._part(seen, b)
         assert part.is_contiguous()
-        assert part.numel() * m * d <= max(block, m * d)
+        assert part.shape[:2].numel() * m * d <= max(block, m * d)
+        entries = _networks._part(seen, b, rows=False)
+        assert entries.is_contiguous() and len(entries) == len(part)
         part += 1
     assert (seen == 1).all()
 
