@@ -223,6 +223,8 @@ class BlockTransform:
             self._look_for_infinity(raw)
         blank = torch.isnan(Z)
         Z = Z.masked_fill_(blank, 0.0)
+        if self._robust:  # clipped to +-3: nothing left to overflow
+            return self._with_flags(Z, blank)
         overflow = torch.isinf(Z).any()
         if self._check_each_block:
             if overflow:
