@@ -314,7 +314,7 @@ def _pair_blocks(L, n, m, d):
     if L * per_entry <= _L1_BLOCK:
         yield None
     elif per_entry <= _L1_BLOCK:
-        step = _L1_BLOCK // max(per_entry, 1)
+        step = _L1_BLOCK // per_entry
         for lo in range(0, L, step):
             yield slice(lo, min(lo + step, L)), slice(0, n)
     else:
@@ -393,7 +393,7 @@ class _HeadDissimilarity(torch.autograd.Function):
         # The rows of a block times its signs: a batch of matrix-vector
         # products, written into the rows of the block.
         if ctx.same:
-            S, U = N - G.reshape(L, n, m).mT, A.new_empty((L, n, d))
+            S, U = N + N.mT, A.new_empty((L, n, d))
         else:
             S, U, V = N, A.new_empty((L, n, d)), A.new_zeros((L, m, d))
         for block in _pair_blocks(L, n, m, d):
