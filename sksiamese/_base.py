@@ -152,14 +152,13 @@ class _BaseSiamese(BaseEstimator):
     def _image_input(self):
         return self.encoder == "cnn" or not isinstance(self.encoder, str)
 
-    def _validate_X(self, X, y="no_validation", reset=True, check_finite=True):
+    def _validate_X(self, X, y="no_validation", reset=True):
         """Validate ``X`` (and ``y``), flattening image arrays to rows.
 
         Returns a float 2-D array (NaN allowed), or ``(X, y)`` when ``y`` is
         given (None included, which is refused with scikit-learn's message).
-        ``check_finite=False`` leaves infinite values to the scaling of the
-        rows for :meth:`_embed`, which raises scikit-learn's error for them
-        (see :meth:`_validate_rows`).
+        Infinite values are refused (by the scaling, for a fitted estimator:
+        see :meth:`_validate_rows`).
         """
         shape = None
         if self._image_input() and getattr(X, "ndim", 2) in (3, 4):
@@ -171,22 +170,22 @@ class _BaseSiamese(BaseEstimator):
                     f"fitted on images of shape {self.image_shape_}."
                 )
             X = X.reshape(len(X), -1)
-        out = self._validate_rows(X, y, reset, check_finite)
+        out = self._validate_rows(X, y, reset)
         if reset:
             X = out[0] if isinstance(out, tuple) else out
             self.image_shape_ = self._resolve_image_shape(shape, X.shape[1])
         return out
 
-    def _validate_rows(self, X, y, reset, check_finite=True):
+    def _validate_rows(self, X, y, reset):
         """scikit-learn's ``validate_data`` of flat rows: float, blanks (NaN)
         allowed, two rows at least to fit.
 
-        ``check_finite=False`` skips its look for infinite values, a pass
-        over all of ``X`` on the host, for rows that are only embedded: the
-        scaling of each block before the encoder
-        (:class:`~sksiamese._preprocessing.BlockTransform`) raises the same
-        error for them, on the device that scales them. On a GPU, that pass
-        took as long as the encoder's forward pass over the rows.
+        Only ``fit`` (``reset``) looks for infinite values here, a pass over
+        all of ``X`` on the host: a fitted estimator scales every row it
+        validates (:meth:`_embed`, :meth:`_scaled`), block by block, with
+        :class:`~sksiamese._preprocessing.BlockTransform`, which raises the
+        same error for them on the device that scales them. On a GPU, that
+        pass took as long as the encoder's forward pass over the rows.
         """
         return validate_data(
             self,
@@ -194,7 +193,7 @@ class _BaseSiamese(BaseEstimator):
             y,
             reset=reset,
             dtype=[np.float64, np.float32],
-            ensure_all_finite="allow-nan" if check_finite else False,
+            ensure_all_finite="allow-nan" if reset else False,
             ensure_min_samples=2 if reset else 1,
         )
 
@@ -362,7 +361,7 @@ class _BaseSiamese(BaseEstimator):
             members' embeddings side by side), else ``embedding_dim``.
         """
         check_is_fitted(self)
-        X = self._validate_X(X, reset=False, check_finite=False)
+        X = self._validate_X(X, reset=False)
         E = self._embed(X)
         # float32 stays float32 (as in scikit-learn's transformers); else float64.
         return E if X.dtype == np.float32 else E.astype(np.float64)

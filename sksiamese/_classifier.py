@@ -660,7 +660,7 @@ class SiameseClassifier(
 
     def _class_dissimilarity(self, X):
         check_is_fitted(self)
-        X = self._validate_X(X, reset=False, check_finite=False)
+        X = self._validate_X(X, reset=False)
         # Model files written before references had weights: one sample each.
         weights = getattr(self, "_reference_weights", None)
         refs = References(self.references_, self._reference_codes, weights)

@@ -344,13 +344,11 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
             )
         return y.astype(bool)
 
-    def _validate_pairs(self, X, y=None, reset=True, check_finite=True):
+    def _validate_pairs(self, X, y=None, reset=True):
         """Validate pairs given as ``(n_pairs, 2, ...)`` or side by side.
 
         Returns a float array of shape ``(n_pairs, 2, n_features)`` (NaN
         allowed), and the validated ``y`` too when one is given.
-        ``check_finite=False``: for pairs that are only embedded (see
-        ``_validate_rows``).
         """
         side_shape = None
         if not hasattr(X, "shape"):
@@ -381,9 +379,9 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
                 side_shape = None
             X = X.reshape(len(X), -1)
         if y is None:
-            X = self._validate_rows(X, "no_validation", reset, check_finite)
+            X = self._validate_rows(X, "no_validation", reset)
         else:
-            X, y = self._validate_rows(X, y, reset, check_finite)
+            X, y = self._validate_rows(X, y, reset)
         if X.shape[1] % 2:
             raise ValueError(
                 f"X has {X.shape[1]} feature(s) per row, an odd number: a row "
@@ -524,7 +522,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
     def _pair_dissimilarity(self, X):
         check_is_fitted(self)
         return self._dissimilarity(
-            self._embed_pairs(self._validate_pairs(X, None, False, check_finite=False))
+            self._embed_pairs(self._validate_pairs(X, None, False))
         )
 
     def decision_function(self, X):
@@ -624,7 +622,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
                 f"expecting {self.n_features_in_} features as input (pairs side "
                 f"by side), or {n_features} (single vectors)."
             )
-        E = self._embed_pairs(self._validate_pairs(X, None, False, check_finite=False))
+        E = self._embed_pairs(self._validate_pairs(X, None, False))
         E = E.astype(np.float64)
         return E.reshape(len(E), -1) if len(shape) == 2 else E
 

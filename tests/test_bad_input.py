@@ -595,6 +595,14 @@ CASES = [
         "Input X contains infinity",
     ),
     Case(
+        "partial_fit-inf-after-fit",
+        "mlp",
+        "partial_fit",
+        (_with(X, 4, 2, np.inf), y),
+        ValueError,
+        "Input X contains infinity",
+    ),
+    Case(
         "fit_references-inf",
         "mlp",
         "fit_references",
@@ -1008,7 +1016,7 @@ def test_prediction_leaves_infinity_to_the_scaling(
 ):
     # scikit-learn's look for infinite values is a pass over all of X on the
     # host; the scaling of each block looks for them anyway (the cases
-    # above), on the device that scales it. Fit looks (cases above too).
+    # above), on the device that scales it. Only fit looks on the host.
     estimator = fitted(name)
     looked = []
     real = sklearn.utils.validation._assert_all_finite
