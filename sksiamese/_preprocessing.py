@@ -189,7 +189,9 @@ class BlockTransform:
         if check_each_block is None:
             check_each_block = self.device.type == "cpu"
         self._check_each_block = check_each_block
-        self._overflow = self._infinite = None
+        # What blocks not checked one by one held, for check(): a 0-d bool
+        # tensor on the device for each kind of error (see _found).
+        self._held = {}
         self._dtype = None
 
     def __call__(self, X):
@@ -213,26 +215,18 @@ class BlockTransform:
             # every input value.
             if self._check_each_block and bool(torch.isfinite(t.sum())):
                 return self._with_flags(Z.mul_(t.rsqrt_()).to(torch.float32))
-            self._look_for_infinity(raw)
+            self._found("infinite", torch.isinf(raw).any())
             over, sign = torch.isinf(t), torch.sign(Z)
             Z = torch.where(over, 3.0 * sign, Z.mul_(t.rsqrt_()))
         Z = Z.to(torch.float32)
         if not self._robust:
             if self._check_each_block and bool(torch.isfinite(Z.sum())):
                 return self._with_flags(Z)
-            self._look_for_infinity(raw)
+            self._found("infinite", torch.isinf(raw).any())
         blank = torch.isnan(Z)
         Z = Z.masked_fill_(blank, 0.0)
-        if self._robust:  # clipped to +-3: nothing left to overflow
-            return self._with_flags(Z, blank)
-        overflow = torch.isinf(Z).any()
-        if self._check_each_block:
-            if overflow:
-                raise ValueError(_TOO_LARGE)
-        else:
-            self._overflow = (
-                overflow if self._overflow is None else self._overflow | overflow
-            )
+        if not self._robust:  # (clipped to +-3, nothing is left to overflow)
+            self._found("too large", torch.isinf(Z).any())
         return self._with_flags(Z, blank)
 
     def _with_flags(self, Z, blank=None):
@@ -245,25 +239,27 @@ class BlockTransform:
             flags = blank[:, self._flags].to(torch.float32)
         return torch.cat([Z, flags], dim=1)
 
-    def _look_for_infinity(self, raw):
-        """Raise scikit-learn's ValueError for an infinite input value in the
-        block ``raw`` (blanks are allowed, infinity is not), or record one
-        for :meth:`check`."""
-        infinite = torch.isinf(raw).any()
-        if self._check_each_block:
-            if infinite:
-                raise _infinity_error(self._dtype)
-        else:
-            self._infinite = (
-                infinite if self._infinite is None else self._infinite | infinite
-            )
+    def _found(self, kind, found):
+        """Raise the error of ``kind`` ("infinite": scikit-learn's for an
+        infinite input value; "too large": ``transform``'s for values too
+        large for float32 after scaling) if ``found``, a 0-d bool tensor,
+        is true; without a check of each block, record it for :meth:`check`
+        instead."""
+        if not self._check_each_block:
+            held = self._held.get(kind)
+            self._held[kind] = found if held is None else held | found
+        elif found:
+            raise self._error(kind)
+
+    def _error(self, kind):
+        if kind == "infinite":
+            return _infinity_error(self._dtype)
+        return ValueError(_TOO_LARGE)
 
     def check(self):
-        """Raise scikit-learn's ValueError if a block held infinite values,
-        or ``transform``'s if values too large for float32 after scaling
-        (one wait for the device, at the end; blocks checked one by one have
-        raised already)."""
-        if self._infinite is not None and bool(self._infinite):
-            raise _infinity_error(self._dtype)
-        if self._overflow is not None and bool(self._overflow):
-            raise ValueError(_TOO_LARGE)
+        """Raise the error of what a block held, infinite values first (one
+        wait for the device per kind, at the end; blocks checked one by one
+        have raised already)."""
+        for kind in ("infinite", "too large"):
+            if kind in self._held and bool(self._held[kind]):
+                raise self._error(kind)
