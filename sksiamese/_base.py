@@ -25,7 +25,7 @@ from torch import nn
 from ._compat import HasMethods, Interval, StrOptions, validate_data
 from ._networks import DISTANCES
 from ._persistence import save as save_model
-from ._preprocessing import BlankAwareScaler
+from ._preprocessing import BlankAwareScaler, _infinity_error
 from ._training import (
     SiameseNet,
     build_module,
@@ -239,7 +239,16 @@ class _BaseSiamese(BaseEstimator):
         (scaled block by block while embedding), or ``then`` of them (see
         :meth:`~sksiamese._training.SiameseNet.embed`)."""
         prepare = self._scaler.tensor_transform(self.net_.device)
-        return self.net_.embed(X, prepare=prepare, then=then)
+        try:
+            return self.net_.embed(X, prepare=prepare, then=then)
+        except ValueError:
+            # The error of an earlier block (a value too large after scaling,
+            # NaN embeddings) must not hide an infinite value in a later one,
+            # which scikit-learn's validation would refuse first: one pass
+            # over X on the host, on the way to an error only.
+            if np.isinf(X).any():
+                raise _infinity_error(X.dtype) from None
+            raise
 
     # -- the fit skeleton ------------------------------------------------------
 

@@ -123,6 +123,44 @@ def test_infinite_values_get_scikit_learns_error_in_the_block_that_holds_them(
     clean.check()
 
 
+@pytest.mark.parametrize("check_each_block", [True, False])
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "transform"])
+def test_an_infinite_value_is_refused_first_when_a_block_before_it_fails(
+    check_each_block, method, monkeypatch
+):
+    # A value too large for float32 after standard scaling in the first
+    # block raises its own error there (on a CPU) or at the check of the
+    # first group of embeddings (on a GPU); an infinite value in a later
+    # block is still what the user hears of, as from scikit-learn's
+    # validation of the whole X.
+    from sksiamese import _training
+
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(40, 3)), np.repeat([0, 1], 20)
+    clf = SiameseClassifier(
+        hidden_layer_sizes=(8,),
+        embedding_dim=4,
+        n_members=1,
+        max_epochs=1,
+        scaling="standard",
+        random_state=0,
+    ).fit(X, y)
+    monkeypatch.setitem(_training.EMBED_ROWS, "cpu", 4)
+    monkeypatch.setattr(_training, "_EMBED_COPY_ROWS", 4)
+    monkeypatch.setattr(
+        BlankAwareScaler,
+        "tensor_transform",
+        lambda self, device="cpu": BlockTransform(self, device, check_each_block),
+    )
+    Q = X[:12].copy()
+    Q[0, 0] = 1e300
+    with pytest.raises(ValueError, match="too large to scale"):
+        getattr(clf, method)(Q)
+    Q[-1, 1] = -np.inf
+    with pytest.raises(ValueError, match="Input X contains infinity"):
+        getattr(clf, method)(Q)
+
+
 def test_robust_scaling_centres_spreads_and_clips():
     rng = np.random.RandomState(0)
     n = 2000
