@@ -62,12 +62,16 @@ def _balanced_coefficients(same, weights=None, n_values=1, dtype=torch.float32):
     """
     if weights is None:
         weights = torch.ones(same.shape, dtype=dtype, device=same.device)
+    # In ``dtype`` from the start: the clamp below takes its smallest
+    # normal number, which a narrower type would round to 0 (an absent
+    # kind's scale would be infinite, its factors NaN).
+    weights = weights.to(dtype)
     in_same = torch.where(same, weights, 0.0).sum()
     totals = torch.stack([in_same, weights.sum() - in_same])
     kinds = (totals > 0).sum().clamp(min=1)
     # A kind without pairs has a total of 0 and weights of 0: factors of 0.
     scale = 1.0 / (totals.clamp(min=torch.finfo(dtype).tiny) * (kinds * n_values))
-    return (weights * torch.where(same, scale[0], scale[1])).to(dtype)
+    return weights * torch.where(same, scale[0], scale[1])
 
 
 def _pair_labels(loss, same, margin=1.0, weights=None, n_values=1, dtype=torch.float32):
@@ -254,11 +258,14 @@ class _SemiHardTriplet(torch.autograd.Function):
 
 
 def _scatter_add_last_(base, index, src):
-    """``base.scatter_add_(-1, index, src)`` (``base`` contiguous), its sums
-    in the same order on every run (see :func:`_networks._adds_in_order`)."""
+    """``base.scatter_add_(-1, index, src)``, its sums in the same order on
+    every run (see :func:`_networks._adds_in_order`); in place where
+    ``base`` is contiguous (on a copy otherwise: returns the result)."""
     if _networks._adds_in_order(base.device):
         return base.scatter_add_(-1, index, src)
     width = base.shape[-1]
+    # (A gradient keeps the layout of its input: ``D`` may be a transpose.)
+    base = base.contiguous()
     out = base.view(-1, width)
     rows = torch.arange(len(out), device=out.device)[:, None]
     index, src = index.reshape(len(out), -1), src.reshape(len(out), -1)
@@ -615,6 +622,7 @@ class InBatchLoss(nn.Module):
         ):
             return self._make_labels(y, E, module)
         key = (
+            self.loss,
             y._version,
             None if weights is None else weights._version,
             E.dtype,

@@ -9,6 +9,7 @@ from sksiamese._losses import (
     InBatchLoss,
     RowPairLoss,
     _LogPickProbability,
+    bce_pair_loss,
     contrastive_loss,
     nca_loss,
     prototype_loss,
@@ -102,6 +103,13 @@ def test_triplet_gradient_matches_autograd_through_a_loop(
     (expected_grad,) = torch.autograd.grad(expected, D)
     assert (grad != 0).sum() > 10
     torch.testing.assert_close(grad, expected_grad)
+    # D symmetric: its transpose, a view of another layout, has the same
+    # loss; the gradient, which keeps that layout, is the transpose.
+    (grad_of_view,) = torch.autograd.grad(
+        triplet_loss(D.mT, y, margin=0.3, sample_weight=w), D
+    )
+    assert not D.mT.is_contiguous()
+    torch.testing.assert_close(grad_of_view, grad.mT)
     assert torch.autograd.gradcheck(
         lambda D: triplet_loss(D, y, margin=0.3, sample_weight=w), (D,)
     )
@@ -134,6 +142,24 @@ def test_float32_losses_take_weights_of_another_dtype(loss, n_members):
     got = value(emb.float(), w)
     assert got.dtype == torch.float32
     assert got.item() == pytest.approx(value(emb, w).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", [contrastive_loss, bce_pair_loss])
+def test_pair_losses_take_narrower_weights_when_a_kind_of_pair_is_absent(loss):
+    # Only the diagonal is "same", at weight 0: the same pairs' total is 0,
+    # and the float64 loss's factors must not come from float32 arithmetic
+    # (whose smallest normal number is not float64's).
+    y = torch.arange(5)
+    same = y[:, None] == y[None, :]
+    w = torch.ones(5, 5, dtype=torch.float32).fill_diagonal_(0.0)
+    d = torch.rand(
+        5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    got = loss(d, same, weights=w)
+    assert got.dtype == torch.float64 and torch.isfinite(got)
+    assert got.item() == pytest.approx(
+        loss(d, same, weights=w.double()).item(), rel=1e-12
+    )
 
 
 def test_prototype_loss_prefers_tight_classes():
@@ -673,6 +699,19 @@ def test_the_terms_of_one_tensor_of_labels_are_made_once(loss, n_members, labels
     copy = pickle.loads(pickle.dumps(criterion))
     assert "_last_labels" in criterion.__dict__
     assert "_last_labels" not in copy.__dict__
+
+
+def test_the_terms_of_the_labels_follow_a_change_of_the_loss(labels_made):
+    # The loss changed on the object itself: its terms are made again.
+    module = SiameseModule(torch.nn.Identity(), "euclidean", embedding_dim=4)
+    criterion = InBatchLoss("contrastive")
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
+    emb = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    criterion(emb, y, module)
+    for loss in ("triplet", "nca", "prototype", "contrastive"):
+        criterion.loss = loss
+        assert criterion(emb, y, module) == InBatchLoss(loss)(emb, y, module)
+    assert sum(m is criterion for m in labels_made) == 5
 
 
 @pytest.mark.parametrize("copied", [False, True], ids=["on-device", "copied"])
