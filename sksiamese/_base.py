@@ -396,7 +396,10 @@ class _BaseSiamese(BaseEstimator):
                 f"X1 and X2 must have the same number of rows; got {len(A)} "
                 f"and {len(B)}."
             )
-        # In float64, as for predict: far-apart embeddings overflow float32.
+        # In float64, as for predict: far-apart embeddings overflow float32
+        # (and a float32 X1 beside a float64 X2 must not meet a pair head
+        # in two dtypes).
+        A, B = A.astype(np.float64, copy=False), B.astype(np.float64, copy=False)
         return self.net_.rowwise(A, B).astype(np.float64)
 
     def pair_score(self, X1, X2):

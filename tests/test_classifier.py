@@ -138,6 +138,20 @@ def test_pair_distance_and_score(fitted, wine):
         fitted.pair_distance(a, b_same[:3])
 
 
+def test_pair_distance_of_float32_and_float64_rows_with_a_pair_head(wine):
+    # transform keeps float32 rows in float32: the head of loss="bce" then
+    # met two dtypes (a torch error); both sides are compared in float64.
+    X_train, X_test, y_train, _ = wine
+    clf = SiameseClassifier(**{**SMALL, "max_epochs": 2, "loss": "bce"})
+    clf.fit(X_train, y_train)
+    a, b = X_test[:6], X_test[6:12]
+    expected = clf.pair_distance(a, b)
+    for a_, b_ in ((a.astype(np.float32), b), (a, b.astype(np.float32))):
+        got = clf.pair_distance(a_, b_)
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_blanks_are_not_zeros():
     # A feature that is either blank or 0 decides the class: mapping blanks to 0
     # would erase the signal; the blank indicator keeps it.
