@@ -602,12 +602,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         if not hasattr(X, "shape"):
             X = np.asarray(X)
         shape = X.shape
-        images = self.image_shape_
-        single = (len(shape) == 2 and shape[1] == n_features) or (
-            images is not None
-            and (shape[1:] == images or (images[0] == 1 and shape[1:] == images[1:]))
-        )
-        if single:
+        if self._single_vectors(shape):
             # Infinite values: raised by the scaling in _embed (see
             # _validate_rows).
             X = check_array(
@@ -625,6 +620,27 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         E = self._embed_pairs(self._validate_pairs(X, None, False))
         E = E.astype(np.float64)
         return E.reshape(len(E), -1) if len(shape) == 2 else E
+
+    def _single_vectors(self, shape):
+        """Whether ``X`` of this shape holds single vectors, not pairs."""
+        images = self.image_shape_
+        return (len(shape) == 2 and shape[1] == self.n_features_in_ // 2) or (
+            images is not None
+            and (shape[1:] == images or (images[0] == 1 and shape[1:] == images[1:]))
+        )
+
+    def pair_distance(self, X1, X2):
+        """Dissimilarity of the single vector ``X1[i]`` and ``X2[i]`` (each
+        of ``n_features_in_ // 2`` features: one side of a pair)."""
+        check_is_fitted(self)
+        for name, X in (("X1", X1), ("X2", X2)):
+            if not self._single_vectors(np.shape(X)):
+                raise ValueError(
+                    f"{name} must hold single vectors of {self.n_features_in_ // 2} "
+                    f"features (one side of a pair each); got shape {np.shape(X)}. "
+                    "To score pairs, use decision_function or predict_proba."
+                )
+        return super().pair_distance(X1, X2)
 
     # -- threshold -------------------------------------------------------------
 

@@ -75,6 +75,18 @@ def test_learns_digit_pairs_and_surface_is_consistent(fitted, digit_pairs):
     assert np.all(np.diff(proba[np.argsort(decision), 1]) >= 0)
 
 
+def test_pair_distance_takes_single_vectors_only(fitted, digit_pairs):
+    # Pairs (either layout) would be embedded side by side and compared as
+    # such: numbers without a meaning. They are refused.
+    X_test = digit_pairs[2]
+    side_by_side = X_test.reshape(len(X_test), -1)
+    for X1 in (X_test, side_by_side):
+        with pytest.raises(ValueError, match="X1 must hold single vectors of 64"):
+            fitted.pair_distance(X1, X_test[:, 1])
+    with pytest.raises(ValueError, match="X2 must hold single vectors"):
+        fitted.pair_distance(X_test[:, 0], side_by_side)
+
+
 def test_transform_embeds_single_vectors_and_pairs(fitted, digit_pairs):
     X_test, img_test = digit_pairs[2], digit_pairs[4]
     width = 8 * SMALL["embedding_dim"]  # 8 members, side by side
