@@ -242,7 +242,10 @@ def lloyd(X, centres, *, max_iter=50, tol=1e-4):
             _add_rows(sums, labels[far], -X[far])
             _add_rows(sizes, labels[far], -torch.ones_like(far, dtype=X.dtype))
             sums[empty], sizes[empty] = X[far], 1.0
-            new = sums / sizes[:, None]
+            new = sums / sizes.clamp(min=1)[:, None]
+            # A cluster whose only row moved is left empty: as scikit-learn,
+            # at the centre of the largest cluster (not 0 / 0 = NaN).
+            new = torch.where((sizes == 0)[:, None], new[sizes.argmax()], new)
             shift = float(((new - centres) ** 2).sum())
         centres = new
         if not changed:

@@ -465,6 +465,26 @@ def test_lloyd_moves_empty_clusters_as_scikit_learn(n_far, adds_in_order, monkey
     np.testing.assert_allclose(centres, km.cluster_centers_, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("adds_in_order", [True, False])
+def test_lloyd_moves_a_cluster_emptied_by_a_move_as_scikit_learn(
+    adds_in_order, monkeypatch
+):
+    # The far centre's empty cluster takes the farthest row, the only row of
+    # another cluster, which is left empty in turn: scikit-learn puts it at
+    # the centre of the largest cluster (a mean of no rows would be NaN).
+    monkeypatch.setattr(_networks, "_adds_in_order", lambda device: adds_in_order)
+    X = np.array([[0.0, 0.0], [0.1, 0.0], [0.2, 0.0], [0.0, 0.1], [100.0, 0.0]])
+    init = np.array([[0.1, 0.0], [60.0, 0.0], [-1000.0, 0.0]])
+    for max_iter in (1, 50):
+        centres, labels = lloyd(
+            torch.from_numpy(X), torch.from_numpy(init), max_iter=max_iter
+        )
+        km = KMeans(3, init=init, n_init=1, max_iter=max_iter).fit(X)
+        assert np.isfinite(centres).all()
+        np.testing.assert_array_equal(labels, km.labels_)
+        np.testing.assert_allclose(centres, km.cluster_centers_, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_kmeans_on_cuda_is_that_on_cpu():
     rng = np.random.RandomState(0)
