@@ -7,6 +7,7 @@ The public methods; the fit skeleton is in ``_base.py``, references in
 import numbers
 
 import numpy as np
+import torch
 from scipy.special import expit, logit
 from sklearn.base import (
     ClassifierMixin,
@@ -621,7 +622,9 @@ class SiameseClassifier(
 
         The trained encoder embeds ``X`` once; later predictions compare queries
         with these references only. Use it to recognise classes never seen in
-        training, from as little as one sample each.
+        training, from as little as one sample each. :meth:`partial_fit`
+        afterwards trains the encoder on with these classes (and
+        ``class_weight`` for them), from the chunks it is given.
 
         Parameters
         ----------
@@ -649,6 +652,18 @@ class SiameseClassifier(
             device=self.net_.device,
         )
         self._keep_references(refs, classes, np.bincount(codes))
+        # partial_fit trains on from here with these classes: the samples
+        # kept of the former ones, and the loss's class count and weights
+        # for them, no longer apply.
+        self.__dict__.pop("_stream", None)
+        criterion = self.net_.criterion_
+        criterion.n_classes = len(classes)
+        weights = class_weight_vector(self.class_weight, classes, strict=False)
+        criterion.class_weight = (
+            None
+            if weights is None
+            else torch.as_tensor(weights, dtype=torch.float32, device=self.net_.device)
+        )
         return self
 
     def _loss_over_all_pairs(self):

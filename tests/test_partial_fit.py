@@ -10,6 +10,7 @@ from sklearn.model_selection import train_test_split
 
 import sksiamese._classifier
 from sksiamese import SiameseClassifier
+from sksiamese._references import kept_samples
 
 SMALL = dict(hidden_layer_sizes=(32,), embedding_dim=8, random_state=0)
 
@@ -104,3 +105,31 @@ def test_fit_after_partial_fit_starts_over(cancer):
     np.testing.assert_array_equal(
         clf.predict_proba(X_test), fresh.predict_proba(X_test)
     )
+
+
+@pytest.mark.parametrize("new_classes", [[0, 1, 2, 3], [7, 9]])
+@pytest.mark.parametrize("first", ["fit", "partial_fit"])
+def test_partial_fit_trains_on_the_classes_of_fit_references(
+    cancer, first, new_classes
+):
+    # fit_references replaces classes_: partial_fit then trains on with
+    # them (its kept samples and its loss's classes were the former ones).
+    X_train, X_test, y_train, _ = cancer
+    clf = SiameseClassifier(**SMALL, max_epochs=1, class_weight="balanced")
+    if first == "fit":
+        clf.fit(X_train, y_train)
+    else:
+        clf.partial_fit(X_train[:200], y_train[:200], classes=[0, 1])
+    labels = np.asarray(new_classes)[np.arange(len(X_train)) % len(new_classes)]
+    clf.fit_references(X_train[:100], labels[:100])
+    clf.partial_fit(X_train[100:300], labels[100:300])
+    np.testing.assert_array_equal(clf.classes_, new_classes)
+    # Only samples of the new classes are kept to train on (and to refer to).
+    kept, kept_codes = kept_samples(clf._stream)
+    _, chunk_codes = np.unique(labels[100:300], return_inverse=True)
+    assert len(kept) == 200
+    np.testing.assert_array_equal(np.bincount(kept_codes), np.bincount(chunk_codes))
+    proba = clf.predict_proba(X_test)
+    assert proba.shape == (len(X_test), len(new_classes))
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    assert set(clf.predict(X_test)) <= set(new_classes)
