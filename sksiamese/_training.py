@@ -123,9 +123,15 @@ def to_cpu(obj):
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
     if isinstance(obj, dict):
-        return {k: to_cpu(v) for k, v in obj.items()}
+        # copy.copy keeps the type (defaultdict, OrderedDict, ...).
+        out = copy.copy(obj)
+        out.update((k, to_cpu(v)) for k, v in obj.items())
+        return out
     if isinstance(obj, (list, tuple)):
-        return type(obj)(to_cpu(v) for v in obj)
+        items = [to_cpu(v) for v in obj]
+        if hasattr(obj, "_fields"):  # a namedtuple takes its fields one by one
+            return type(obj)(*items)
+        return type(obj)(items)
     return obj
 
 

@@ -1,6 +1,7 @@
 """Failures leave nothing half done; training stops clearly; results repeat;
 random input gives valid output or a clear error; large input is chunked."""
 
+import collections
 import copy
 import pickle
 import warnings
@@ -625,6 +626,41 @@ def test_pickle_round_trip_gives_identical_outputs(data):
     np.testing.assert_array_equal(
         restored.fit(X, y).predict_proba(X), clf.predict_proba(X)
     )
+
+
+Best = collections.namedtuple("Best", "epoch loss")
+
+
+class _KeepsState(Callback):
+    """A user callback whose state is a namedtuple and a defaultdict."""
+
+    def initialize(self):
+        self.best_ = Best(0, float("inf"))
+        self.seen_ = collections.defaultdict(int)
+        return self
+
+    def on_epoch_end(self, net, **kwargs):
+        self.seen_["epochs"] += 1
+        loss = net.history[-1, "train_loss"]
+        if loss < self.best_.loss:
+            self.best_ = Best(len(net.history), loss)
+
+
+def test_callbacks_keep_the_types_of_their_state_through_pickle_and_partial_fit(
+    data,
+):
+    # Their tensors are copied to the CPU for pickling (and for the copy
+    # partial_fit keeps to restore on failure): namedtuples and defaultdicts
+    # stay what they are.
+    X, y = data
+    clf = SiameseClassifier(**TINY, callbacks=[_KeepsState()]).fit(X, y)
+    for model in (pickle.loads(pickle.dumps(clf)), clf):
+        model.partial_fit(X, y)
+        state = dict(model.net_.callbacks_)["_KeepsState"]
+        assert type(state.best_) is Best
+        assert type(state.seen_) is collections.defaultdict
+        assert state.seen_["epochs"] == TINY["max_epochs"] + 1
+        assert state.seen_["not counted"] == 0
 
 
 # -- property-based ---------------------------------------------------------------
