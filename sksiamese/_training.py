@@ -650,6 +650,8 @@ class BalancedProgressBar(ProgressBar):
         if dataset is None or getattr(net, name) is not BalancedBatchIterator:
             return super()._get_batches_per_epoch_phase(net, dataset, training)
         y = np.asarray(dataset.y)
+        if y.ndim == 2:  # pairs: the class code, then the groups of the sides
+            y = y[:, 0]
         if not hasattr(self, "counts_"):
             self.counts_ = {}
         key = (training, len(y))

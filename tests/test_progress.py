@@ -1,9 +1,10 @@
 """``verbose=2``: a progress bar over the balanced batches of each epoch."""
 
+import numpy as np
 import pytest
 from sklearn.datasets import load_wine
 
-from sksiamese import SiameseClassifier
+from sksiamese import SiameseClassifier, SiamesePairClassifier
 from sksiamese._training import BalancedProgressBar
 
 SMALL = dict(hidden_layer_sizes=(8,), embedding_dim=2, max_epochs=2, random_state=0)
@@ -40,3 +41,17 @@ def test_verbose_2_draws_a_bar_with_the_right_batch_count(wine_all, capsys):
     out, err = capsys.readouterr()
     assert "train_loss" in out  # the per-epoch table, as with verbose=1
     assert f"/{per_epoch} [" in err  # tqdm's "k/total [time]" on stderr
+
+
+def test_the_bar_of_the_pair_estimator_counts_its_batches(capsys):
+    # Pair targets are 2-D (the label, then the groups of the two sides):
+    # the bar counts the batches of the label's classes.
+    rng = np.random.RandomState(0)
+    A, same = rng.normal(size=(300, 4)), rng.randint(2, size=300)
+    B = np.where(same[:, None] == 1, A + 0.1 * rng.normal(size=A.shape), -A)
+    clf = SiamesePairClassifier(verbose=2, batch_size=30, early_stopping=True, **SMALL)
+    clf.fit(np.stack([A, B], 1), same)
+    bar = callbacks(clf)["progress_bar"]
+    per_epoch = len(clf.history_[-1, "batches"])
+    assert sum(bar.counts_.values()) == per_epoch
+    assert f"/{per_epoch} [" in capsys.readouterr().err
