@@ -41,7 +41,7 @@ from ._references import (
     select_references,
     update_reservoir,
 )
-from ._training import EmbeddedRows, seeded
+from ._training import EmbeddedRows, batch_size_and_lr, seeded
 
 # Samples of each class kept (by reservoir sampling) across partial_fit calls:
 # they give rare classes partners in later chunks, and the references and
@@ -536,7 +536,10 @@ class SiameseClassifier(
         predict after every call. The scaling of the inputs is fitted on the
         first chunk, which should therefore be representative. Hyperparameters
         ``early_stopping``, ``validation_fraction`` and ``max_epochs`` apply
-        to :meth:`fit` only. ``fit`` starts over, discarding what
+        to :meth:`fit` only; ``batch_size``, ``samples_per_class`` and
+        ``augment`` are read at every call (after :func:`~sksiamese.load`
+        too), while the network, its loss and its optimizer go on as the
+        first call (or ``fit``) made them. ``fit`` starts over, discarding what
         ``partial_fit`` learned; ``partial_fit`` after ``fit`` trains the
         fitted encoder on, keeps ``classes_`` and the input scaling, and
         rebuilds the references from the chunks it is given.
@@ -593,6 +596,16 @@ class SiameseClassifier(
                 "in the data seen so far; pass a larger first chunk."
             )
         seed = stream.rng.randint(np.iinfo(np.int32).max)
+        # Train with the parameters as they are now (set_params after fit),
+        # as a net rebuilt by load would.
+        # (Set directly: skorch's set_params refuses iterator parameters of
+        # an initialised net.)
+        vars(net).update(
+            batch_size=batch_size_and_lr(self)[0],
+            iterator_train__samples_per_class=self.samples_per_class,
+            iterator_valid__samples_per_class=self.samples_per_class,
+            iterator_train__augment=self._augment_shape(self._scaler),
+        )
         with seeded(seed, stream.device):
             net.partial_fit(Z_all, codes_all, epochs=1)
         update_reservoir(stream, Z, codes, _RESERVOIR_SIZE)

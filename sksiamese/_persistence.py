@@ -569,7 +569,14 @@ def _rebuild_net(estimator, spec, weights, device, fail):
         except (TypeError, ValueError, RuntimeError) as exc:
             fail(f"the saved weights do not fit the network ({exc})")
         net = make_net(
-            estimator, module, criterion, None, np.random.RandomState(0), device
+            estimator,
+            module,
+            criterion,
+            None,
+            np.random.RandomState(0),
+            device,
+            # partial_fit after a reload distorts batches as it would have.
+            augment=estimator._augment_shape(scaler),
         )
         seeds = spec.get("iterator_seeds", {})
         if not (

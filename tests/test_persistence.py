@@ -167,6 +167,31 @@ def test_partial_fit_goes_on_after_a_reload(wine, tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
 
 
+def test_partial_fit_after_a_reload_augments_and_follows_set_params(tmp_path):
+    # A reloaded model trains on as the model in memory does: with the
+    # image distortions of augment=True, and with the parameters set since
+    # the fit (batch_size, samples_per_class), which both now follow.
+    rng = np.random.RandomState(0)
+    y = np.repeat([0, 1, 2], 40)
+    X = (rng.normal(size=(120, 8, 8)) + y[:, None, None]).reshape(120, -1)
+    clf = SiameseClassifier(
+        **{**SMALL, "max_epochs": 1},
+        n_members=1,
+        batch_size=24,
+        augment=True,
+        image_shape=(8, 8),
+    ).fit(X, y)
+    clf.set_params(batch_size=48, samples_per_class=16)
+    clf.save(tmp_path / "m.zip")
+    loaded = load(tmp_path / "m.zip")
+    assert loaded.net_.iterator_train__augment == (1, 8, 8)
+    for model in (clf, loaded):
+        model.partial_fit(X, y)
+        sizes = {row["train_batch_size"] for row in model.history_[-1, "batches"]}
+        assert sizes == {48}  # 3 classes of 16 samples (24 before)
+    np.testing.assert_array_equal(loaded.transform(X), clf.transform(X))
+
+
 class TinyEncoder(nn.Module):
     def __init__(self, n_inputs=13, width=4):
         super().__init__()
