@@ -234,13 +234,13 @@ class _BaseSiamese(BaseEstimator):
         X = self._validate_X(X, reset=False)
         return self._scaler.transform(X)
 
-    def _embed(self, X, then=None):
+    def _embed(self, X, then=None, name=None):
         """Embeddings of validated, unscaled rows ``X`` of a fitted estimator
         (scaled block by block while embedding), or ``then`` of them (see
-        :meth:`~sksiamese._training.SiameseNet.embed`)."""
+        :meth:`~sksiamese._training.SiameseNet.embed`, as ``name``)."""
         prepare = self._scaler.tensor_transform(self.net_.device)
         try:
-            return self.net_.embed(X, prepare=prepare, then=then)
+            return self.net_.embed(X, prepare=prepare, then=then, name=name)
         except ValueError:
             # The error of an earlier block (a value too large after scaling,
             # NaN embeddings) must not hide an infinite value in a later one,

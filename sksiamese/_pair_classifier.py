@@ -18,6 +18,11 @@ from ._losses import RowPairLoss
 from ._persistence import register
 
 
+def _side_of_pair(row):
+    """What the row ``row`` of pairs embedded side after side is, for an error."""
+    return f"side {row % 2} of pair {row // 2}"
+
+
 @register
 class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
     """Siamese (twin) network that learns from labelled pairs.
@@ -400,7 +405,8 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         ones are scaled block by block where they are embedded, as single
         vectors are in :meth:`transform`."""
         embed = self.net_.embed if scaled else self._embed
-        return embed(X.reshape(2 * len(X), -1)).reshape(len(X), 2, -1)
+        E = embed(X.reshape(2 * len(X), -1), name=_side_of_pair)
+        return E.reshape(len(X), 2, -1)
 
     def _holdout_split(self, same, items, rng):
         """(train, held-out) pair indices, or (all, None) when too few pairs.

@@ -254,11 +254,13 @@ def _read_losses(rows, key):
             row[key] = value
 
 
-def _check_embeddings(E, first_row, n_rows, prepare=None, rows=None):
+def _check_embeddings(E, first_row, n_rows, prepare=None, rows=None, name=None):
     """Raise a ValueError if the embeddings ``E`` of rows ``first_row`` on (of
     ``n_rows`` embedded) hold NaN or infinite values, after ``prepare``'s
     ``check`` (errors of the input come first). With ``rows``, the rows
-    embedded are those rows of the input, and the error names them so."""
+    embedded are those rows of the input, and the error names them so;
+    ``name`` (a function of a row) says what a row of the input is, where
+    it is not a sample (the sides of pairs)."""
     # A sum is finite exactly when every value is, unless the sum itself
     # overflows; one cheap pass decides, the exact check runs only then.
     if torch.isfinite(E.sum()):
@@ -268,18 +270,21 @@ def _check_embeddings(E, first_row, n_rows, prepare=None, rows=None):
         return
     if hasattr(prepare, "check"):
         prepare.check()
+    # A range of places among the rows embedded, which are the input's own
+    # rows only without ``rows`` (and samples only without ``name``).
     where = (
         ""
-        if len(E) == n_rows
+        if len(E) == n_rows or rows is not None or name is not None
         else f" of rows {first_row} to {first_row + len(E) - 1} of {n_rows}"
     )
     first = first_row + np.flatnonzero(bad)[0]
+    first = first if rows is None else rows[first]
     # Distances to NaN would give NaN probabilities and arbitrary labels.
     raise ValueError(
         f"The encoder returned NaN or infinite embeddings for {bad.sum()} of "
-        f"{len(E)} samples{where} (the first is row "
-        f"{first if rows is None else rows[first]}). Their values may lie far "
-        "outside those seen in fit: rescale or clip them."
+        f"{len(E)} {'samples' if name is None else 'vectors'}{where} (the first "
+        f"is {f'row {first}' if name is None else name(first)}). Their values "
+        "may lie far outside those seen in fit: rescale or clip them."
     )
 
 
@@ -535,7 +540,7 @@ class SiameseNet(NeuralNet):
     # -- inference without DataLoaders: embed once, compare to references --------
 
     @torch.inference_mode()
-    def embed(self, X, batch_size=None, prepare=None, then=None, rows=None):
+    def embed(self, X, batch_size=None, prepare=None, then=None, rows=None, name=None):
         """Embeddings of the rows of ``X`` (or of its rows ``rows``, indices,
         gathered block by block) as a float32 numpy array.
 
@@ -552,6 +557,10 @@ class SiameseNet(NeuralNet):
         ``_EMBED_COPY_ROWS`` rows as soon as it is embedded, and the result
         is its returns, concatenated: the embeddings never leave the device
         (e.g. prediction compares them with the references there).
+
+        NaN or infinite embeddings raise a ``ValueError`` that names the
+        first row that has them, or ``name`` of it (a function of a row
+        number: what a row is, where it is not a sample).
 
         Every forward pass gets blocks of the same number of rows
         (``batch_size``, by default :func:`pass_rows` of the module and the
@@ -608,7 +617,7 @@ class SiameseNet(NeuralNet):
             if filled == len(group):
                 if then is not None or not on_host:
                     # Checked on the device, where it is one cheap pass.
-                    _check_embeddings(group, done, n_rows, prepare, rows)
+                    _check_embeddings(group, done, n_rows, prepare, rows, name)
                 if then is not None:
                     out.append(then(group))
                 elif not on_host:
@@ -620,7 +629,7 @@ class SiameseNet(NeuralNet):
         if then is not None:
             return np.concatenate(out)
         if on_host:
-            _check_embeddings(result, 0, len(result), rows=rows)
+            _check_embeddings(result, 0, len(result), rows=rows, name=name)
         return result.numpy()
 
     @torch.inference_mode()

@@ -94,6 +94,7 @@ FITTED = {
     "binary": dict(FAST),
     "nan_above_100": dict(FAST, encoder=NaNAbove100(), scaling=None),
     "pairs": dict(FAST),
+    "pairs_nan_above_100": dict(FAST, encoder=NaNAbove100(), scaling=None),
 }
 
 
@@ -954,10 +955,11 @@ def fitted():
 
     def get(name):
         if name not in models:
-            cls = SiamesePairClassifier if name == "pairs" else SiameseClassifier
-            X_fit, y_fit = {"binary": (X[:20], y[:20]), "pairs": (pairs, same)}.get(
-                name, (X, y)
-            )
+            is_pairs = name.startswith("pairs")
+            cls = SiamesePairClassifier if is_pairs else SiameseClassifier
+            X_fit, y_fit = (pairs, same) if is_pairs else (X, y)
+            if name == "binary":
+                X_fit, y_fit = X[:20], y[:20]
             models[name] = cls(**FITTED[name]).fit(X_fit, y_fit)
         return copy.deepcopy(models[name])
 
@@ -1048,7 +1050,7 @@ def test_nan_embeddings_name_their_row_when_compared_in_parts(fitted, monkeypatc
         fitted("nan_above_100").predict_proba(Xq)
 
 
-def test_nan_embeddings_of_rows_read_name_their_row(fitted):
+def test_nan_embeddings_of_rows_read_name_their_row(fitted, monkeypatch):
     # A fit embeds only the rows its references and calibration read; an
     # error names the row of the data, not its place among those embedded.
     from sksiamese import _training
@@ -1061,3 +1063,24 @@ def test_nan_embeddings_of_rows_read_name_their_row(fitted):
         ValueError, match=r"embeddings for 1 of 3 samples \(the first is row 6\)"
     ):
         rows[[0, 9, 6]]
+    # Checked group by group (as on a GPU): no range of places among those
+    # embedded, which would not be rows of the data.
+    monkeypatch.setattr(_training, "_EMBED_COPY_ROWS", 2)
+    with pytest.raises(ValueError, match=r"of 2 samples \(the first is row 6\)"):
+        clf.net_.embed(
+            clf._scaled(Xq),
+            batch_size=2,
+            rows=np.array([0, 1, 2, 9, 6, 3]),
+            then=lambda group: group.numpy(),
+        )
+
+
+def test_nan_embeddings_of_pairs_name_the_side_and_the_pair(fitted):
+    Xq = np.tile(pairs[:1], (6, 1, 1))
+    Xq[5, 1, 0] = 500.0
+    for X_ in (Xq, Xq.reshape(6, -1)):  # pairs, or their sides side by side
+        with pytest.raises(
+            ValueError,
+            match=r"embeddings for 1 of 12 vectors \(the first is side 1 of pair 5\)",
+        ):
+            fitted("pairs_nan_above_100").predict_proba(X_)
