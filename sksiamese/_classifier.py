@@ -31,7 +31,12 @@ from ._calibration import (
     select_threshold,
     softmax_rows,
 )
-from ._compat import Interval, StrOptions, _fit_context
+from ._compat import (
+    Interval,
+    StrOptions,
+    _fit_context,
+    validate_parameter_constraints,
+)
 from ._losses import LOSSES, InBatchLoss
 from ._persistence import register
 from ._references import (
@@ -688,6 +693,12 @@ class SiameseClassifier(
 
     def _class_dissimilarity(self, X):
         check_is_fitted(self)
+        # Read here, not at fit only: a value set since is checked too.
+        validate_parameter_constraints(
+            {"n_neighbors": self._parameter_constraints["n_neighbors"]},
+            {"n_neighbors": self.n_neighbors},
+            caller_name=type(self).__name__,
+        )
         X = self._validate_X(X, reset=False)
         # Model files written before references had weights: one sample each.
         weights = getattr(self, "_reference_weights", None)

@@ -9,7 +9,15 @@ from sklearn.utils._param_validation import (
     HasMethods,
     Interval,
     StrOptions,
+    validate_parameter_constraints,
 )
 from sklearn.utils.validation import validate_data
 
-__all__ = ["_fit_context", "HasMethods", "Interval", "StrOptions", "validate_data"]
+__all__ = [
+    "_fit_context",
+    "HasMethods",
+    "Interval",
+    "StrOptions",
+    "validate_data",
+    "validate_parameter_constraints",
+]

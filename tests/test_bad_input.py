@@ -1084,3 +1084,16 @@ def test_nan_embeddings_of_pairs_name_the_side_and_the_pair(fitted):
             match=r"embeddings for 1 of 12 vectors \(the first is side 1 of pair 5\)",
         ):
             fitted("pairs_nan_above_100").predict_proba(X_)
+
+
+@pytest.mark.parametrize("value", [0, 2.5, None])
+def test_n_neighbors_set_after_fit_is_checked_where_it_is_read(fitted, value):
+    # Prediction reads n_neighbors: a value set since fit gets the error fit
+    # would give, not one from inside the comparison with the references.
+    clf = fitted("mlp").set_params(n_neighbors=value)
+    for method in ("predict_proba", "predict", "decision_function"):
+        with pytest.raises(ValueError, match="'n_neighbors' parameter of Siamese"):
+            getattr(clf, method)(X)
+    np.testing.assert_array_equal(
+        clf.set_params(n_neighbors=5).predict(X), fitted("mlp").predict(X)
+    )
