@@ -145,6 +145,13 @@ def _callback_on_cpu(callback):
     return copied
 
 
+def balanced_labels(y):
+    """The labels whose classes :class:`BalancedBatchIterator` balances its
+    batches over: ``y``, or the first column of 2-D targets (a pair's class
+    code, then the groups of its sides)."""
+    return y[:, 0] if y.ndim == 2 else y
+
+
 class BalancedBatchIterator:
     """skorch ``iterator_train``: class-balanced batches from a skorch Dataset.
 
@@ -191,8 +198,7 @@ class BalancedBatchIterator:
         # indexing, which copies, so the data are never written.
         y = np.asarray(dataset.y)
         self.X, self.y = shared_tensor(np.asarray(dataset.X)), shared_tensor(y)
-        if y.ndim == 2:
-            y = y[:, 0]
+        y = balanced_labels(y)
         self.device = device
         if device is not None:
             self.X, self.y = self.X.to(device), self.y.to(device)
@@ -658,9 +664,7 @@ class BalancedProgressBar(ProgressBar):
         name = "iterator_train" if training else "iterator_valid"
         if dataset is None or getattr(net, name) is not BalancedBatchIterator:
             return super()._get_batches_per_epoch_phase(net, dataset, training)
-        y = np.asarray(dataset.y)
-        if y.ndim == 2:  # pairs: the class code, then the groups of the sides
-            y = y[:, 0]
+        y = balanced_labels(np.asarray(dataset.y))
         if not hasattr(self, "counts_"):
             self.counts_ = {}
         key = (training, len(y))
