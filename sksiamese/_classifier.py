@@ -46,7 +46,7 @@ from ._references import (
     select_references,
     update_reservoir,
 )
-from ._training import EmbeddedRows, batch_size_and_lr, seeded
+from ._training import EmbeddedRows, batch_params, seeded
 
 # Samples of each class kept (by reservoir sampling) across partial_fit calls:
 # they give rare classes partners in later chunks, and the references and
@@ -601,16 +601,9 @@ class SiameseClassifier(
                 "in the data seen so far; pass a larger first chunk."
             )
         seed = stream.rng.randint(np.iinfo(np.int32).max)
-        # Train with the parameters as they are now (set_params after fit),
-        # as a net rebuilt by load would.
-        # (Set directly: skorch's set_params refuses iterator parameters of
-        # an initialised net.)
-        vars(net).update(
-            batch_size=batch_size_and_lr(self)[0],
-            iterator_train__samples_per_class=self.samples_per_class,
-            iterator_valid__samples_per_class=self.samples_per_class,
-            iterator_train__augment=self._augment_shape(self._scaler),
-        )
+        # Batches as the parameters are now (set directly: skorch's
+        # set_params refuses iterator parameters of an initialised net).
+        vars(net).update(batch_params(self, self._augment_shape(self._scaler)))
         with seeded(seed, stream.device):
             net.partial_fit(Z_all, codes_all, epochs=1)
         update_reservoir(stream, Z, codes, _RESERVOIR_SIZE)

@@ -1013,6 +1013,21 @@ def _compile_params(compile):
     return {"compile": True, **{f"compile__{k}": v for k, v in compile.items()}}
 
 
+def batch_params(estimator, augment=None):
+    """The parameters of the skorch net that make its batches from
+    ``estimator``'s: the batch size, the samples of a class in a batch,
+    and ``augment`` (see :func:`make_net`). ``partial_fit`` sets them again
+    at every call, so a net follows the estimator's parameters as they are
+    set (as a net rebuilt by :func:`~sksiamese.load` does)."""
+    samples_per_class = getattr(estimator, "samples_per_class", None)
+    return dict(
+        batch_size=batch_size_and_lr(estimator)[0],
+        iterator_train__samples_per_class=samples_per_class,
+        iterator_valid__samples_per_class=samples_per_class,
+        iterator_train__augment=augment,
+    )
+
+
 def make_net(
     estimator,
     module,
@@ -1032,7 +1047,7 @@ def make_net(
     None; ``batch_device`` the device to keep training data on (see
     :func:`data_device`), or None.
     """
-    batch_size, lr = batch_size_and_lr(estimator)
+    lr = batch_size_and_lr(estimator)[1]
     for name, value in (("lr", lr), ("weight_decay", estimator.weight_decay)):
         # The optimizer works in float32: a larger value is an overflow in
         # torch, not a learning rate.
@@ -1063,7 +1078,6 @@ def make_net(
         callbacks.append(("progress_bar", BalancedProgressBar()))
     _check_callbacks(estimator.callbacks)
     callbacks += copy.deepcopy(estimator.callbacks or [])
-    samples_per_class = getattr(estimator, "samples_per_class", None)
     return SiameseNet(
         module=module,
         criterion=criterion,
@@ -1072,17 +1086,14 @@ def make_net(
         optimizer__weight_decay=estimator.weight_decay,
         optimizer__fused=fused_optimizer(module, device) or None,
         max_epochs=estimator.max_epochs,
-        batch_size=batch_size,
+        **batch_params(estimator, augment),
         iterator_train=BalancedBatchIterator,
-        iterator_train__samples_per_class=samples_per_class,
         iterator_train__random_state=rng.randint(np.iinfo(np.int32).max),
         iterator_train__pin_memory=device.startswith("cuda"),
         mixed_precision=getattr(estimator, "mixed_precision", False),
         **_compile_params(getattr(estimator, "compile", False)),
-        iterator_train__augment=augment,
         iterator_train__device=batch_device,
         iterator_valid=BalancedBatchIterator,
-        iterator_valid__samples_per_class=samples_per_class,
         iterator_valid__random_state=rng.randint(np.iinfo(np.int32).max),
         iterator_valid__resample=False,
         iterator_valid__device=batch_device,
