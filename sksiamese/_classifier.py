@@ -7,7 +7,6 @@ The public methods; the fit skeleton is in ``_base.py``, references in
 import numbers
 
 import numpy as np
-import torch
 from scipy.special import expit, logit
 from sklearn.base import (
     ClassifierMixin,
@@ -667,13 +666,10 @@ class SiameseClassifier(
         # kept of the former ones, and the loss's class count and weights
         # for them, no longer apply.
         self.__dict__.pop("_stream", None)
-        criterion = self.net_.criterion_
-        criterion.n_classes = len(classes)
-        weights = class_weight_vector(self.class_weight, classes, strict=False)
-        criterion.class_weight = (
-            None
-            if weights is None
-            else torch.as_tensor(weights, dtype=torch.float32, device=self.net_.device)
+        self.net_.criterion_.set_classes(
+            len(classes),
+            class_weight_vector(self.class_weight, classes, strict=False),
+            device=self.net_.device,
         )
         return self
 

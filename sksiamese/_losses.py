@@ -569,18 +569,25 @@ class InBatchLoss(nn.Module):
             raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}.")
         self.loss = loss
         self.margin = margin
-        if n_classes is None and class_weight is not None:
-            n_classes = len(class_weight)
-        self.n_classes = n_classes
         # Weight of each class code, or None for equal weights. A buffer
         # moves to the training device with the criterion, once: copying it
         # from the host at every step would make the host wait for a GPU.
-        self.register_buffer(
-            "class_weight",
+        self.register_buffer("class_weight", None, persistent=False)
+        self.set_classes(n_classes, class_weight)
+
+    def set_classes(self, n_classes=None, class_weight=None, device=None):
+        """Take the class codes ``0 .. n_classes - 1`` with weights
+        ``class_weight`` (None: equal; ``n_classes`` defaults to its length),
+        the weights placed on ``device``: at construction, and for the new
+        classes of :meth:`~sksiamese.SiameseClassifier.fit_references`.
+        """
+        if n_classes is None and class_weight is not None:
+            n_classes = len(class_weight)
+        self.n_classes = n_classes
+        self.class_weight = (
             None
             if class_weight is None
-            else torch.as_tensor(class_weight, dtype=torch.float32),
-            persistent=False,
+            else torch.as_tensor(class_weight, dtype=torch.float32, device=device)
         )
 
     def __getstate__(self):
