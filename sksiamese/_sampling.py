@@ -101,7 +101,11 @@ class BalancedBatchSampler:
 
     Each epoch draws new batches. A class with fewer samples than the others is
     cycled through more often (each pass over a class is a fresh permutation), so
-    every class contributes equally to each batch whatever its frequency.
+    every class contributes equally to each batch whatever its frequency. When
+    not all classes fit in a batch, the classes are cycled through the same
+    way, so each has as many places in an epoch as the others (within one). A
+    batch holds no class twice, and no sample twice unless its class has
+    fewer than ``K`` samples.
 
     Parameters
     ----------
@@ -144,7 +148,12 @@ class BalancedBatchSampler:
                 "Balanced batches need samples of at least 2 classes; "
                 f"got {len(self.classes)}."
             )
-        self.pools = [np.flatnonzero(y_codes == c) for c in range(len(self.classes))]
+        # The indices of each class, ascending (one sort, not a scan per class).
+        y_codes = y_codes.ravel()
+        self.pools = np.split(
+            np.argsort(y_codes, kind="stable"),
+            np.cumsum(np.bincount(y_codes))[:-1],
+        )
         self.n_per_batch, self.samples_per_class = batch_layout(
             len(self.classes),
             batch_size,
@@ -178,16 +187,50 @@ class BalancedBatchSampler:
         if P == n_classes:
             chosen = np.tile(np.arange(n_classes), (self.n_batches, 1))
         else:
-            chosen = np.argsort(rng.random_sample((self.n_batches, n_classes)), axis=1)
-            chosen = chosen[:, :P]
-        batches = np.empty((self.n_batches, P, K), dtype=np.intp)
-        for c in range(n_classes):
-            where = np.nonzero(chosen == c)
-            demand = len(where[0]) * K
-            if demand == 0:
-                continue
-            pool = self.pools[c]
-            n_passes = math.ceil(demand / len(pool))
-            stream = np.concatenate([rng.permutation(pool) for _ in range(n_passes)])
-            batches[where] = stream[:demand].reshape(-1, K)
+            # Each class as often as the others (once per pass over them),
+            # never twice in a batch.
+            chosen = _permutation_stream(rng, np.arange(n_classes), self.n_batches, P)
+        # The places of each class, in batch order: one sort, not a scan of
+        # every batch for every class.
+        flat = chosen.ravel()
+        order = np.argsort(flat, kind="stable")
+        counts = np.bincount(flat, minlength=n_classes)
+        batches = np.empty((len(flat), K), dtype=np.intp)
+        start = 0
+        for c in np.flatnonzero(counts):
+            places = order[start : start + counts[c]]
+            start += counts[c]
+            batches[places] = _permutation_stream(rng, self.pools[c], len(places), K)
         return list(batches.reshape(self.n_batches, P * K))
+
+
+def _permutation_stream(rng, pool, n_chunks, width):
+    """``n_chunks`` rows of ``width`` items of ``pool``: successive random
+    permutations of it laid end to end, cut into rows.
+
+    No row holds an item twice when ``width <= len(pool)``: where a
+    permutation starts inside a row, the items that row already holds go to
+    the end of the new permutation (a plain concatenation would repeat an
+    item in about half such rows).
+
+    Examples
+    --------
+    >>> rows = _permutation_stream(np.random.RandomState(0), np.arange(5), 8, 3)
+    >>> rows.shape, sorted(np.bincount(rows.ravel()).tolist())
+    ((8, 3), [4, 5, 5, 5, 5])
+    >>> all(len(set(row)) == 3 for row in rows.tolist())
+    True
+    """
+    n = len(pool)
+    demand = n_chunks * width
+    stream = np.concatenate(
+        [rng.permutation(pool) for _ in range(math.ceil(demand / n))]
+    )
+    if width <= n and n % width:
+        for start in range(n, demand, n):
+            held = start % width  # items of the row before this permutation
+            if held:
+                new = stream[start : start + n]
+                late = np.isin(new, stream[start - held : start])
+                new[:] = np.concatenate([new[~late], new[late]])
+    return stream[:demand].reshape(n_chunks, width)

@@ -164,3 +164,42 @@ def test_iterator_yields_one_tensor_of_labels_when_every_batch_holds_every_class
         assert all(yb is labels[0] for yb in labels) == shared
         for Xb, yb in batches:
             np.testing.assert_array_equal(yb.numpy(), y[Xb.numpy()[:, 0].astype(int)])
+
+
+def test_each_class_is_drawn_as_often_as_the_others_when_not_all_fit():
+    # 200 classes of 5, batches of 32 classes x 4: an epoch of 8 batches has
+    # 256 places, so every class takes 1 or 2 of them (drawn independently
+    # per batch, a quarter of the classes went untrained in an epoch), and
+    # no class holds two places in one batch.
+    y = np.repeat(np.arange(200), 5)
+    sampler = BalancedBatchSampler(y, batch_size=128, random_state=0)
+    batches = list(sampler)
+    places = np.bincount(
+        np.concatenate([np.unique(y[b]) for b in batches]), minlength=200
+    )
+    assert places.min() == 1 and places.max() == 2 and places.sum() == 256
+    for b in batches:
+        assert np.bincount(y[b]).max() == 4
+
+
+@pytest.mark.parametrize("n_samples, batch_size", [(6, 8), (100, 128), (7, 6)])
+def test_a_batch_holds_no_sample_twice_when_its_class_has_enough(
+    n_samples, batch_size
+):
+    # Each class is cycled through in passes; a pass that starts inside a
+    # batch must not repeat a sample the batch already has (a plain
+    # concatenation of permutations did, in most such batches).
+    y = np.r_[np.zeros(1000, dtype=int), np.ones(n_samples, dtype=int)]
+    sampler = BalancedBatchSampler(y, batch_size=batch_size, random_state=0)
+    assert sampler.samples_per_class <= n_samples
+    for _ in range(3):
+        for b in sampler:
+            assert len(np.unique(b)) == len(b)
+
+
+def test_every_one_of_many_classes_is_drawn_in_an_epoch():
+    # 20,000 classes of 3, 32 per batch: 625 batches, one place for each.
+    y = np.repeat(np.arange(20_000), 3)
+    sampler = BalancedBatchSampler(y, batch_size=96, random_state=0)
+    drawn = np.concatenate(list(sampler))
+    assert len(np.unique(y[drawn])) == 20_000
