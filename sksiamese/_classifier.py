@@ -600,9 +600,13 @@ class SiameseClassifier(
                 "in the data seen so far; pass a larger first chunk."
             )
         seed = stream.rng.randint(np.iinfo(np.int32).max)
-        # Batches as the parameters are now (set directly: skorch's
-        # set_params refuses iterator parameters of an initialised net).
-        vars(net).update(batch_params(self, self._augment_shape(self._scaler)))
+        # Batches as the parameters are now, drawn afresh at every call (set
+        # directly: skorch's set_params refuses iterator parameters of an
+        # initialised net).
+        vars(net).update(
+            batch_params(self, self._augment_shape(self._scaler)),
+            iterator_train__random_state=seed,
+        )
         with seeded(seed, stream.device):
             net.partial_fit(Z_all, codes_all, epochs=1)
         update_reservoir(stream, Z, codes, _RESERVOIR_SIZE)

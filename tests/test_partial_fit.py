@@ -9,6 +9,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
 import sksiamese._classifier
+import sksiamese._sampling
 from sksiamese import SiameseClassifier
 from sksiamese._references import kept_samples
 
@@ -51,6 +52,33 @@ def test_reservoir_is_bounded_per_class(cancer, monkeypatch):
     assert kept == [20, 20]
     assert clf._stream.seen.tolist() == np.bincount(y_train).tolist()
     assert len(clf.references_) == 40
+
+
+def test_each_call_draws_new_batches(cancer, monkeypatch):
+    # Once the kept samples are full, every call trains on chunks laid out
+    # alike; with the sampler's seed of the first call, each drew the same
+    # rows of them (and skipped the same others).
+    X_train, _, y_train, _ = cancer
+    monkeypatch.setattr(sksiamese._classifier, "_RESERVOIR_SIZE", 20)
+    drawn = []
+    draw = sksiamese._sampling.BalancedBatchSampler._draw_epoch
+
+    def spy(sampler):
+        batches = draw(sampler)
+        drawn.append(np.concatenate(batches))
+        return batches
+
+    monkeypatch.setattr(sksiamese._sampling.BalancedBatchSampler, "_draw_epoch", spy)
+    clf = SiameseClassifier(batch_size=16, validation_fraction=0, **SMALL)
+    y = np.repeat([0, 1], 40)
+    X0, X1 = X_train[y_train == 0], X_train[y_train == 1]
+    for call in range(3):
+        X = np.r_[X0[call * 40 : (call + 1) * 40], X1[call * 40 : (call + 1) * 40]]
+        drawn.clear()
+        clf.partial_fit(X, y, classes=[0, 1])
+        if call:
+            assert not np.array_equal(drawn[0], last)
+        last = drawn[0]
 
 
 def test_unseen_class_is_never_predicted(cancer):
