@@ -555,18 +555,22 @@ def prior_term(class_prior, prior_scale, class_weight, classes):
     ``prior_scale * log(class_prior)`` turns them into probabilities at the
     training frequencies (fitted with the temperature). ``class_weight=
     "balanced"`` removes the training frequencies again (Bayes' rule); a
-    dict then multiplies each class's odds by its weight. ``class_prior``
-    None (model files written before priors were kept): balanced scores.
+    dict multiplies each class's odds by its weight, as if its training
+    frequency had been so much larger, as scikit-learn's class weights do:
+    ``{c: 1, ...}`` is None, and the weights of
+    :func:`~sklearn.utils.class_weight.compute_class_weight` are
+    ``"balanced"``. ``class_prior`` None (model files written before priors
+    were kept): balanced scores.
     """
     if class_prior is None:
         log_prior, prior_scale = np.zeros(len(classes)), 0.0
     else:
         log_prior = log_class_prior(class_prior)
-    if class_weight is None:
-        return prior_scale * log_prior
+    if isinstance(class_weight, str):  # "balanced"
+        return (prior_scale - 1.0) * log_prior
     weights = class_weight_vector(class_weight, classes, strict=False)
-    shift = (prior_scale - 1.0) * log_prior
-    return shift if weights is None else shift + np.log(weights)
+    term = prior_scale * log_prior
+    return term if weights is None else term + np.log(weights)
 
 
 def softmax_rows(logits):

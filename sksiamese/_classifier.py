@@ -172,9 +172,12 @@ class SiameseClassifier(
         ``"balanced"``: probabilities as if every class were equally frequent
         (Bayes' rule), so that :meth:`predict` treats a missed rare case and a
         false alarm alike (balanced accuracy). A dict such as ``{0: 1, 1: 5}``:
-        from the balanced probabilities, the odds of each class multiplied by
-        its weight (classes left out weigh 1), and the loss around class 1
-        counts five times more in training (a pair counts with the mean
+        the odds of each class multiplied by its weight (classes left out
+        weigh 1), as if it had been so much more frequent in the training
+        data, as with scikit-learn's class weights (``{0: 1, 1: 1}`` is None;
+        the weights of :func:`~sklearn.utils.class_weight.compute_class_weight`
+        give the probabilities of ``"balanced"``); and the loss around class
+        1 counts five times more in training (a pair counts with the mean
         weight of its two samples). Ranking metrics (ROC AUC, average
         precision) of two classes are the same with None and ``"balanced"``.
         To trade recall against precision on held-out data,
@@ -766,7 +769,8 @@ class SiameseClassifier(
             return np.log(self.predict_proba(X))
 
     def predict(self, X):
-        """Label of the closest class (the most probable one with ``class_weight``).
+        """Label of the most probable class (the argmax of :meth:`predict_proba`,
+        at the class priors that ``class_weight`` sets).
 
         With two classes and a threshold set by :meth:`calibrate_threshold`,
         ``classes_[1]`` where its probability exceeds ``threshold_``.

@@ -22,6 +22,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 from sklearn.model_selection import train_test_split
+from sklearn.utils.class_weight import compute_class_weight
 
 from sksiamese import SiameseClassifier
 from sksiamese.datasets import make_survey
@@ -374,10 +375,21 @@ def test_class_weight_acts_as_a_prior_on_the_decision(fitted, survey):
     *_, X_test, y_test = survey
     balanced = copy.deepcopy(fitted).set_params(class_weight="balanced")
     weighted = copy.deepcopy(fitted).set_params(class_weight={1: 5.0})
-    # Same encoder and references: from balanced odds the weights move the
-    # log-odds by exactly log(5).
-    shift = weighted.decision_function(X_test) - balanced.decision_function(X_test)
+    # Same encoder and references: the weights move the log-odds at the
+    # training frequencies by exactly log(5), as if the class had been five
+    # times as frequent (scikit-learn's meaning of class weights).
+    shift = weighted.decision_function(X_test) - fitted.decision_function(X_test)
     np.testing.assert_allclose(shift, np.log(5.0), rtol=1e-6)
+    # So weights of 1 are None, and scikit-learn's balanced weights are
+    # "balanced".
+    ones = copy.deepcopy(fitted).set_params(class_weight={0: 1.0, 1: 1.0})
+    np.testing.assert_allclose(ones.predict_proba(X_test), fitted.predict_proba(X_test))
+    y_train = survey[1]
+    weights = compute_class_weight("balanced", classes=np.unique(y_train), y=y_train)
+    as_dict = copy.deepcopy(fitted).set_params(class_weight=dict(enumerate(weights)))
+    np.testing.assert_allclose(
+        as_dict.predict_proba(X_test), balanced.predict_proba(X_test), atol=1e-12
+    )
     # Without class_weight the odds are those at the training frequencies:
     # the balanced odds times the prior odds (Bayes' rule).
     prior = fitted.class_prior_
