@@ -403,10 +403,19 @@ class _BaseSiamese(BaseEstimator):
         return self.net_.rowwise(A, B).astype(np.float64)
 
     def pair_score(self, X1, X2):
-        """Probability that row ``i`` of ``X1`` and row ``i`` of ``X2`` are alike.
+        """Probability that row ``i`` of ``X1`` and row ``i`` of ``X2`` are alike,
+        where same and different pairs are equally common.
 
-        A logistic function of :meth:`pair_distance`, calibrated on pairs held
-        out from training.
+        A logistic function of :meth:`pair_distance`, fitted on as many same
+        as different pairs: samples scored against references of the other
+        half of a two-fold split of the training data (with
+        ``early_stopping``, the held-out samples against the training ones).
+        Where a share ``s`` of the pairs are same, the odds are ``s / (1 -
+        s)`` times as large: ``1 / (1 + (1 - s) / s * (1 - p) / p)`` for a
+        score ``p``. For :class:`SiamesePairClassifier`, the map is fitted
+        on the labelled pairs held out for early stopping (on the training
+        pairs without it), at their own share of same pairs, as
+        :meth:`predict_proba` is.
 
         Parameters
         ----------

@@ -218,7 +218,8 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
 
     pair_calibration_ : tuple of float
         ``(slope, intercept)`` of ``P(same) = sigmoid(intercept + slope * d)``
-        for a pair of dissimilarity ``d``, fitted on the held-out pairs.
+        for a pair of dissimilarity ``d``, fitted on the held-out pairs (on
+        the training pairs with ``early_stopping=False``).
 
     threshold_ : float
         Dissimilarity below which :meth:`predict` says "same": where the
