@@ -198,17 +198,32 @@ class _BaseSiamese(BaseEstimator):
         )
 
     def _resolve_image_shape(self, shape, n_features):
-        if shape is None and self.image_shape is not None:
-            shape = tuple(int(s) for s in self.image_shape)
-            if len(shape) == 2:
-                shape = (1, *shape)
-            if len(shape) != 3 or min(shape) < 1 or int(np.prod(shape)) != n_features:
+        """``image_shape_``: the ``(channels, height, width)`` of the images,
+        or None.
+
+        ``shape`` is that of the images of ``X`` when it is image-shaped, else
+        None (flat rows of ``n_features``); ``image_shape``, when set, must
+        agree with it.
+        """
+        if self.image_shape is not None:
+            given = tuple(int(s) for s in self.image_shape)
+            if len(given) == 2:
+                given = (1, *given)
+            if shape is not None and given != shape:
+                raise ValueError(
+                    f"image_shape={self.image_shape!r} does not match the images "
+                    f"of X, of shape (channels, height, width) {shape}; leave "
+                    "image_shape=None for X of images, or give their (height, "
+                    "width) or (channels, height, width)."
+                )
+            if len(given) != 3 or min(given) < 1 or np.prod(given) != n_features:
                 raise ValueError(
                     f"image_shape={self.image_shape!r} does not match X with "
                     f"{n_features} features per row; give (height, width) or "
                     "(channels, height, width), positive, whose product is "
                     "n_features."
                 )
+            shape = given
         if shape is None and self.encoder == "cnn":
             side = int(round(np.sqrt(n_features)))
             if side * side != n_features:

@@ -116,7 +116,9 @@ class SiameseClassifier(
     image_shape : tuple of int, default=None
         ``(height, width)`` or ``(channels, height, width)`` of images given as
         flat rows. With ``encoder="cnn"`` and flat rows of a square number of
-        features, a square grey-scale image is assumed.
+        features, a square grey-scale image is assumed. ``X`` of images
+        (``(n, H, W)`` / ``(n, C, H, W)``) gives their shape itself; an
+        ``image_shape`` set as well must be that shape.
 
     encoder_params : dict, default=None
         Keyword arguments for ``encoder`` when it is a module class; for

@@ -82,7 +82,9 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
 
     image_shape : tuple of int, default=None
         ``(height, width)`` or ``(channels, height, width)`` of the images on
-        each side of a pair given as flat rows.
+        each side of a pair given as flat rows. Pairs of images (``(n_pairs,
+        2, H, W)`` / ``(n_pairs, 2, C, H, W)``) give their shape themselves;
+        an ``image_shape`` set as well must be that shape.
 
     encoder_params : dict, default=None
         Keyword arguments for ``encoder`` when it is a module class; for

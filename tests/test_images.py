@@ -13,7 +13,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from sksiamese import SiameseClassifier, _training
+from sksiamese import SiameseClassifier, SiamesePairClassifier, _training
 from sksiamese._augment import random_affine
 from sksiamese._training import seeded
 from sksiamese.datasets import load_omniglot_background, load_omniglot_one_shot
@@ -114,6 +114,40 @@ def test_flat_rows_with_image_shape_equal_image_arrays(fitted_cnn, digits):
     np.testing.assert_allclose(
         flat.transform(images_test), fitted_cnn.transform(images_test), atol=1e-5
     )
+
+
+# A CNN small enough to fit in a few milliseconds, and images for it.
+TINY_CNN = dict(
+    encoder="cnn",
+    embedding_dim=4,
+    encoder_params={"channels": 4, "n_blocks": 1},
+    max_epochs=1,
+    random_state=0,
+)
+tiny_images = np.random.RandomState(0).rand(12, 8, 8)
+tiny_y = np.repeat([0, 1], 6)
+
+
+@pytest.mark.parametrize("image_shape", [(8, 8), (1, 8, 8), np.array([8, 8])])
+@pytest.mark.parametrize("channel_axis", [False, True])
+def test_image_shape_may_repeat_the_shape_of_image_arrays(image_shape, channel_axis):
+    images = tiny_images[:, None] if channel_axis else tiny_images
+    clf = SiameseClassifier(image_shape=image_shape, **TINY_CNN).fit(images, tiny_y)
+    assert clf.image_shape_ == (1, 8, 8)
+
+
+@pytest.mark.parametrize("image_shape", [(4, 16), (3, 5, 5), (2, 8, 8), (64,)])
+@pytest.mark.parametrize("cls", [SiameseClassifier, SiamesePairClassifier])
+def test_image_shape_other_than_that_of_image_arrays_is_refused(image_shape, cls):
+    images, y = tiny_images, tiny_y
+    if cls is SiamesePairClassifier:
+        images, y = np.stack([images, images[::-1]], axis=1), np.tile([0, 1], 6)
+    msg = (
+        f"image_shape={image_shape!r} does not match the images of X, of shape "
+        "(channels, height, width) (1, 8, 8)"
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        cls(image_shape=image_shape, **TINY_CNN).fit(images, y)
 
 
 def test_encoder_params_shape_the_cnn(digits):
