@@ -58,6 +58,18 @@ def restore_on_failure(estimator, deep=()):
         raise
 
 
+def _ndim(X):
+    """The dimensions of array-like ``X``, nested lists included; 2 where numpy
+    cannot tell (ragged lists: scikit-learn's validation names the problem)."""
+    ndim = getattr(X, "ndim", None)
+    if ndim is None:
+        try:
+            ndim = np.ndim(X)
+        except (ValueError, TypeError):
+            ndim = 2
+    return ndim
+
+
 def _rows(A):
     """Single vectors as rows: pairs ``(n, 2, d)`` become ``(2 n, d)``."""
     return A.reshape(-1, A.shape[-1])
@@ -161,7 +173,7 @@ class _BaseSiamese(BaseEstimator):
         see :meth:`_validate_rows`).
         """
         shape = None
-        if self._image_input() and getattr(X, "ndim", 2) in (3, 4):
+        if self._image_input() and _ndim(X) in (3, 4):
             X = np.asarray(X)
             shape = (1, *X.shape[1:]) if X.ndim == 3 else X.shape[1:]
             if not reset and getattr(self, "image_shape_", None) not in (None, shape):

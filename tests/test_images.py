@@ -150,6 +150,18 @@ def test_image_shape_other_than_that_of_image_arrays_is_refused(image_shape, cls
         cls(image_shape=image_shape, **TINY_CNN).fit(images, y)
 
 
+def test_images_as_nested_lists_are_the_image_arrays():
+    arrays = SiameseClassifier(**TINY_CNN).fit(tiny_images, tiny_y)
+    lists = SiameseClassifier(**TINY_CNN).fit(tiny_images.tolist(), tiny_y)
+    assert lists.image_shape_ == (1, 8, 8)
+    expected = arrays.transform(tiny_images)
+    np.testing.assert_array_equal(lists.transform(tiny_images), expected)
+    np.testing.assert_array_equal(arrays.transform(tiny_images.tolist()), expected)
+    np.testing.assert_array_equal(
+        arrays.transform(tiny_images[:, None].tolist()), expected
+    )
+
+
 def test_encoder_params_shape_the_cnn(digits):
     images, X_test, y, y_test = digits
     params = dict(CNN, max_epochs=2)
