@@ -371,8 +371,10 @@ class _BaseSiamese(BaseEstimator):
             return None
         if self.image_shape_ is None:
             raise ValueError(
-                "augment=True distorts images; use encoder='cnn', set "
-                "image_shape, or pass X as (n, H, W) or (n, C, H, W) images."
+                "augment=True distorts images, but X holds feature vectors: set "
+                "image_shape to the (height, width) or (channels, height, width) "
+                "of its rows, or pass X as (n, H, W) or (n, C, H, W) images "
+                "with encoder='cnn' or a torch module."
             )
         if scaler.n_outputs != int(np.prod(self.image_shape_)):
             raise ValueError("augment=True does not accept blanks (NaN) in images.")

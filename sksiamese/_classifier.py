@@ -214,7 +214,10 @@ class SiameseClassifier(
         Distort each training image, every time it is drawn, by a small random
         affine transform (rotation up to 10 degrees, shear, scaling by 0.9 to
         1.1, shift up to 8% of the side), seeded by ``random_state``. Images
-        only (``encoder="cnn"``, ``image_shape``, or image-shaped ``X``).
+        only: flat rows with ``image_shape`` (any encoder), or ``X`` of
+        ``(n, H, W)`` / ``(n, C, H, W)`` images with ``encoder="cnn"`` or a
+        torch module (``"cnn"`` also takes flat rows of a square number of
+        features for square images).
 
     lr : float, default=1e-3
         Learning rate of the AdamW optimizer (for batches of more than 128

@@ -275,13 +275,43 @@ def test_augment_trains_repeatably_and_changes_training(fitted_cnn, digits):
 
 def test_augment_needs_images(iris):
     X, y = iris
-    msg = "augment=True distorts images; use encoder='cnn', set image_shape"
+    msg = (
+        "augment=True distorts images, but X holds feature vectors: set "
+        "image_shape to the (height, width) or (channels, height, width) of its "
+        "rows, or pass X as (n, H, W) or (n, C, H, W) images with encoder='cnn' "
+        "or a torch module."
+    )
     with pytest.raises(ValueError, match=re.escape(msg)):
         SiameseClassifier(augment=True, max_epochs=1).fit(X, y)
     with pytest.raises(ValueError, match=re.escape(msg)):
         SiameseClassifier(augment=True).partial_fit(X, y, classes=[0, 1, 2])
     with pytest.raises(ValueError, match="augment"):
         SiameseClassifier(augment="yes", max_epochs=1).fit(X, y)
+
+
+def _linear_64_to_3():
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+
+
+@pytest.mark.parametrize(
+    "encoder",
+    [
+        dict(encoder="mlp", encoder_params=None, hidden_layer_sizes=(4,)),
+        dict(encoder="cnn"),
+        dict(encoder=_linear_64_to_3(), encoder_params=None),
+    ],
+    ids=["mlp", "cnn", "module"],
+)
+def test_augment_takes_the_images_its_error_asks_for(encoder):
+    params = dict(TINY_CNN, augment=True, **encoder)
+    # Flat rows with image_shape, for any encoder.
+    flat = tiny_images.reshape(len(tiny_images), -1)
+    clf = SiameseClassifier(image_shape=(8, 8), **params).fit(flat, tiny_y)
+    assert clf.net_.iterator_train__augment == (1, 8, 8)
+    # Arrays of images, for encoder="cnn" and torch modules.
+    if encoder["encoder"] != "mlp":
+        clf = SiameseClassifier(**params).fit(tiny_images, tiny_y)
+        assert clf.net_.iterator_train__augment == (1, 8, 8)
 
 
 def test_partial_fit_distorts_images_as_fit_does(digits):
