@@ -87,8 +87,8 @@ class SiameseClassifier(
         ``image_shape``). A module instance is copied at ``fit``; a module class
         is instantiated with ``encoder_params``. A user's module receives float32
         rows of ``n_features_in_`` plus one "was blank" column per feature that
-        had blanks during ``fit`` (images: the image shape) and must return
-        ``(batch, embedding_dim)``.
+        had blanks during ``fit`` (images: the image shape, and no blanks) and
+        must return ``(batch, embedding_dim)``.
 
     hidden_layer_sizes : tuple of int, default=(128, 64)
         Widths of the hidden layers of the ``"mlp"`` encoder.

@@ -911,6 +911,15 @@ def _make_encoder(estimator, n_inputs):
             f"torch.nn.Module subclass; got {encoder!r}."
         )
     if estimator.image_shape_ is not None:
+        if n_inputs != int(np.prod(estimator.image_shape_)):
+            # The columns that flag blanks have no place in an image.
+            raise ValueError(
+                f"encoder={type(encoder).__name__} does not accept blanks (NaN) "
+                "in images: it receives them in their shape "
+                f"{estimator.image_shape_}, with no place for the columns that "
+                "flag blanks. Fill the blanks, or give X as flat rows without "
+                "image_shape: the module then receives the rows and those columns."
+            )
         encoder = _Reshape(estimator.image_shape_, encoder)
     return encoder
 

@@ -314,6 +314,26 @@ def test_augment_takes_the_images_its_error_asks_for(encoder):
         assert clf.net_.iterator_train__augment == (1, 8, 8)
 
 
+@pytest.mark.parametrize("augment", [False, True])
+@pytest.mark.parametrize("image_shape", [None, (8, 8)], ids=["arrays", "flat"])
+@pytest.mark.parametrize(
+    "encoder, name",
+    [("cnn", "'cnn'"), (_linear_64_to_3(), "Sequential")],
+    ids=["cnn", "module"],
+)
+def test_image_encoders_refuse_blanks(encoder, name, image_shape, augment):
+    images = tiny_images.copy()
+    images[0, 0, 0] = np.nan
+    if image_shape is not None:
+        images = images.reshape(len(images), -1)
+    clf = SiameseClassifier(
+        **dict(TINY_CNN, encoder=encoder, image_shape=image_shape, augment=augment)
+    )
+    msg = f"encoder={name} does not accept blanks (NaN) in images"
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        clf.fit(images, tiny_y)
+
+
 def test_partial_fit_distorts_images_as_fit_does(digits):
     images, _, y, _ = digits
     params = dict(CNN, max_epochs=1)
