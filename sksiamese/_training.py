@@ -926,7 +926,9 @@ def _make_encoder(estimator, n_inputs):
 
 def build_module(estimator, n_inputs, head, probe, device):
     """The twin module of ``estimator``'s parameters on ``device``, its encoder
-    checked on two rows of ``probe`` (scaled inputs)."""
+    checked on two rows of ``probe`` (scaled inputs): it must return 2-D
+    floating-point embeddings, and the module (encoder and ``head``) must have
+    parameters to train."""
     encoder = _make_encoder(estimator, n_inputs).to(device)
     x = torch.as_tensor(probe[:2], device=device)
     was_training = encoder.training
@@ -946,13 +948,29 @@ def build_module(estimator, n_inputs, head, probe, device):
             f"embedding_dim); for an input of shape {tuple(x.shape)} it "
             f"returned {got}."
         )
-    return SiameseModule(
+    # Training follows the gradient of the loss through the embeddings to the
+    # weights: without either, it fails deep inside torch.
+    if not out.is_floating_point():
+        raise ValueError(
+            "The encoder must return floating-point embeddings, through which "
+            "training can follow the gradient; for an input of shape "
+            f"{tuple(x.shape)} it returned {out.dtype}."
+        )
+    module = SiameseModule(
         encoder,
         distance=estimator.distance,
         head=head,
         embedding_dim=out.shape[1],
         n_members=n_members(estimator),
     ).to(device)
+    if not any(p.requires_grad for p in module.parameters()):
+        name = getattr(estimator.encoder, "__name__", type(estimator.encoder).__name__)
+        raise ValueError(
+            f"encoder={name} has no parameters to train (none, or none with "
+            "requires_grad=True): training could not change it. Give a module "
+            "with trainable parameters, or unfreeze them with requires_grad_()."
+        )
+    return module
 
 
 def _check_callbacks(callbacks):

@@ -87,6 +87,22 @@ class NaNAbove100(Linear3):
         return torch.where(far, torch.full_like(out, float("nan")), out)
 
 
+class Frozen(Linear3):
+    def __init__(self):
+        super().__init__()
+        self.layer.requires_grad_(False)
+
+
+class IntegerOutput(Linear3):
+    def forward(self, x):
+        return torch.round(self.layer(x) * 10).long()
+
+
+class NoParameters(torch.nn.Module):
+    def forward(self, x):
+        return 2 * x
+
+
 # Fitted models, built once per module, keyed by name.
 FITTED = {
     "mlp": dict(FAST),
@@ -469,6 +485,39 @@ CASES = [
         (X, y),
         TypeError,
         r"encoder_params=\{'width': 2\} do not fit Linear3",
+    ),
+    Case(
+        "module-outputs-integers",
+        {"encoder": IntegerOutput()},
+        "fit",
+        (X, y),
+        ValueError,
+        r"must return floating-point embeddings, .* of shape \(2, 3\) it "
+        r"returned torch\.int64",
+    ),
+    *(
+        Case(
+            f"module-has-no-trainable-parameters-{kind}",
+            {"encoder": encoder},
+            "fit",
+            (X, y),
+            ValueError,
+            rf"encoder={name} has no parameters to train \(none, or none with "
+            r"requires_grad=True\)",
+        )
+        for kind, name, encoder in [
+            ("frozen", "Frozen", Frozen()),
+            ("frozen-class", "Frozen", Frozen),
+            ("none", "NoParameters", NoParameters()),
+        ]
+    ),
+    # A frozen encoder under a pair head: the head trains.
+    Case(
+        "module-frozen-with-a-head",
+        {"encoder": Frozen(), "loss": "bce"},
+        "fit",
+        (X, y),
+        None,
     ),
     Case(
         "module-outputs-NaN",
