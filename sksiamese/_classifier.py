@@ -192,12 +192,13 @@ class SiameseClassifier(
         Samples per training batch. ``"auto"``: 128, doubled for every
         doubling of the training rows beyond 51,200, up to 1,024 (so 256 from
         51,200 rows, 1,024 from 204,800), with ``lr`` multiplied by
-        ``(batch_size_ / 128) ** 0.75``; an epoch of a large table then takes
-        200 to 400 steps (:meth:`partial_fit`: chosen by its first call's
-        rows). That is for ``loss="prototype"``, whose cost per step grows
-        with the batch; the other losses compare every pair of a batch, a
-        cost that grows with its square (an epoch of 220,000 rows on a CPU
-        took 9 times as long with ``loss="contrastive"`` at 1,024 as at 128),
+        ``(batch_size_ / 128) ** 0.75``; an epoch of 51,200 to 409,600 rows
+        then takes 200 to 400 steps, and more beyond (:meth:`partial_fit`:
+        chosen by its first call's rows). That is for ``loss="prototype"``,
+        whose cost per step grows with the batch; the other losses compare
+        every pair of a batch, a cost that grows with its square (an epoch of
+        220,000 rows on a CPU took 6.6 times as long with
+        ``loss="contrastive"`` at 1,024 as at 128, :ref:`scaling`),
         so for them ``"auto"`` is 128. An int is used as given, with ``lr``
         as given.
 
@@ -233,7 +234,7 @@ class SiameseClassifier(
         By default every sample trains for ``max_epochs`` epochs and the
         calibration uses a two-fold split of the training data: on tables
         with a rare class, holding out a tenth of its few samples cost more
-        than early stopping saved (see the benchmarks page).
+        than early stopping saved (:ref:`training`).
 
     validation_fraction : float, default=0.1
         Fraction of the training data held out when ``early_stopping=True``.
