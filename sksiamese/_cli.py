@@ -599,9 +599,19 @@ def format_warnings(results, folds):
     ]
 
 
+def _mean_std(values):
+    """Mean and standard deviation over the folds where a score could be
+    computed; NaN for both when it could be on none."""
+    valid = [v for v in values if not np.isnan(v)]
+    if not valid:
+        return np.nan, np.nan
+    return float(np.mean(valid)), float(np.std(valid))
+
+
 def plot_comparison(results, scoring, path):
     """Save a chart: one panel per score (mean and standard deviation over
-    folds) and one for the mean fit time (log scale)."""
+    folds; "n/a" for a model whose score could be computed on no fold) and
+    one for the mean fit time (log scale)."""
     from matplotlib.figure import Figure
 
     ok = [r for r in results if r["error"] is None]
@@ -614,9 +624,23 @@ def plot_comparison(results, scoring, path):
     )
     axes = fig.subplots(1, n_panels, sharey=True, squeeze=False)[0]
     for ax, name in zip(axes, scoring, strict=False):
-        means = np.array([np.nanmean(r["scores"][name]) for r in ok])
-        stds = np.array([np.nanstd(r["scores"][name]) for r in ok])
-        for p, m, s, c in zip(pos, means, stds, colors, strict=True):
+        ax.set_title(name, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        means, stds = np.array([_mean_std(r["scores"][name]) for r in ok]).T
+        shown = np.isfinite(means) & np.isfinite(stds)
+        for p, m, s, c, drawn in zip(pos, means, stds, colors, shown, strict=True):
+            if not drawn:  # not computed on any fold (e.g. constant predictions)
+                ax.text(
+                    0.5,
+                    p,
+                    "n/a",
+                    transform=ax.get_yaxis_transform(),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color=c,
+                )
+                continue
             ax.errorbar(m, p, xerr=s, fmt="o", color=c, capsize=3)
             ax.annotate(
                 f"{m:.3f}",
@@ -626,15 +650,18 @@ def plot_comparison(results, scoring, path):
                 ha="center",
                 fontsize=8,
             )
-        lo, hi = np.min(means - stds), np.max(means + stds)
+        if not shown.any():
+            ax.set_xticks([])
+            ax.set_xlabel("not computed on any fold", fontsize=8)
+            continue
+        lo = np.min((means - stds)[shown])
+        hi = np.max((means + stds)[shown])
         if name != "log_loss":  # scores that cannot exceed 1
             hi = min(hi, 1.0)
         pad = max(0.1 * (hi - lo), 0.002)
         ax.set_xlim(lo - pad, hi + pad)
-        ax.set_title(name, fontsize=10)
         better = "lower" if name == "log_loss" else "higher"
         ax.set_xlabel(f"mean ± std over folds ({better} is better)", fontsize=8)
-        ax.grid(axis="x", alpha=0.3)
     ax = axes[-1]
     times = np.array([np.mean(r["fit_time"]) for r in ok])
     ax.barh(pos, times, color=colors, height=0.5)

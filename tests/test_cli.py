@@ -161,6 +161,41 @@ def test_plot_writes_an_image(capsys, cancer_csv, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _result(model, scores, fit_time=(0.01, 0.02), error=None):
+    """One model's entry of cross_validate_models' results."""
+    return {
+        "model": model,
+        "scores": {name: list(values) for name, values in scores.items()},
+        "fit_time": list(fit_time),
+        "error": error,
+        "warnings": {},
+    }
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def test_plot_marks_a_score_computed_on_no_fold_n_a(tmp_path):
+    # Constant predictions leave tuned_balanced_accuracy NaN on every fold.
+    pytest.importorskip("matplotlib")
+    nan = float("nan")
+    results = [
+        _result("Logistic", {"roc_auc": [0.8, 0.9], _cli.TUNED: [nan, nan]}),
+        _result("Boosting", {"roc_auc": [nan, nan], _cli.TUNED: [nan, nan]}),
+    ]
+    path = tmp_path / "chart.png"
+    fig = _cli.plot_comparison(results, ["roc_auc", _cli.TUNED], str(path))
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    auc, tuned, _ = fig.axes
+    lo, hi = auc.get_xlim()
+    assert lo < 0.8 and 0.9 < hi <= 1.01
+    assert _texts(auc) == ["0.850", "n/a"]
+    assert _texts(tuned) == ["n/a", "n/a"]
+    assert list(tuned.get_xticks()) == []
+    assert tuned.get_xlabel() == "not computed on any fold"
+
+
 def test_csv_reader(cancer_csv):
     X, y, names = read_csv(cancer_csv, "diagnosis")
     assert names == ["radius", "texture", "perimeter", "area", "smoothness"]
