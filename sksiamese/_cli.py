@@ -688,7 +688,7 @@ def plot_comparison(results, scoring, path):
 # -- command line -------------------------------------------------------------
 
 
-def _positive_int(minimum):
+def _positive_int(minimum, maximum=None):
     def parse(text):
         try:
             value = int(text)
@@ -696,6 +696,8 @@ def _positive_int(minimum):
             raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}; got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}; got {value}")
         return value
 
     return parse
@@ -791,10 +793,11 @@ def build_parser():
     )
     compare.add_argument(
         "--random-state",
-        type=_positive_int(0),
+        # numpy's seeds are 32-bit.
+        type=_positive_int(0, maximum=2**32 - 1),
         default=0,
         metavar="SEED",
-        help="seed of the folds and of every model (default: 0)",
+        help="seed of the folds and of every model, 0 to 4294967295 (default: 0)",
     )
     compare.add_argument(
         "--max-epochs",

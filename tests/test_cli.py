@@ -401,6 +401,11 @@ def test_empty_last_cells_are_blanks_not_short_rows(tmp_path):
     "args, message",
     [
         (["compare", "--folds", "1"], "argument --folds: must be at least 2"),
+        (
+            ["compare", "--random-state", str(2**32)],
+            "argument --random-state: must be at most 4294967295; got 4294967296",
+        ),
+        (["compare", "--random-state", "-1"], "must be at least 0; got -1"),
         (["compare", "--scoring", "r2"], "unknown score ['r2']"),
         (["compare", "--scoring", "adjusted_rand_score"], "unknown score"),
         (["compare", "--delimiter", ";;"], "must be one character, or tab"),
