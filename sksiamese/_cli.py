@@ -7,7 +7,8 @@ the mean and standard deviation over folds of each score, and the mean fit time.
 Without a file it runs on scikit-learn's bundled breast-cancer data.
 
 Exit status: 0 on success, 1 when a model failed on some fold (the others are
-still reported), 2 on bad usage or bad input (with a one-line message on stderr).
+still reported), 2 on bad usage or bad input (with a one-line message on stderr)
+or when the ``--plot`` chart could not be saved.
 """
 
 import argparse
@@ -874,9 +875,18 @@ def _compare(args):
             raise InputError(
                 "--plot needs matplotlib; install it with pip install 'sksiamese[plot]'"
             ) from None
+        if os.path.isdir(args.plot):
+            raise InputError(
+                f"--plot: {args.plot} is a directory; name the chart's file, such as "
+                f"{os.path.join(args.plot, 'compare.png')}"
+            )
         folder = os.path.dirname(os.path.abspath(args.plot))
         if not os.path.isdir(folder):
             raise InputError(f"--plot: no such directory: {folder}")
+        if not os.access(folder, os.W_OK) or (
+            os.path.exists(args.plot) and not os.access(args.plot, os.W_OK)
+        ):
+            raise InputError(f"--plot: cannot write to {args.plot}: permission denied")
         from matplotlib.figure import Figure
 
         formats = sorted(Figure().canvas.get_supported_filetypes())
@@ -953,7 +963,15 @@ def _compare(args):
     for line in format_warnings(results, args.folds):
         print(f"sksiamese compare: warning: {line}", file=sys.stderr)
     if args.plot is not None and any(r["error"] is None for r in results):
-        plot_comparison(results, args.scoring, args.plot)
+        try:
+            plot_comparison(results, args.scoring, args.plot)
+        except OSError as exc:  # checked up front, but the disk may still fill up
+            print(
+                f"sksiamese compare: error: --plot: cannot save the chart to "
+                f"{args.plot}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         if not args.quiet:
             print(f"sksiamese compare: saved the chart to {args.plot}", file=sys.stderr)
     failed = any(r["error"] is not None for r in results)

@@ -385,6 +385,68 @@ def test_bad_input_one_line_exit_2(capsys, tmp_path, case):
     assert re.search(pattern, err.strip()), err
 
 
+def _never_trained(names, **kwargs):
+    raise AssertionError("a model was made before the input was checked")
+
+
+@pytest.mark.parametrize("case", ["directory", "read-only folder", "read-only file"])
+def test_unwritable_plot_path_refused_before_training(
+    capsys, monkeypatch, tmp_path, case
+):
+    pytest.importorskip("matplotlib")
+    import os
+
+    data = tmp_path / "d.csv"
+    data.write_bytes(_csv(["a", "b", "y"], ROWS))
+    folder = tmp_path / "out"
+    folder.mkdir()
+    plot = folder / "chart.png"
+    if case == "directory":
+        plot.mkdir()
+        message = (
+            f"--plot: {plot} is a directory; name the chart's file, such as "
+            f"{plot / 'compare.png'}"
+        )
+    else:
+        if case == "read-only file":
+            plot.write_bytes(b"")
+        denied = str(folder if case == "read-only folder" else plot)
+        access = os.access
+        # Permissions are not enforced for root: refuse them by hand.
+        monkeypatch.setattr(
+            os, "access", lambda p, mode: str(p) != denied and access(p, mode)
+        )
+        message = f"--plot: cannot write to {plot}: permission denied"
+    monkeypatch.setattr(_cli, "make_models", _never_trained)
+    code, out, err = compare(capsys, str(data), "y", "--plot", str(plot), *FAST)
+    assert (code, out) == (2, "")
+    assert err == f"sksiamese compare: error: {message}\n"
+
+
+def test_plot_save_error_is_one_line(capsys, monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib")
+    import errno
+
+    from matplotlib.figure import Figure
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    data = tmp_path / "d.csv"
+    data.write_bytes(_csv(["a", "b", "y"], ROWS))
+    plot = tmp_path / "chart.png"
+    code, out, err = compare(
+        capsys, str(data), "y", "--models", "logistic", "--plot", str(plot), *FAST
+    )
+    assert code == 2
+    assert "LogisticRegression" in out  # the scores are printed all the same
+    assert err == (
+        f"sksiamese compare: error: --plot: cannot save the chart to {plot}: "
+        "No space left on device\n"
+    )
+
+
 def test_empty_last_cells_are_blanks_not_short_rows(tmp_path):
     from sksiamese._cli import read_csv
 
