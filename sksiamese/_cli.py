@@ -123,9 +123,11 @@ def read_csv(path, target, delimiter=","):
             header = [h.strip() for h in header]
             _check_header(path, header, target, delimiter)
             cells = [[] for _ in header]
+            lines = []  # the line of the file each data row ends on
             for row in reader:
                 if not row:
                     continue
+                lines.append(reader.line_num)
                 if len(row) != len(header):
                     raise InputError(
                         f"line {reader.line_num} of {path} has {len(row)} fields; "
@@ -150,11 +152,7 @@ def read_csv(path, target, delimiter=","):
         )
     for name, values in columns.items():
         if isinstance(values, list):  # not parsed as numbers
-            bad = next(v for v in values if v is not None)
-            raise InputError(
-                f"column {name!r} is not numeric (e.g. {bad!r}); encode it as "
-                "numbers, or drop it"
-            )
+            raise InputError(_not_numeric(path, name, values, lines))
         if np.isnan(values).all():
             raise InputError(
                 f"column {name!r} is blank in every row; drop it (no model can "
@@ -210,6 +208,31 @@ def _parse_cells(values, numeric):
         except ValueError:
             pass
     return [None if v in blanks else v for v in values]
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _not_numeric(path, name, values, lines):
+    """The message for a feature column whose ``values`` (str, or None for
+    blanks) are not all numbers: it names the first cell that is not."""
+    bad = [i for i, v in enumerate(values) if v is not None and not _is_number(v)]
+    filled = sum(v is not None for v in values)
+    where = (
+        f"column {name!r} is not numeric: line {lines[bad[0]]} of {path} holds "
+        f"{values[bad[0]]!r}"
+    )
+    if 2 * len(bad) < filled:  # mostly numbers: stray cells, not a text column
+        return (
+            f"{where}, the first of {len(bad)} cell(s) that are neither numbers nor "
+            "blanks (an empty cell, NA, ...); fix those cells, or drop the column"
+        )
+    return f"{where}; encode it as numbers, or drop it"
 
 
 def _parse_labels(labels, target):

@@ -278,7 +278,18 @@ BAD_FILES = {
     "non-numeric": (
         _csv(["a", "colour", "y"], [[r[0], "red", r[2]] for r in ROWS]),
         ["--target", "y"],
-        r"column 'colour' is not numeric \(e.g. 'red'\)",
+        r"column 'colour' is not numeric: line 2 of .* holds 'red'; encode it as "
+        r"numbers, or drop it$",
+    ),
+    "stray-text-cell": (
+        _csv(
+            ["a", "b", "y"],
+            [[r[0], "-" if i == 7 else r[1], r[2]] for i, r in enumerate(ROWS)],
+        ),
+        ["--target", "y"],
+        r"column 'b' is not numeric: line 9 of .* holds '-', the first of 1 cell\(s\) "
+        r"that are neither numbers nor blanks \(an empty cell, NA, ...\); fix those "
+        r"cells, or drop the column$",
     ),
     "one-class": (
         _csv(["a", "b", "y"], [[*r[:2], "a"] for r in ROWS]),
