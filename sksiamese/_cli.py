@@ -489,7 +489,8 @@ def cross_validate_models(
     fit time is that of one of its 4 fits.
 
     Returns a list of dicts (one per model) with per-fold ``scores`` and
-    ``fit_time``, ``error`` (None, or the message of the first failure) and
+    ``fit_time`` (of the folds before the failure, if any), ``error`` (None,
+    or the message of the first failure) and
     ``warnings`` (``{message: number of folds}`` of the warnings of fit).
     """
     from sklearn.base import clone
@@ -528,6 +529,9 @@ def cross_validate_models(
                         value = balanced_accuracy_score(y[test], tuned.predict(X[test]))
                     result["scores"][s].append(float(value))
             except Exception as exc:  # report, keep going with the other models
+                # Only whole folds count: drop what this one got before failing.
+                for values in (*result["scores"].values(), result["fit_time"]):
+                    del values[k - 1 :]
                 message = str(exc).strip().splitlines()
                 result["error"] = (
                     f"fold {k}: {type(exc).__name__}: {message[0] if message else ''}"
@@ -543,16 +547,28 @@ def cross_validate_models(
 # -- output -------------------------------------------------------------------
 
 
-def _summary(values):
+def _mean_std(values):
     """Mean and standard deviation over the folds where a score could be
-    computed (NaN: it could not; None in JSON)."""
+    computed; NaN for both when it could be on none."""
     valid = [v for v in values if not np.isnan(v)]
     if not valid:
-        return {"mean": None, "std": None, "folds": [None for _ in values]}
+        return np.nan, np.nan
+    return float(np.mean(valid)), float(np.std(valid))
+
+
+def _summary(values, folds, failed):
+    """Mean and standard deviation over the folds where a score could be
+    computed (NaN: it could not; None in JSON), and the value of each of the
+    ``folds``. A model that ``failed`` has the values of the folds before the
+    failure, then None, and no mean or standard deviation (as in the table)."""
+    mean, std = _mean_std(values)
+    if failed or np.isnan(mean):
+        mean = std = None
+    per_fold = [None if np.isnan(v) else float(v) for v in values]
     return {
-        "mean": float(np.mean(valid)),
-        "std": float(np.std(valid)),
-        "folds": [None if np.isnan(v) else float(v) for v in values],
+        "mean": mean,
+        "std": std,
+        "folds": per_fold + [None] * (folds - len(per_fold)),
     }
 
 
@@ -570,8 +586,11 @@ def to_json(results, dataset, args, scoring):
         "results": [
             {
                 "model": r["model"],
-                "scores": {s: _summary(v) for s, v in r["scores"].items()},
-                "fit_time": _summary(r["fit_time"]),
+                "scores": {
+                    s: _summary(v, args.folds, r["error"] is not None)
+                    for s, v in r["scores"].items()
+                },
+                "fit_time": _summary(r["fit_time"], args.folds, r["error"] is not None),
                 "error": r["error"],
                 "warnings": r["warnings"],
             }
@@ -621,15 +640,6 @@ def format_warnings(results, folds):
         for r in results
         for text, count in r["warnings"].items()
     ]
-
-
-def _mean_std(values):
-    """Mean and standard deviation over the folds where a score could be
-    computed; NaN for both when it could be on none."""
-    valid = [v for v in values if not np.isnan(v)]
-    if not valid:
-        return np.nan, np.nan
-    return float(np.mean(valid)), float(np.std(valid))
 
 
 def plot_comparison(results, scoring, path):

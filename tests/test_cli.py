@@ -545,6 +545,45 @@ def test_a_failing_model_is_reported_and_others_kept(capsys, monkeypatch, cancer
     assert logistic["error"] is None and logistic["scores"]["roc_auc"]["mean"] > 0.5
 
 
+def test_a_model_failing_on_a_later_fold_has_no_mean(capsys, monkeypatch, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    class FailsOnFold2(LogisticRegression):
+        """Its probabilities fail on the second fold, after its labels were
+        scored."""
+
+        fits = 0
+
+        def fit(self, X, y):
+            type(self).fits += 1
+            return super().fit(X, y)
+
+        def predict_proba(self, X):
+            if type(self).fits == 2:
+                raise RuntimeError("out of memory")
+            return super().predict_proba(X)
+
+    monkeypatch.setattr(
+        _cli, "make_models", lambda names, **kw: {"Flaky": FailsOnFold2()}
+    )
+    data = tmp_path / "d.csv"
+    data.write_bytes(_csv(["a", "b", "y"], ROWS))
+    args = ["--scoring", "accuracy,roc_auc", "--folds", "3", "--quiet"]
+    code, out, _ = compare(capsys, str(data), "y", *args)
+    assert code == 1
+    row = next(line for line in out.splitlines() if line.startswith("Flaky"))
+    assert row.split() == ["Flaky", "-", "-", "-"]
+    FailsOnFold2.fits = 0
+    code, out, _ = compare(capsys, str(data), "y", *args, "--json")
+    assert code == 1
+    (result,) = json.loads(out)["results"]
+    assert result["error"] == "fold 2: RuntimeError: out of memory"
+    for summary in [*result["scores"].values(), result["fit_time"]]:
+        assert summary["mean"] is None and summary["std"] is None
+        first, *rest = summary["folds"]
+        assert first > 0 and rest == [None, None]
+
+
 def test_python_dash_m_and_version(capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["sksiamese", "--version"])
     with pytest.raises(SystemExit) as exit_info:
