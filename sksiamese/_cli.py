@@ -690,7 +690,10 @@ def plot_comparison(results, scoring, path):
             continue
         lo = np.min((means - stds)[shown])
         hi = np.max((means + stds)[shown])
-        if name != "log_loss":  # scores that cannot exceed 1
+        values = np.array([v for r in ok for v in r["scores"][name]])
+        if name != "log_loss" and np.all(values[np.isfinite(values)] <= 1):
+            # A score bounded by 1 (accuracy, AUC, ...): no bar past the best.
+            # Others, such as positive_likelihood_ratio, may exceed 1.
             hi = min(hi, 1.0)
         pad = max(0.1 * (hi - lo), 0.002)
         ax.set_xlim(lo - pad, hi + pad)

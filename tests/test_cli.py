@@ -396,6 +396,23 @@ def test_bad_input_one_line_exit_2(capsys, tmp_path, case):
     assert re.search(pattern, err.strip()), err
 
 
+def test_plot_clips_only_scores_bounded_by_1(tmp_path):
+    pytest.importorskip("matplotlib")
+    results = [
+        _result(
+            "Logistic",
+            {"roc_auc": [0.9, 1.0, 1.0], "positive_likelihood_ratio": [3.0, 5.0, 4.0]},
+        )
+    ]
+    scoring = ["roc_auc", "positive_likelihood_ratio"]
+    fig = _cli.plot_comparison(results, scoring, str(tmp_path / "chart.png"))
+    auc, ratio, _ = fig.axes
+    lo, hi = auc.get_xlim()
+    assert lo < 0.92 and 1.0 < hi < 1.01  # mean ± std: 0.920 to 1.014
+    lo, hi = ratio.get_xlim()
+    assert lo < 3.18 and 4.82 < hi  # mean ± std: 3.18 to 4.82, not cut at 1
+
+
 def _never_trained(names, **kwargs):
     raise AssertionError("a model was made before the input was checked")
 
