@@ -430,6 +430,29 @@ class Progress:
             self._width = 0
 
 
+@contextmanager
+def _recorded(texts):
+    """Add the distinct warnings (UserWarning and subclasses) raised in the
+    block to the set ``texts``, one line each however they were wrapped.
+
+    Nothing a model prints or warns may mix with the table or JSON on stdout:
+    its output goes to stderr, and its warnings are counted and reported once.
+    """
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        redirect_stdout(sys.stderr),
+    ):
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            texts |= {
+                f"{w.category.__name__}: {' '.join(str(w.message).split())}"
+                for w in caught
+                if issubclass(w.category, UserWarning)
+            }
+
+
 def _fit(model, X, y, tune, random_state):
     """Fit ``model`` (inside ``TunedThresholdClassifierCV`` when ``tune``).
 
@@ -439,13 +462,7 @@ def _fit(model, X, y, tune, random_state):
     from sklearn.model_selection import StratifiedKFold, TunedThresholdClassifierCV
 
     texts = set()
-    # Nothing a model prints may mix with the table or JSON on stdout; its
-    # warnings are counted and reported once.
-    with (
-        warnings.catch_warnings(record=True) as caught,
-        redirect_stdout(sys.stderr),
-    ):
-        warnings.simplefilter("always")
+    with _recorded(texts):
         tic = time.perf_counter()
         tuned = None
         if tune:
@@ -468,13 +485,24 @@ def _fit(model, X, y, tune, random_state):
             fit_time = time.perf_counter() - tic
         else:
             fitted = tuned.estimator_
-    # One line each, however the warning was wrapped.
-    texts |= {
-        f"{w.category.__name__}: {' '.join(str(w.message).split())}"
-        for w in caught
-        if issubclass(w.category, UserWarning)
-    }
     return fitted, tuned, fit_time, texts
+
+
+def _score_fold(scoring, fitted, tuned, X, y, classes):
+    """The scores of one fold's ``fitted`` model (and ``tuned``, or None) on
+    its test samples ``(X, y)``, by name."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    predictions = Predictions(fitted, X)
+    values = {}
+    for s in scoring:
+        if s != TUNED:
+            values[s] = float(score(s, predictions, y, classes))
+        elif tuned is None:
+            values[s] = np.nan
+        else:
+            values[s] = float(balanced_accuracy_score(y, tuned.predict(X)))
+    return values
 
 
 def cross_validate_models(
@@ -491,7 +519,8 @@ def cross_validate_models(
     Returns a list of dicts (one per model) with per-fold ``scores`` and
     ``fit_time`` (of the folds before the failure, if any), ``error`` (None,
     or the message of the first failure) and
-    ``warnings`` (``{message: number of folds}`` of the warnings of fit).
+    ``warnings`` (``{message: number of folds}`` of the warnings of fit and
+    scoring).
     """
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold
@@ -515,23 +544,20 @@ def cross_validate_models(
                     clone(model), X[train], y[train], tune, random_state
                 )
                 result["fit_time"].append(fit_time)
-                for text in texts:
-                    result["warnings"][text] = result["warnings"].get(text, 0) + 1
-                predictions = Predictions(fitted, X[test])
-                for s in scoring:
-                    if s != TUNED:
-                        value = score(s, predictions, y[test], classes)
-                    elif tuned is None:
-                        value = np.nan
-                    else:
-                        from sklearn.metrics import balanced_accuracy_score
-
-                        value = balanced_accuracy_score(y[test], tuned.predict(X[test]))
-                    result["scores"][s].append(float(value))
+                try:
+                    with _recorded(texts):
+                        values = _score_fold(
+                            scoring, fitted, tuned, X[test], y[test], classes
+                        )
+                finally:  # a warning of fit and of scoring counts once a fold
+                    for text in texts:
+                        result["warnings"][text] = result["warnings"].get(text, 0) + 1
+                for s, value in values.items():
+                    result["scores"][s].append(value)
             except Exception as exc:  # report, keep going with the other models
                 # Only whole folds count: drop what this one got before failing.
-                for values in (*result["scores"].values(), result["fit_time"]):
-                    del values[k - 1 :]
+                for done_folds in (*result["scores"].values(), result["fit_time"]):
+                    del done_folds[k - 1 :]
                 message = str(exc).strip().splitlines()
                 result["error"] = (
                     f"fold {k}: {type(exc).__name__}: {message[0] if message else ''}"
@@ -634,7 +660,7 @@ def format_table(results, scoring, stream):
 
 
 def format_warnings(results, folds):
-    """One line per distinct warning of each model's fits."""
+    """One line per distinct warning of each model's fits and scores."""
     return [
         f"{r['model']}: {text} (in {count} of {folds} folds)"
         for r in results

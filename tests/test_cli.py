@@ -745,6 +745,29 @@ def test_warnings_of_fit_are_reported_once_per_model(capsys, cancer_csv, monkeyp
     assert lines[0].endswith("(in 2 of 2 folds)")
 
 
+def test_warnings_of_scoring_are_reported_once_per_model(capsys, tmp_path):
+    # Separable classes: no false positive, so the likelihood ratio is
+    # ill-defined (UndefinedMetricWarning) on every fold.
+    rows = [[str(i + 50 * (i >= 10)), str(i % 3), str(int(i >= 10))] for i in range(20)]
+    path = write_csv(tmp_path / "separable.csv", ["a", "b", "y"], rows)
+    code, _, err = compare(
+        capsys,
+        path,
+        "y",
+        "--models",
+        "logistic",
+        "--scoring",
+        "positive_likelihood_ratio",
+        *FAST,
+    )
+    assert code == 0, err
+    assert err.startswith(
+        "sksiamese compare: warning: LogisticRegression: UndefinedMetricWarning: "
+        "`positive_likelihood_ratio` is ill-defined"
+    )
+    assert err.endswith("(in 2 of 2 folds)\n") and err.count("\n") == 1
+
+
 def test_reference_page_documents_every_option_and_score():
     from pathlib import Path
 
