@@ -1024,7 +1024,13 @@ def _compare(args):
         print(format_table(results, args.scoring, sys.stdout))
     for line in format_warnings(results, args.folds):
         print(f"sksiamese compare: warning: {line}", file=sys.stderr)
-    if args.plot is not None and any(r["error"] is None for r in results):
+    if args.plot is not None and all(r["error"] is not None for r in results):
+        print(
+            f"sksiamese compare: warning: --plot: no chart saved to {args.plot}: "
+            "every model failed",
+            file=sys.stderr,
+        )
+    elif args.plot is not None:
         try:
             plot_comparison(results, args.scoring, args.plot)
         except OSError as exc:  # checked up front, but the disk may still fill up

@@ -601,6 +601,21 @@ def test_a_model_failing_on_a_later_fold_has_no_mean(capsys, monkeypatch, tmp_pa
         assert first > 0 and rest == [None, None]
 
 
+def test_plot_when_every_model_failed(capsys, monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(_cli, "make_models", lambda names, **kw: {"Broken": _Broken()})
+    data = tmp_path / "d.csv"
+    data.write_bytes(_csv(["a", "b", "y"], ROWS))
+    plot = tmp_path / "chart.png"
+    code, _, err = compare(capsys, str(data), "y", "--plot", str(plot), *FAST)
+    assert code == 1
+    assert not plot.exists()
+    assert err == (
+        f"sksiamese compare: warning: --plot: no chart saved to {plot}: every "
+        "model failed\n"
+    )
+
+
 def test_python_dash_m_and_version(capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["sksiamese", "--version"])
     with pytest.raises(SystemExit) as exit_info:
