@@ -7,8 +7,9 @@ the mean and standard deviation over folds of each score, and the mean fit time.
 Without a file it runs on scikit-learn's bundled breast-cancer data.
 
 Exit status: 0 on success, 1 when a model failed on some fold (the others are
-still reported), 2 on bad usage or bad input (with a one-line message on stderr)
-or when the ``--plot`` chart could not be saved.
+still reported), 2 on bad usage (argparse's usage summary, then the error) or
+bad input (a one-line error), or when the ``--plot`` chart could not be saved;
+errors go to stderr.
 """
 
 import argparse

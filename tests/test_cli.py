@@ -508,7 +508,8 @@ def test_empty_last_cells_are_blanks_not_short_rows(tmp_path):
 def test_bad_usage_exit_2(capsys, args, message):
     code, out, err = run(capsys, *args)
     assert code == 2
-    assert message in err
+    assert message in err.splitlines()[-1]
+    assert re.match(r"sksiamese( compare)?: error: ", err.splitlines()[-1])
     assert "Traceback" not in err
 
 
