@@ -11,6 +11,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from ._base import _BaseSiamese
 from ._pair_classifier import SiamesePairClassifier
 
 __all__ = [
@@ -42,6 +43,18 @@ def _axes(ax):
 def _final_estimator(estimator):
     """The last step of a Pipeline, else the estimator itself."""
     return estimator[-1] if hasattr(estimator, "steps") else estimator
+
+
+def _fitted_siamese(estimator, caller):
+    """The fitted sksiamese estimator that is ``estimator``, or ends it."""
+    model = _final_estimator(estimator)
+    if not isinstance(model, _BaseSiamese):
+        raise TypeError(
+            f"{caller} needs a SiameseClassifier or a SiamesePairClassifier (or a "
+            f"Pipeline ending in one); got {type(model).__name__}."
+        )
+    check_is_fitted(model)
+    return model
 
 
 def _take(X, idx):
@@ -254,9 +267,7 @@ class PairDistanceDisplay:
         display : PairDistanceDisplay
         """
         _check_matplotlib(f"{cls.__name__}.from_estimator")
-
-        model = _final_estimator(estimator)
-        check_is_fitted(model)
+        model = _fitted_siamese(estimator, f"{cls.__name__}.from_estimator")
         if isinstance(threshold, str) and threshold != "auto":
             raise ValueError(
                 f"threshold must be 'auto', a number or None; got {threshold!r}."
@@ -272,7 +283,7 @@ class PairDistanceDisplay:
             y_same = y
             if threshold == "auto":
                 threshold = model.threshold_
-        elif hasattr(model, "pair_distance"):
+        else:
             same, different = sample_pairs(y, n_pairs, random_state)
             if hasattr(estimator, "steps") and len(estimator) > 1:
                 X = estimator[:-1].transform(X)  # the pipeline's preprocessing
@@ -283,11 +294,6 @@ class PairDistanceDisplay:
             y_same = np.r_[np.ones(n_pairs), np.zeros(n_pairs)]
             if threshold == "auto":
                 threshold = _half_score_distance(model)
-        else:
-            raise TypeError(
-                f"{cls.__name__}.from_estimator needs a SiameseClassifier or a "
-                f"SiamesePairClassifier; got {type(model).__name__}."
-            )
         return cls.from_predictions(
             y_same,
             d,
@@ -474,9 +480,10 @@ class EmbeddingDisplay:
 
         Parameters
         ----------
-        estimator : SiameseClassifier or Pipeline ending in one
+        estimator : SiameseClassifier, SiamesePairClassifier or Pipeline ending in one
             Fitted.
         X : array-like of shape (n_samples, n_features)
+            Samples (single vectors, also for a SiamesePairClassifier).
         y : array-like of shape (n_samples,), default=None
             Labels for colours.
         name : str, default=None
@@ -490,10 +497,10 @@ class EmbeddingDisplay:
         display : EmbeddingDisplay
         """
         _check_matplotlib(f"{cls.__name__}.from_estimator")
-        check_is_fitted(_final_estimator(estimator))
+        model = _fitted_siamese(estimator, f"{cls.__name__}.from_estimator")
         E = np.asarray(estimator.transform(X))
         if name is None:
-            name = type(_final_estimator(estimator)).__name__
+            name = type(model).__name__
         return cls.from_embedding(
             E, y, name=name, ax=ax, legend=legend, scatter_kw=scatter_kw
         )
@@ -644,7 +651,7 @@ class TrainingHistoryDisplay:
 
         Parameters
         ----------
-        estimator : SiameseClassifier or Pipeline ending in one
+        estimator : SiameseClassifier, SiamesePairClassifier or Pipeline ending in one
             Fitted.
         name : str, default=None
             Title; the estimator's class name when None.
@@ -656,8 +663,7 @@ class TrainingHistoryDisplay:
         display : TrainingHistoryDisplay
         """
         _check_matplotlib(f"{cls.__name__}.from_estimator")
-        model = _final_estimator(estimator)
-        check_is_fitted(model)
+        model = _fitted_siamese(estimator, f"{cls.__name__}.from_estimator")
         name = type(model).__name__ if name is None else name
         return cls.from_history(model.history_, name=name, ax=ax, logy=logy)
 

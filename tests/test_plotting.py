@@ -126,6 +126,25 @@ def test_pair_distance_display_bad_estimator_input(fitted, iris):
         PairDistanceDisplay.from_estimator(StandardScaler().fit(X), X, y)
 
 
+@pytest.mark.parametrize(
+    "display", [PairDistanceDisplay, EmbeddingDisplay, TrainingHistoryDisplay]
+)
+def test_displays_need_a_sksiamese_estimator(iris, display):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = iris
+    data = () if display is TrainingHistoryDisplay else (X, y)
+    message = (
+        f"{display.__name__}.from_estimator needs a SiameseClassifier or a "
+        "SiamesePairClassifier (or a Pipeline ending in one); got LogisticRegression."
+    )
+    # Fitted or not, a model of another kind is refused by name.
+    fitted = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    for model in (LogisticRegression(), fitted):
+        with pytest.raises(TypeError, match=re.escape(message)):
+            display.from_estimator(model, *data)
+
+
 def test_pair_distance_display_of_a_pair_classifier(iris):
     X, y = iris
     rng = np.random.RandomState(0)
@@ -142,6 +161,12 @@ def test_pair_distance_display_of_a_pair_classifier(iris):
     d[same == 1], d[same == 0] = disp.same_distances, disp.different_distances
     np.testing.assert_array_equal(d < clf.threshold_, predicted)
     assert disp.ax_.get_title() == "SiamesePairClassifier"
+    # Its embeddings of single vectors, and its training history.
+    embedding = EmbeddingDisplay.from_estimator(clf, X, y)
+    assert embedding.embedding.shape == (150, 2)
+    assert embedding.ax_.get_title() == "SiamesePairClassifier"
+    history = TrainingHistoryDisplay.from_estimator(clf)
+    assert len(history.train_loss) == clf.n_epochs_
 
 
 # -- embedding ----------------------------------------------------------------------
