@@ -7,11 +7,14 @@ the drawn artists. matplotlib is imported only when a plot is made; install it
 with ``pip install 'sksiamese[plot]'``.
 """
 
+import numbers
+
 import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._base import _BaseSiamese
+from ._compat import Interval, validate_parameter_constraints
 from ._pair_classifier import SiamesePairClassifier
 
 __all__ = [
@@ -57,6 +60,20 @@ def _fitted_siamese(estimator, caller):
     return model
 
 
+def _check_threshold(threshold):
+    """A threshold line's position: None, or a finite number."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(
+            f"threshold must be a number or None; got {threshold!r} "
+            f"({type(threshold).__name__})."
+        )
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite; got {threshold!r}.")
+    return threshold
+
+
 def _take(X, idx):
     return X.iloc[idx] if hasattr(X, "iloc") else np.asarray(X)[idx]
 
@@ -69,7 +86,7 @@ def sample_pairs(y, n_pairs, random_state=None):
     y : array-like of shape (n_samples,)
         Labels; at least one class with two samples, and two classes.
     n_pairs : int
-        Number of pairs of each kind.
+        Number of pairs of each kind, 0 or more.
     random_state : int, RandomState instance or None, default=None
 
     Returns
@@ -79,6 +96,11 @@ def sample_pairs(y, n_pairs, random_state=None):
     different : ndarray of shape (n_pairs, 2)
         Index pairs of samples of different classes.
     """
+    validate_parameter_constraints(
+        {"n_pairs": [Interval(numbers.Integral, 0, None, closed="left")]},
+        {"n_pairs": n_pairs},
+        caller_name="sample_pairs",
+    )
     rng = check_random_state(random_state)
     _, codes = np.unique(column_or_1d(y), return_inverse=True)
     counts = np.bincount(codes)
@@ -186,6 +208,7 @@ class PairDistanceDisplay:
         display : PairDistanceDisplay
         """
         _check_matplotlib(f"{type(self).__name__}.plot")
+        _check_threshold(self.threshold)
         self.ax_, self.figure_ = _axes(ax)
         name = self.name if name is None else name
         same = np.asarray(self.same_distances, dtype=float)
@@ -325,6 +348,7 @@ class PairDistanceDisplay:
         distances : array-like of shape (n_pairs,)
             Dissimilarity of each pair (lower = more alike).
         threshold : float, default=None
+            Where to draw the threshold line; None: no line.
         name : str, default=None
         ax : matplotlib Axes, default=None
         bins : int, default=30
@@ -335,6 +359,7 @@ class PairDistanceDisplay:
         display : PairDistanceDisplay
         """
         _check_matplotlib(f"{cls.__name__}.from_predictions")
+        _check_threshold(threshold)
         y_same = column_or_1d(y_same)
         distances = column_or_1d(distances).astype(float)
         if len(y_same) != len(distances):
@@ -526,10 +551,10 @@ class EmbeddingDisplay:
         """
         _check_matplotlib(f"{cls.__name__}.from_embedding")
         E = np.asarray(X_embedded, dtype=float)
-        if E.ndim != 2 or len(E) < 2:
+        if E.ndim != 2 or len(E) < 2 or E.shape[1] < 1:
             raise ValueError(
-                "X_embedded must be a 2-D array of at least two samples; got shape "
-                f"{E.shape}."
+                "X_embedded must be a 2-D array of at least two samples and one "
+                f"column; got shape {E.shape}."
             )
         if y is not None:
             y = column_or_1d(y)
@@ -675,7 +700,10 @@ class TrainingHistoryDisplay:
         ----------
         history : skorch.History or list of dict
             Per-epoch records with ``"train_loss"``, and ``"valid_loss"`` /
-            ``"valid_loss_best"`` when there was a held-out split.
+            ``"valid_loss_best"`` when there was a held-out split. The best
+            epoch is the last flagged ``"valid_loss_best"``, else that of the
+            lowest finite ``"valid_loss"``; none when no held-out loss is
+            finite.
         name : str, default=None
         ax : matplotlib Axes, default=None
         logy : bool, default=False
@@ -692,7 +720,9 @@ class TrainingHistoryDisplay:
         valid = best = None
         if all("valid_loss" in r for r in records):
             valid = np.array([r["valid_loss"] for r in records], dtype=float)
-            best = int(np.nanargmin(valid)) + 1
+            finite = np.isfinite(valid)
+            if finite.any():  # else no epoch is best (a diverged run, say)
+                best = int(np.argmin(np.where(finite, valid, np.inf))) + 1
             flagged = [i for i, r in enumerate(records, 1) if r.get("valid_loss_best")]
             if flagged:
                 best = flagged[-1]

@@ -61,6 +61,13 @@ def test_sample_pairs_needs_two_classes():
         sample_pairs([1, 1, 1], 10)
 
 
+@pytest.mark.parametrize("n_pairs", [2.0, -1, "10", None])
+def test_sample_pairs_bad_n_pairs(n_pairs):
+    message = "The 'n_pairs' parameter of sample_pairs must be an int in the range"
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        sample_pairs([0, 0, 1, 1], n_pairs)
+
+
 def test_pair_distance_display_from_estimator(fitted, iris):
     X, y = iris
     disp = PairDistanceDisplay.from_estimator(fitted, X, y, n_pairs=200, random_state=0)
@@ -114,6 +121,24 @@ def test_pair_distance_display_from_predictions_and_plot_again():
 def test_pair_distance_display_bad_predictions(y_same, d, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         PairDistanceDisplay.from_predictions(y_same, d)
+
+
+@pytest.mark.parametrize(
+    "threshold, error, message",
+    [
+        ("0.5", TypeError, "threshold must be a number or None; got '0.5' (str)."),
+        (True, TypeError, "threshold must be a number or None; got True (bool)."),
+        (float("nan"), ValueError, "threshold must be finite; got nan."),
+    ],
+)
+def test_pair_distance_display_bad_threshold(threshold, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        PairDistanceDisplay.from_predictions([1, 0], [0.1, 0.9], threshold=threshold)
+    display = PairDistanceDisplay(
+        same_distances=[0.1], different_distances=[0.9], threshold=threshold
+    )
+    with pytest.raises(error, match=re.escape(message)):
+        display.plot()
 
 
 def test_pair_distance_display_bad_estimator_input(fitted, iris):
@@ -201,6 +226,14 @@ def test_embedding_display_from_embedding_shapes():
     assert len(many.scatters_) == 30 and many.ax_.get_legend() is None
     with pytest.raises(ValueError, match="different numbers of samples: 10 and 3"):
         EmbeddingDisplay.from_embedding(rng.rand(10, 3), [0, 1, 0])
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "X_embedded must be a 2-D array of at least two samples and one column; "
+            "got shape (5, 0)."
+        ),
+    ):
+        EmbeddingDisplay.from_embedding(np.zeros((5, 0)), [0, 0, 1, 1, 1])
 
 
 def test_embedding_display_with_pandas_output(iris):
@@ -243,6 +276,20 @@ def test_training_history_from_a_list():
     np.testing.assert_array_equal(disp.train_loss, [1.0, 0.5])
     with pytest.raises(ValueError, match="'train_loss' for every epoch"):
         TrainingHistoryDisplay.from_history([{"valid_loss": 1.0}])
+
+
+def test_training_history_without_a_finite_held_out_loss():
+    nan = float("nan")
+    history = [
+        {"train_loss": 1.0, "valid_loss": nan},
+        {"train_loss": nan, "valid_loss": nan},
+    ]
+    disp = TrainingHistoryDisplay.from_history(history)
+    assert disp.best_epoch is None and disp.best_line_ is None
+    assert np.isnan(disp.valid_loss).all()
+    # A NaN epoch is never the best one.
+    history[0]["valid_loss"] = 0.5
+    assert TrainingHistoryDisplay.from_history(history).best_epoch == 1
 
 
 # -- without matplotlib ---------------------------------------------------------
