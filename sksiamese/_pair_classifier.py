@@ -1,5 +1,6 @@
 """SiamesePairClassifier: a twin network that learns from labelled pairs."""
 
+import math
 import numbers
 
 import numpy as np
@@ -326,6 +327,11 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         """``y`` as a 1-D array of two classes (their values are checked by
         :meth:`_as_same`, once ``X`` is known to be valid)."""
         y = column_or_1d(y, warn=True)
+        if len(y) == 0:
+            raise ValueError(
+                f"{type(self).__name__}.{method} needs at least one pair; got y "
+                f"with 0 samples (shape={y.shape})."
+            )
         # scikit-learn's message for continuous or otherwise unusable targets.
         check_classification_targets(y)
         y_type = type_of_target(y, input_name="y")
@@ -385,7 +391,9 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
                     )
             else:
                 side_shape = None
-            X = X.reshape(len(X), -1)
+            # An explicit width: with no pairs, numpy cannot infer it (-1), and
+            # scikit-learn's check for an empty X below says what is wrong.
+            X = X.reshape(len(X), math.prod(X.shape[1:]))
         if y is None:
             X = self._validate_rows(X, "no_validation", reset)
         else:
@@ -485,7 +493,11 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
 
     def _check_fit_data(self, X, y, classes):
         # The kind of target first (one class, several, continuous), then X,
-        # then the values of y, whose meaning is tied to the pairs.
+        # then the values of y, whose meaning is tied to the pairs. With no
+        # pairs in y, X first: scikit-learn's message for an empty X (or for
+        # X and y of different lengths), as SiameseClassifier gives.
+        if np.shape(y)[:1] == (0,):
+            self._validate_pairs(X, y, reset=True)
         y = self._check_target(y, "fit")
         X, y = self._validate_pairs(X, y, reset=True)
         return X, self._as_same(y).astype(np.int64), np.array([0, 1])
@@ -615,7 +627,9 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
             # Infinite values: raised by the scaling in _embed (see
             # _validate_rows).
             X = check_array(
-                np.reshape(X, (shape[0], -1)) if len(shape) > 2 else X,
+                np.reshape(X, (shape[0], math.prod(shape[1:])))
+                if len(shape) > 2
+                else X,
                 dtype=[np.float64, np.float32],
                 ensure_all_finite=False,
             )

@@ -300,6 +300,12 @@ def test_calibrate_max_tpr_and_max_tnr_respect_their_bound(
             "pairs in y; got only one class: [1].",
         ),
         (np.zeros((6, 4)), [0.5, 1.5] * 3, "Unknown label type: continuous"),
+        (
+            np.zeros((0, 2, 4)),
+            [],
+            "Found array with 0 sample(s) (shape=(0, 8)) while a minimum of 2 is "
+            "required by SiamesePairClassifier.",
+        ),
     ],
 )
 def test_bad_training_data_is_refused(X, y, msg):
@@ -327,6 +333,15 @@ def test_bad_inputs_after_fit_are_refused(fitted, digit_pairs):
         ),
     ):
         fitted.transform(X[:, 0, :10])
+    # No pairs, in either layout: scikit-learn's message for an empty X.
+    msg = (
+        "Found array with 0 sample(s) (shape=(0, 128)) while a minimum of 1 is "
+        "required by SiamesePairClassifier."
+    )
+    for empty in (X[:0], X[:0].reshape(0, 128)):
+        for method in ("predict", "predict_proba", "decision_function", "transform"):
+            with pytest.raises(ValueError, match=re.escape(msg)):
+                getattr(fitted, method)(empty)
     clf = copy.deepcopy(fitted)
     for kwargs, msg in [
         (
@@ -350,6 +365,14 @@ def test_bad_inputs_after_fit_are_refused(fitted, digit_pairs):
         ),
     ):
         clf.calibrate_threshold(X, np.ones(len(X)))
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "SiamesePairClassifier.calibrate_threshold needs at least one pair; "
+            "got y with 0 samples (shape=(0,))."
+        ),
+    ):
+        clf.calibrate_threshold(X[:0], y[:0])
     with pytest.raises(
         ValueError,
         match=re.escape("X and y have different numbers of pairs: 20 and 19."),
