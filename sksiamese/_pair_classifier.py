@@ -634,6 +634,14 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
                 ensure_all_finite=False,
             )
             return self._embed(X).astype(np.float64)
+        if self.image_shape_ is not None and len(shape) in (3, 4) and shape[1] != 2:
+            # Not pairs (no second axis of two sides): single images, of
+            # another shape than those of fit.
+            side_shape = (1, *shape[1:]) if len(shape) == 3 else shape[1:]
+            raise ValueError(
+                f"X has images of shape {side_shape}, but {type(self).__name__} "
+                f"was fitted on images of shape {self.image_shape_}."
+            )
         if len(shape) == 2 and shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {shape[1]} features, but {type(self).__name__} is "

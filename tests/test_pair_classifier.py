@@ -381,6 +381,27 @@ def test_bad_inputs_after_fit_are_refused(fitted, digit_pairs):
     assert clf.threshold_ == fitted.threshold_
 
 
+def test_transform_names_the_image_shape_of_fit(digit_pairs):
+    # Single images of another shape than those of fit are no pairs either,
+    # but what is wrong with them is their shape, as SiameseClassifier says.
+    X, y = digit_pairs[0][:40], digit_pairs[1][:40]
+    clf = SiamesePairClassifier(**{**TINY, "max_epochs": 1}, image_shape=(8, 8))
+    clf.fit(X, y)
+    np.testing.assert_array_equal(
+        clf.transform(X[:3, 0].reshape(3, 8, 8)), clf.transform(X[:3, 0])
+    )
+    for images, shape in [
+        (np.zeros((3, 5, 5)), (1, 5, 5)),
+        (np.zeros((3, 3, 8, 8)), (3, 8, 8)),
+    ]:
+        msg = (
+            f"X has images of shape {shape}, but SiamesePairClassifier was "
+            "fitted on images of shape (1, 8, 8)."
+        )
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            clf.transform(images)
+
+
 # -- scikit-learn tools, pickling ----------------------------------------------
 
 
