@@ -92,8 +92,13 @@ def _check_trainable(estimator, caller):
 
 def _check_positive(value, name, integral):
     kind = numbers.Integral if integral else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-        what = "a positive int" if integral else "a positive number"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kind)
+        # NaN and infinity too: CPUs are counted, and torch threads derived.
+        or not 0 < value < math.inf
+    ):
+        what = "a positive int" if integral else "a positive, finite number"
         raise ValueError(f"{name} must be {what}; got {value!r}.")
 
 

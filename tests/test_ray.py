@@ -101,7 +101,17 @@ def test_shards_refuse_too_many_workers():
         (
             {"cpus_per_worker": -1},
             ValueError,
-            "cpus_per_worker must be a positive number; got -1.",
+            "cpus_per_worker must be a positive, finite number; got -1.",
+        ),
+        (
+            {"cpus_per_worker": float("nan")},
+            ValueError,
+            "cpus_per_worker must be a positive, finite number; got nan.",
+        ),
+        (
+            {"cpus_per_worker": float("inf")},
+            ValueError,
+            "cpus_per_worker must be a positive, finite number; got inf.",
         ),
     ],
 )
@@ -147,6 +157,15 @@ def test_fit_distributed_needs_a_siamese_estimator(iris):
             {},
             "set early_stopping=True and validation_fraction > 0 on the estimator.",
         ),
+        *[
+            (
+                SiameseClassifier(early_stopping=True),
+                {"lr": 0.01},
+                {"cpus_per_trial": value},
+                f"cpus_per_trial must be a positive, finite number; got {value}.",
+            )
+            for value in (float("nan"), float("inf"), 0)
+        ],
     ],
 )
 def test_tune_search_checks_arguments(iris, estimator, space, kwargs, msg):
