@@ -513,9 +513,10 @@ def tune_search(
         Early stopping of trials. ``"asha"``: asynchronous successive halving
         on epochs; None: every trial runs until its own early stopping.
     grace_period : int, default=2
-        Epochs every trial runs before ASHA may stop it.
+        Epochs every trial runs before ASHA may stop it (at least 1).
     reduction_factor : float, default=3
-        ASHA keeps the best ``1 / reduction_factor`` of trials at each rung.
+        ASHA keeps the best ``1 / reduction_factor`` of trials at each rung;
+        greater than 1.
     cpus_per_trial : float, default=1
         CPUs reserved for each trial; it uses ``max(1, floor(cpus_per_trial))``
         torch threads.
@@ -566,6 +567,16 @@ def tune_search(
     _check_trainable(estimator, "tune_search")
     _check_positive(num_samples, "num_samples", integral=True)
     _check_positive(cpus_per_trial, "cpus_per_trial", integral=False)
+    _check_positive(grace_period, "grace_period", integral=True)
+    if (
+        isinstance(reduction_factor, bool)
+        or not isinstance(reduction_factor, numbers.Real)
+        or not 1 < reduction_factor < math.inf
+    ):
+        raise ValueError(
+            f"reduction_factor must be a finite number greater than 1; got "
+            f"{reduction_factor!r}."
+        )
     unknown = sorted(set(param_space) - set(estimator.get_params(deep=False)))
     if unknown:
         raise ValueError(

@@ -166,6 +166,25 @@ def test_fit_distributed_needs_a_siamese_estimator(iris):
             )
             for value in (float("nan"), float("inf"), 0)
         ],
+        *[
+            (
+                SiameseClassifier(early_stopping=True),
+                {"lr": 0.01},
+                {"grace_period": value},
+                f"grace_period must be a positive int; got {value}.",
+            )
+            for value in (0, -1, 1.5)
+        ],
+        *[
+            (
+                SiameseClassifier(early_stopping=True),
+                {"lr": 0.01},
+                {"reduction_factor": value},
+                "reduction_factor must be a finite number greater than 1; got "
+                f"{value}.",
+            )
+            for value in (1, 0.5, float("nan"))
+        ],
     ],
 )
 def test_tune_search_checks_arguments(iris, estimator, space, kwargs, msg):
