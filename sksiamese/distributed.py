@@ -39,7 +39,7 @@ from ._classifier import SiameseClassifier
 from ._persistence import _history_default
 from ._references import select_references
 from ._sampling import batch_layout
-from ._training import seeded, to_cpu
+from ._training import seeded, to_cpu, warn_if_not_converged
 
 __all__ = ["fit_distributed", "ray_backend", "tune_search"]
 
@@ -261,7 +261,9 @@ def fit_distributed(
     the references and calibrates the probabilities as ``fit`` does.
 
     The result is an ordinary fitted estimator: it predicts, pickles and saves
-    like one trained by ``fit``, with no Ray needed afterwards. It is not
+    like one trained by ``fit``, with no Ray needed afterwards, and as ``fit``
+    it warns (``ConvergenceWarning``) when early stopping ran all
+    ``max_epochs`` epochs while the held-out loss was still improving. It is not
     identical to ``fit`` with the same ``random_state``: the batches are drawn
     differently. Each worker draws batches of ``batch_size`` samples, so a step
     sees ``num_workers * batch_size`` samples and an epoch takes about
@@ -371,6 +373,8 @@ def fit_distributed(
         net.module_.load_state_dict(trained["module"])
         net.optimizer_.load_state_dict(trained["optimizer"])
         net.history = History(history)
+        # As fit warns: early stopping ran out of epochs while still improving.
+        warn_if_not_converged(estimator, net)
         return estimator._fit_finish(plan)
 
 

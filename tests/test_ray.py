@@ -18,6 +18,7 @@ import joblib
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
@@ -234,6 +235,25 @@ def test_fit_distributed_trains_an_ordinary_estimator(ray_dir, split, tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(X_test), proba, rtol=1e-6)
     # Its parameters are the estimator's own: it clones like any other.
     assert clone(clf).get_params() == clf.get_params()
+
+
+def test_fit_distributed_warns_as_fit_when_not_converged(ray_dir, split):
+    X_train, _, y_train, _ = split
+    clf = SiameseClassifier(max_epochs=2, early_stopping=True, **SMALL)
+    msg = (
+        "SiameseClassifier stopped after max_epochs=2 epochs while the held-out "
+        "loss was still improving"
+    )
+    with pytest.warns(ConvergenceWarning, match=re.escape(msg)):
+        fit_distributed(
+            clf,
+            X_train,
+            y_train,
+            num_workers=1,
+            cpus_per_worker=0.5,
+            storage_path=ray_dir / "train_short",
+        )
+    assert clf.n_epochs_ == 2
 
 
 # -- hyperparameter search with Ray Tune and Optuna ----------------------------------
