@@ -23,6 +23,7 @@ import json
 import math
 import numbers
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -490,6 +491,9 @@ def tune_search(
     trials whose scores trail the others' at the same epoch. Within a trial,
     the estimator's own early stopping still applies.
 
+    ``X`` and ``y`` are checked once, as ``fit`` checks them, before any trial
+    starts. When every trial fails, the first trial's own error is raised.
+
     Parameters
     ----------
     estimator : SiameseClassifier
@@ -600,6 +604,9 @@ def tune_search(
             "tune_search scores trials on the held-out split of early stopping; "
             "set early_stopping=True and validation_fraction > 0 on the estimator."
         )
+    # The data once, here, as fit checks them: otherwise every trial would
+    # find the same problem and fail with it, one after the other.
+    clone(estimator)._check_fit_data(X, y, None)
     tune = _require("ray.tune", "tune_search")
     _require("optuna", "tune_search")
     optuna_search = _require("ray.tune.search.optuna", "tune_search")
@@ -654,7 +661,7 @@ def tune_search(
     grid = tuner.fit()
     errors = grid.errors
     if len(errors) == len(grid):
-        raise RuntimeError(f"Every trial failed; the first error: {errors[0]}")
+        _raise_trial_error(errors[0], len(grid))
     best = grid.get_best_result(metric=metric, mode=mode, scope="all")
     history = best.metrics_dataframe[metric]
     best_params = {k: best.config[k] for k in param_space}
@@ -668,6 +675,35 @@ def tune_search(
         results=grid.get_dataframe(),
         result_grid=grid,
     )
+
+
+def _raise_trial_error(error, n_trials):
+    """Raise the error of a trial, when every trial failed.
+
+    Ray wraps what a trial raised in a ``RayTaskError`` whose message holds
+    the remote traceback in terminal colours; its ``cause`` is the trial's own
+    exception (a ``ValueError`` from the estimator's checks, say), raised
+    here as it is. Other failures (a worker process lost, ...) give a
+    ``RuntimeError`` that starts with Ray's message, without the colours.
+    """
+    from ray.exceptions import RayError, RayTaskError
+
+    while isinstance(error, RayTaskError) and isinstance(error.cause, BaseException):
+        error = error.cause
+    note = (
+        f"Every trial of tune_search failed ({n_trials}); this is the first "
+        "trial's error."
+    )
+    if isinstance(error, Exception) and not isinstance(error, RayError):
+        if hasattr(error, "add_note"):  # Python 3.11
+            error.add_note(note)
+        raise error from None
+    message = _ANSI_ESCAPE.sub("", str(error))
+    raise RuntimeError(f"{message}\n{note}") from error
+
+
+# Terminal colour codes, as in Ray's messages.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 # -- scikit-learn's searches through joblib -------------------------------------------

@@ -25,6 +25,7 @@ from sklearn.model_selection import train_test_split
 import sksiamese
 from sksiamese import SiameseClassifier
 from sksiamese.distributed import (
+    _raise_trial_error,
     _require,
     _shards,
     fit_distributed,
@@ -194,6 +195,40 @@ def test_tune_search_checks_arguments(iris, estimator, space, kwargs, msg):
         tune_search(estimator, X, y, space, **kwargs)
 
 
+def test_tune_search_checks_the_data_before_any_trial(iris):
+    # As fit does; before, every trial failed with this error in turn.
+    X, y = iris
+    msg = (
+        "SiameseClassifier.fit needs samples of at least 2 classes to form "
+        "different pairs; got 1 class: [0.0]."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        tune_search(
+            SiameseClassifier(early_stopping=True), X, np.zeros(len(y)), {"lr": 0.01}
+        )
+
+
+def test_the_error_of_failed_trials_is_the_trials_own():
+    exceptions = pytest.importorskip("ray.exceptions")
+    cause = ValueError("lr must be positive.")
+    wrapped = exceptions.RayTaskError(
+        "train",
+        "\x1b[36mray::ImplicitFunc.train()\x1b[39m Traceback ...",
+        cause,
+        proctitle="ray::ImplicitFunc.train",
+        pid=1,
+        ip="127.0.0.1",
+    ).as_instanceof_cause()
+    with pytest.raises(ValueError) as info:
+        _raise_trial_error(wrapped, n_trials=3)
+    assert info.value is cause
+    # Failures of Ray itself: its message, first and without terminal colours.
+    lost = exceptions.RayError("\x1b[31mThe actor died.\x1b[39m")
+    msg = "The actor died.\nEvery trial of tune_search failed (3); this is the first"
+    with pytest.raises(RuntimeError, match="^" + re.escape(msg)):
+        _raise_trial_error(lost, n_trials=3)
+
+
 def test_ray_backend_checks_arguments():
     msg = "threads_per_job must be a positive int; got 0."
     with pytest.raises(ValueError, match=re.escape(msg)):
@@ -291,6 +326,24 @@ def test_tune_search_runs_and_refits(ray_dir, split):
     best = found.best_estimator
     assert best.get_params()["lr"] == found.best_params["lr"]
     assert best.score(X_test, y_test) > 0.6
+
+
+def test_tune_search_raises_the_error_its_trials_failed_with(ray_dir, iris):
+    pytest.importorskip("optuna")
+    tune = pytest.importorskip("ray.tune")
+    X, y = iris
+    msg = "The 'lr' parameter of SiameseClassifier must be a float in the range"
+    with pytest.raises(ValueError, match="^" + re.escape(msg)) as info:
+        tune_search(
+            SiameseClassifier(max_epochs=1, early_stopping=True, **SMALL),
+            X,
+            y,
+            # Values the estimator refuses, in every trial.
+            {"lr": tune.uniform(-2.0, -1.0)},
+            num_samples=1,
+            storage_path=ray_dir / "tune_failed",
+        )
+    assert "\x1b[" not in str(info.value)
 
 
 # -- scikit-learn's GridSearchCV on joblib's Ray backend -------------------------------
