@@ -562,15 +562,18 @@ def tune_search(
     >>> from sksiamese.distributed import tune_search
     >>> X, y = load_iris(return_X_y=True)
     >>> found = tune_search(  # doctest: +SKIP
-    ...     SiameseClassifier(max_epochs=20, random_state=0),
+    ...     SiameseClassifier(max_epochs=20, early_stopping=True, random_state=0),
     ...     X,
     ...     y,
-    ...     {"lr": tune.loguniform(1e-4, 1e-2), "margin": tune.uniform(0.5, 2)},
+    ...     {
+    ...         "lr": tune.loguniform(1e-4, 1e-2),
+    ...         "weight_decay": tune.loguniform(1e-5, 1e-2),
+    ...     },
     ...     num_samples=8,
     ...     random_state=0,
     ... )
     >>> sorted(found.best_params)  # doctest: +SKIP
-    ['lr', 'margin']
+    ['lr', 'weight_decay']
     """
     _check_trainable(estimator, "tune_search")
     _check_positive(num_samples, "num_samples", integral=True)
