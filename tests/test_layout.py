@@ -49,7 +49,7 @@ MAY_IMPORT = {
         "_persistence",
         "_sampling",
     },
-    "plotting": {"_pair_classifier"},
+    "plotting": {"_base", "_pair_classifier", "_compat"},
     "_cli": {"", "_classifier"},
     "datasets/__init__": {"datasets/_omniglot", "datasets/_survey"},
     "datasets/_omniglot": set(),
