@@ -507,7 +507,10 @@ def tune_search(
     param_space : dict
         Parameter names of ``estimator`` mapped to Ray Tune search spaces
         (``ray.tune.loguniform(1e-4, 1e-2)``, ``ray.tune.choice([...])``, ...)
-        or to fixed values.
+        or to fixed values; at least one a search space. Optuna samples the
+        spaces, so ``ray.tune.grid_search`` is refused (``tune.choice``, or
+        :class:`~sklearn.model_selection.GridSearchCV` with
+        :func:`ray_backend`, instead).
     num_samples : int, default=10
         Number of trials.
     metric : {"valid_balanced_accuracy", "valid_loss", "train_loss"}, \
@@ -613,6 +616,7 @@ def tune_search(
     tune = _require("ray.tune", "tune_search")
     _require("optuna", "tune_search")
     optuna_search = _require("ray.tune.search.optuna", "tune_search")
+    _check_search_space(param_space)
     _keep_builtin_print()
 
     if isinstance(scheduler, str):
@@ -678,6 +682,31 @@ def tune_search(
         results=grid.get_dataframe(),
         result_grid=grid,
     )
+
+
+def _check_search_space(param_space):
+    """Optuna samples the search spaces of ``param_space`` (``tune.uniform``,
+    ``tune.choice``, ...); it refuses a space of fixed values alone, and
+    Ray's ``grid_search``, with messages that do not say which parameter."""
+    from ray.tune.search.sample import Domain
+
+    grids = sorted(
+        name
+        for name, value in param_space.items()
+        if isinstance(value, dict) and "grid_search" in value
+    )
+    if grids:
+        raise ValueError(
+            f"param_space gives tune.grid_search for {grids}; tune_search samples "
+            "with Optuna, which takes no grid: use tune.choice([...]) instead, or "
+            "scikit-learn's GridSearchCV with ray_backend."
+        )
+    if not any(isinstance(value, Domain) for value in param_space.values()):
+        raise ValueError(
+            "param_space holds fixed values only, nothing to search; give at "
+            "least one parameter a Ray Tune search space, such as "
+            "tune.loguniform(1e-4, 1e-2) or tune.choice([...])."
+        )
 
 
 def _raise_trial_error(error, n_trials):

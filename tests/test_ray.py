@@ -208,6 +208,28 @@ def test_tune_search_checks_the_data_before_any_trial(iris):
         )
 
 
+@pytest.mark.parametrize(
+    "space, msg",
+    [
+        (
+            lambda tune: {"lr": 0.01},
+            "param_space holds fixed values only, nothing to search",
+        ),
+        (
+            lambda tune: {"lr": tune.grid_search([1e-3, 1e-2]), "weight_decay": 0.0},
+            "param_space gives tune.grid_search for ['lr']",
+        ),
+    ],
+    ids=["fixed-values", "grid-search"],
+)
+def test_tune_search_needs_a_space_optuna_can_sample(iris, space, msg):
+    # Optuna refused both, in the middle of Ray's start, without naming them.
+    tune = pytest.importorskip("ray.tune")
+    X, y = iris
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        tune_search(SiameseClassifier(early_stopping=True), X, y, space(tune))
+
+
 def test_the_error_of_failed_trials_is_the_trials_own():
     exceptions = pytest.importorskip("ray.exceptions")
     cause = ValueError("lr must be positive.")

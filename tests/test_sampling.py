@@ -183,9 +183,7 @@ def test_each_class_is_drawn_as_often_as_the_others_when_not_all_fit():
 
 
 @pytest.mark.parametrize("n_samples, batch_size", [(6, 8), (100, 128), (7, 6)])
-def test_a_batch_holds_no_sample_twice_when_its_class_has_enough(
-    n_samples, batch_size
-):
+def test_a_batch_holds_no_sample_twice_when_its_class_has_enough(n_samples, batch_size):
     # Each class is cycled through in passes; a pass that starts inside a
     # batch must not repeat a sample the batch already has (a plain
     # concatenation of permutations did, in most such batches).
