@@ -10,7 +10,7 @@ with ``pip install 'sksiamese[plot]'``.
 import numbers
 
 import numpy as np
-from sklearn.utils import check_random_state
+from sklearn.utils import assert_all_finite, check_random_state
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._base import _BaseSiamese
@@ -362,6 +362,7 @@ class PairDistanceDisplay:
         _check_threshold(threshold)
         y_same = column_or_1d(y_same)
         distances = column_or_1d(distances).astype(float)
+        assert_all_finite(distances, input_name="distances")
         if len(y_same) != len(distances):
             raise ValueError(
                 "y_same and distances have different lengths: "

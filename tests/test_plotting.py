@@ -141,6 +141,13 @@ def test_pair_distance_display_bad_threshold(threshold, error, message):
         display.plot()
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_pair_distance_display_refuses_distances_that_are_not_finite(bad):
+    # numpy's histogram failed on them, naming an "autodetected range".
+    with pytest.raises(ValueError, match="Input distances contains"):
+        PairDistanceDisplay.from_predictions([1, 0, 1], [0.1, bad, 0.3])
+
+
 def test_pair_distance_display_bad_estimator_input(fitted, iris):
     X, y = iris
     with pytest.raises(ValueError, match="different numbers of samples: 150 and 10"):
