@@ -140,6 +140,11 @@ def test_make_survey_class_sep_controls_signal():
         ({"blank_rate": 1}, ValueError, "blank_rate must be in [0, 1); got 1."),
         ({"blank_rate": "x"}, TypeError, "blank_rate must be a number; got 'x'."),
         ({"as_frame": 1}, TypeError, "as_frame must be a bool; got 1."),
+        (
+            {"informative_blanks": "no"},
+            TypeError,
+            "informative_blanks must be a bool; got 'no'.",
+        ),
     ],
 )
 def test_make_survey_errors(params, error, message):

@@ -62,7 +62,8 @@ def make_survey(
 
     positive_fraction : float, default=0.05
         Fraction of cases (label 1), in (0, 1). The number of cases is
-        ``round(positive_fraction * n_samples)``, at least 1.
+        ``round(positive_fraction * n_samples)``, at least 1 and at most
+        ``n_samples - 1`` (so that both classes occur).
 
     class_sep : float, default=1.0
         Shift of the informative answers of cases, in standard deviations of
@@ -111,7 +112,13 @@ def make_survey(
     True
     """
     _check_params(
-        n_samples, n_questions, positive_fraction, class_sep, blank_rate, as_frame
+        n_samples,
+        n_questions,
+        positive_fraction,
+        class_sep,
+        blank_rate,
+        informative_blanks,
+        as_frame,
     )
     rng = check_random_state(random_state)
 
@@ -180,7 +187,13 @@ def make_survey(
 
 
 def _check_params(
-    n_samples, n_questions, positive_fraction, class_sep, blank_rate, as_frame
+    n_samples,
+    n_questions,
+    positive_fraction,
+    class_sep,
+    blank_rate,
+    informative_blanks,
+    as_frame,
 ):
     def integer(value, name, low):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool):
@@ -205,5 +218,9 @@ def _check_params(
     real(blank_rate, "blank_rate")
     if not 0 <= blank_rate < 1:
         raise ValueError(f"blank_rate must be in [0, 1); got {blank_rate}.")
-    if not isinstance(as_frame, bool):
-        raise TypeError(f"as_frame must be a bool; got {as_frame!r}.")
+    for value, name in (
+        (informative_blanks, "informative_blanks"),
+        (as_frame, "as_frame"),
+    ):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool; got {value!r}.")
