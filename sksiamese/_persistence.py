@@ -19,6 +19,7 @@ else. Whatever does not fit these rules is refused with a :class:`ValueError`.
 
 import io
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -200,6 +201,11 @@ def save(estimator, path):
                 **(
                     {"group_weight": float(criterion.group_weight)}
                     if hasattr(criterion, "group_weight")
+                    else {}
+                ),
+                **(
+                    _class_terms(criterion)
+                    if isinstance(criterion, InBatchLoss)
                     else {}
                 ),
             },
@@ -510,6 +516,32 @@ def load(path, *, encoder=None, device=None):
     return estimator
 
 
+def _class_terms(criterion):
+    """The class count and weights of an :class:`InBatchLoss` (not in its
+    state dict: the weights are a buffer that is not saved), as JSON; the
+    weights as trained with, whatever ``class_weight`` is now."""
+    weights = criterion.class_weight
+    return {
+        "n_classes": criterion.n_classes,
+        "class_weight": None if weights is None else weights.cpu().tolist(),
+    }
+
+
+def _set_class_terms(criterion, spec, fail):
+    """Give the rebuilt loss the class count and weights of :func:`_class_terms`
+    (files written before they were saved have none: equal weights)."""
+    n_classes, weights = spec.get("n_classes"), spec.get("class_weight")
+    if n_classes is not None and (type(n_classes) is not int or n_classes < 1):
+        fail("metadata.json has an invalid criterion n_classes")
+    if weights is not None and not (
+        isinstance(weights, list)
+        and len(weights) == n_classes
+        and all(type(w) in (int, float) and math.isfinite(w) and w > 0 for w in weights)
+    ):
+        fail("metadata.json has invalid criterion class weights")
+    criterion.set_classes(n_classes, weights)
+
+
 def _rebuild_net(estimator, spec, weights, device, fail):
     """The skorch net of ``estimator`` with the saved weights, on ``device``."""
     crit = spec.get("criterion")
@@ -530,6 +562,8 @@ def _rebuild_net(estimator, spec, weights, device, fail):
         criterion.load_state_dict(weights["criterion"])
     except (TypeError, ValueError, RuntimeError) as exc:
         fail(f"invalid criterion ({exc})")
+    if crit_cls is InBatchLoss:
+        _set_class_terms(criterion, crit, fail)
 
     scaler = getattr(estimator, "_scaler", None)
     if scaler is None or not isinstance(getattr(scaler, "n_outputs", None), int):

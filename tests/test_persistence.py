@@ -150,10 +150,13 @@ def test_pair_classifier_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(flat), clf.predict_proba(flat))
 
 
-def test_partial_fit_goes_on_after_a_reload(wine, tmp_path):
+@pytest.mark.parametrize("class_weight", [None, {2: 4.0}])
+def test_partial_fit_goes_on_after_a_reload(wine, tmp_path, class_weight):
     X, _, y, _ = wine
     chunks = np.array_split(np.arange(len(X)), 4)
-    clf = SiameseClassifier(**SMALL)
+    # The loss's class weights (not in its state dict) are saved too: without
+    # them a reloaded model trained on unweighted.
+    clf = SiameseClassifier(class_weight=class_weight, **SMALL)
     for c in chunks[:2]:
         clf.partial_fit(X[c], y[c], classes=[0, 1, 2])
     clf.save(tmp_path / "stream.zip")
@@ -396,6 +399,15 @@ def _set(*keys, value):
         (
             _set("net", "criterion", "class", value="TripletMarginLoss"),
             "unknown criterion class",
+        ),
+        (_set("net", "criterion", "n_classes", value=0), "invalid criterion n_classes"),
+        (
+            _set("net", "criterion", "class_weight", value=[1.0, "x", 1.0]),
+            "invalid criterion class weights",
+        ),
+        (
+            _set("net", "criterion", "class_weight", value=[1.0]),
+            "invalid criterion class weights",
         ),
         (
             _set("params", "encoder", value={"__user_module__": "os.system"}),
