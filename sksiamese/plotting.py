@@ -49,15 +49,20 @@ def _final_estimator(estimator):
 
 
 def _fitted_siamese(estimator, caller):
-    """The fitted sksiamese estimator that is ``estimator``, or ends it."""
+    """``(estimator, model)``: ``estimator``, or the best estimator of a fitted
+    search (``GridSearchCV``, ...), and the fitted sksiamese estimator that
+    is it or ends it (a Pipeline)."""
+    while hasattr(estimator, "best_estimator_"):
+        estimator = estimator.best_estimator_
     model = _final_estimator(estimator)
     if not isinstance(model, _BaseSiamese):
         raise TypeError(
             f"{caller} needs a SiameseClassifier or a SiamesePairClassifier (or a "
-            f"Pipeline ending in one); got {type(model).__name__}."
+            f"Pipeline ending in one, or a fitted search of them); got "
+            f"{type(model).__name__}."
         )
     check_is_fitted(model)
-    return model
+    return estimator, model
 
 
 def _check_threshold(threshold):
@@ -264,7 +269,8 @@ class PairDistanceDisplay:
         Parameters
         ----------
         estimator : SiameseClassifier, SiamesePairClassifier or Pipeline
-            Fitted; a Pipeline must end in one of the two.
+            Fitted; a Pipeline must end in one of the two. A fitted search
+            (``GridSearchCV``, ...) stands for its ``best_estimator_``.
         X : array-like
             Samples of shape ``(n_samples, n_features)`` (SiameseClassifier),
             or pairs as in :meth:`SiamesePairClassifier.predict
@@ -290,7 +296,7 @@ class PairDistanceDisplay:
         display : PairDistanceDisplay
         """
         _check_matplotlib(f"{cls.__name__}.from_estimator")
-        model = _fitted_siamese(estimator, f"{cls.__name__}.from_estimator")
+        estimator, model = _fitted_siamese(estimator, f"{cls.__name__}.from_estimator")
         if isinstance(threshold, str) and threshold != "auto":
             raise ValueError(
                 f"threshold must be 'auto', a number or None; got {threshold!r}."
@@ -507,9 +513,11 @@ class EmbeddingDisplay:
         Parameters
         ----------
         estimator : SiameseClassifier, SiamesePairClassifier or Pipeline ending in one
-            Fitted.
+            Fitted. A fitted search (``GridSearchCV``, ...) stands for its
+            ``best_estimator_``.
         X : array-like of shape (n_samples, n_features)
-            Samples (single vectors, also for a SiamesePairClassifier).
+            Samples (single vectors, also for a SiamesePairClassifier, whose
+            Pipeline's steps before it must then take single vectors).
         y : array-like of shape (n_samples,), default=None
             Labels for colours.
         name : str, default=None
@@ -523,7 +531,7 @@ class EmbeddingDisplay:
         display : EmbeddingDisplay
         """
         _check_matplotlib(f"{cls.__name__}.from_estimator")
-        model = _fitted_siamese(estimator, f"{cls.__name__}.from_estimator")
+        estimator, model = _fitted_siamese(estimator, f"{cls.__name__}.from_estimator")
         E = np.asarray(estimator.transform(X))
         if name is None:
             name = type(model).__name__
@@ -678,7 +686,8 @@ class TrainingHistoryDisplay:
         Parameters
         ----------
         estimator : SiameseClassifier, SiamesePairClassifier or Pipeline ending in one
-            Fitted.
+            Fitted. A fitted search (``GridSearchCV``, ...) stands for its
+            ``best_estimator_``.
         name : str, default=None
             Title; the estimator's class name when None.
         ax : matplotlib Axes, default=None
@@ -689,7 +698,7 @@ class TrainingHistoryDisplay:
         display : TrainingHistoryDisplay
         """
         _check_matplotlib(f"{cls.__name__}.from_estimator")
-        model = _fitted_siamese(estimator, f"{cls.__name__}.from_estimator")
+        estimator, model = _fitted_siamese(estimator, f"{cls.__name__}.from_estimator")
         name = type(model).__name__ if name is None else name
         return cls.from_history(model.history_, name=name, ax=ax, logy=logy)
 

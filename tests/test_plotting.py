@@ -168,13 +168,38 @@ def test_displays_need_a_sksiamese_estimator(iris, display):
     data = () if display is TrainingHistoryDisplay else (X, y)
     message = (
         f"{display.__name__}.from_estimator needs a SiameseClassifier or a "
-        "SiamesePairClassifier (or a Pipeline ending in one); got LogisticRegression."
+        "SiamesePairClassifier (or a Pipeline ending in one, or a fitted search of "
+        "them); got LogisticRegression."
     )
     # Fitted or not, a model of another kind is refused by name.
     fitted = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
     for model in (LogisticRegression(), fitted):
         with pytest.raises(TypeError, match=re.escape(message)):
             display.from_estimator(model, *data)
+
+
+def test_displays_draw_the_best_estimator_of_a_search(iris):
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = iris
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), SiameseClassifier(**SMALL)),
+        {"siameseclassifier__embedding_dim": [3, 4]},
+        cv=2,
+    ).fit(X, y)
+    best = search.best_estimator_
+    embedding = EmbeddingDisplay.from_estimator(search, X, y)
+    np.testing.assert_allclose(
+        embedding.embedding, EmbeddingDisplay.from_estimator(best, X, y).embedding
+    )
+    assert embedding.ax_.get_title() == "SiameseClassifier"
+    pairs = PairDistanceDisplay.from_estimator(search, X, y, random_state=0)
+    np.testing.assert_array_equal(
+        pairs.same_distances,
+        PairDistanceDisplay.from_estimator(best, X, y, random_state=0).same_distances,
+    )
+    history = TrainingHistoryDisplay.from_estimator(search)
+    assert len(history.train_loss) == len(best[-1].history_)
 
 
 def test_pair_distance_display_of_a_pair_classifier(iris):
