@@ -508,9 +508,10 @@ def tune_search(
         Parameter names of ``estimator`` mapped to Ray Tune search spaces
         (``ray.tune.loguniform(1e-4, 1e-2)``, ``ray.tune.choice([...])``, ...)
         or to fixed values; at least one a search space. Optuna samples the
-        spaces, so ``ray.tune.grid_search`` is refused (``tune.choice``, or
+        spaces, so ``ray.tune.grid_search`` (``tune.choice``, or
         :class:`~sklearn.model_selection.GridSearchCV` with
-        :func:`ray_backend`, instead).
+        :func:`ray_backend`, instead) and ``ray.tune.sample_from`` are
+        refused.
     num_samples : int, default=10
         Number of trials.
     metric : {"valid_balanced_accuracy", "valid_loss", "train_loss"}, \
@@ -688,7 +689,7 @@ def _check_search_space(param_space):
     """Optuna samples the search spaces of ``param_space`` (``tune.uniform``,
     ``tune.choice``, ...); it refuses a space of fixed values alone, and
     Ray's ``grid_search``, with messages that do not say which parameter."""
-    from ray.tune.search.sample import Domain
+    from ray.tune.search.sample import Domain, Function
 
     grids = sorted(
         name
@@ -700,6 +701,15 @@ def _check_search_space(param_space):
             f"param_space gives tune.grid_search for {grids}; tune_search samples "
             "with Optuna, which takes no grid: use tune.choice([...]) instead, or "
             "scikit-learn's GridSearchCV with ray_backend."
+        )
+    functions = sorted(
+        name for name, value in param_space.items() if isinstance(value, Function)
+    )
+    if functions:
+        raise ValueError(
+            f"param_space gives tune.sample_from for {functions}; Optuna samples "
+            "only its own spaces: use tune.uniform, tune.loguniform, tune.randint "
+            "or tune.choice instead."
         )
     if not any(isinstance(value, Domain) for value in param_space.values()):
         raise ValueError(

@@ -219,8 +219,12 @@ def test_tune_search_checks_the_data_before_any_trial(iris):
             lambda tune: {"lr": tune.grid_search([1e-3, 1e-2]), "weight_decay": 0.0},
             "param_space gives tune.grid_search for ['lr']",
         ),
+        (
+            lambda tune: {"lr": tune.sample_from(lambda config: 0.01)},
+            "param_space gives tune.sample_from for ['lr']",
+        ),
     ],
-    ids=["fixed-values", "grid-search"],
+    ids=["fixed-values", "grid-search", "sample-from"],
 )
 def test_tune_search_needs_a_space_optuna_can_sample(iris, space, msg):
     # Optuna refused both, in the middle of Ray's start, without naming them.
