@@ -12,6 +12,7 @@ go through it; each estimator says what its data, split, loss and finish are.
 
 import contextlib
 import copy
+import math
 import numbers
 from dataclasses import dataclass
 
@@ -181,7 +182,9 @@ class _BaseSiamese(BaseEstimator):
                     f"X has images of shape {shape}, but {type(self).__name__} was "
                     f"fitted on images of shape {self.image_shape_}."
                 )
-            X = X.reshape(len(X), -1)
+            # An explicit width: with no images, numpy cannot infer it (-1),
+            # and scikit-learn's check for an empty X says what is wrong.
+            X = X.reshape(len(X), math.prod(X.shape[1:]))
         out = self._validate_rows(X, y, reset)
         if reset:
             X = out[0] if isinstance(out, tuple) else out

@@ -197,6 +197,15 @@ def test_images_of_another_shape_are_refused(fitted_cnn):
         fitted_cnn.predict(np.zeros((3, 4, 16)))
 
 
+@pytest.mark.parametrize("shape", [(0, 8, 8), (0, 1, 8, 8)])
+def test_no_images_get_scikit_learns_message(fitted_cnn, shape):
+    # numpy's reshape failed first: it cannot infer a width from no rows.
+    with pytest.raises(ValueError, match=re.escape("0 sample(s)")):
+        fitted_cnn.predict(np.zeros(shape))
+    with pytest.raises(ValueError, match=re.escape("0 sample(s)")):
+        SiameseClassifier(encoder="cnn").fit(np.zeros(shape), [])
+
+
 # -- augmentation ----------------------------------------------------------------
 
 
