@@ -496,7 +496,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         # then the values of y, whose meaning is tied to the pairs. With no
         # pairs in y, X first: scikit-learn's message for an empty X (or for
         # X and y of different lengths), as SiameseClassifier gives.
-        if np.shape(y)[:1] == (0,):
+        if np.asarray(y).shape[:1] == (0,):  # np.shape would skip __array__
             self._validate_pairs(X, y, reset=True)
         y = self._check_target(y, "fit")
         X, y = self._validate_pairs(X, y, reset=True)

@@ -53,3 +53,51 @@ def expected_failed_checks(estimator):
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
+
+
+def test_pair_estimator_passes_the_expected_failures_on_pairs():
+    # What the checks above cannot run on the pair estimator (their X has an
+    # odd width, their y is not 0/1), on pairs side by side and 0/1 labels.
+    import copy
+    import pickle
+
+    import numpy as np
+    from sklearn.base import clone
+    from sklearn.pipeline import make_pipeline
+    from sklearn.utils.estimator_checks import _NotAnArray
+
+    rng = np.random.RandomState(0)
+    a, same = rng.normal(size=(60, 3)), np.tile([0, 1], 30)
+    noise = rng.normal(size=a.shape)
+    b = np.where(same[:, None] == 1, a + 0.1 * noise, noise)
+    X = np.hstack([a, b])
+    estimator = SiamesePairClassifier(**{**FAST, "max_epochs": 5})
+    params = copy.deepcopy(estimator.get_params())
+    fitted = clone(estimator).fit(X, same)
+    assert repr(fitted.get_params()) == repr(params)
+    order = rng.permutation(60)
+    for method in ("predict", "predict_proba", "decision_function", "transform"):
+        whole = getattr(fitted, method)(X)
+        parts = np.concatenate(
+            [getattr(fitted, method)(X[i : i + 7]) for i in range(0, 60, 7)]
+        )
+        np.testing.assert_allclose(parts, whole, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(
+            getattr(fitted, method)(X[order]), whole[order], rtol=1e-7, atol=1e-9
+        )
+    attributes = dict(vars(fitted))
+    fitted.predict(X)
+    assert vars(fitted).keys() == attributes.keys()
+    proba = fitted.predict_proba(X)
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(fitted)).predict_proba(X), proba
+    )
+    np.testing.assert_array_equal(
+        make_pipeline(clone(estimator)).fit(X, same).predict_proba(X), proba
+    )
+    np.testing.assert_array_equal(
+        clone(estimator).fit(np.asfortranarray(X), same).predict_proba(X), proba
+    )
+    np.testing.assert_array_equal(
+        clone(estimator).fit(_NotAnArray(X), _NotAnArray(same)).predict_proba(X), proba
+    )
