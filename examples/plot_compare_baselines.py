@@ -9,8 +9,8 @@ Is a Siamese network worth it on your data? Put it in ``cross_validate`` next to
 neighbour model (:class:`~sklearn.neighbors.NeighborhoodComponentsAnalysis` +
 :class:`~sklearn.neighbors.KNeighborsClassifier`), on three datasets that ship
 with scikit-learn. :class:`~sksiamese.SiameseClassifier` runs with its defaults:
-it scales its inputs itself, holds out 10% of the training data for early
-stopping and probability calibration, and trains on class-balanced batches.
+it scales its inputs itself, trains for 30 epochs on class-balanced batches,
+and calibrates its probabilities on a two-fold split of the training data.
 """
 
 # %%

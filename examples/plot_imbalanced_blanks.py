@@ -154,8 +154,9 @@ fig.tight_layout()
 # %%
 # Choosing the decision threshold
 # -------------------------------
-# ``predict`` compares a record with the references of each class and returns
-# the closer class. With rare cases, a user often wants another trade-off: a
+# ``predict`` returns the class most probable at the training frequencies
+# (``class_prior_``), so with 3% cases it favours "control", as a logistic
+# regression without class weights does. A user often wants another trade-off: a
 # recall of at least 90%, or the best balanced accuracy or F1. Hold out part
 # of the training data, fit on the rest, and let
 # :meth:`~sksiamese.SiameseClassifier.calibrate_threshold` choose. It moves
@@ -203,6 +204,8 @@ fig.tight_layout()
 plt.show()
 
 # %%
-# The default ``predict`` picks the closer class, whatever the share of cases;
-# a threshold chosen on held-out records adapts it to the trade-off a study
-# needs, at the cost of setting some training records aside for it.
+# The default ``predict`` picks the class most probable at the share of cases
+# in the training data; a threshold chosen on held-out records adapts it to
+# the trade-off a study needs, at the cost of setting some training records
+# aside for it (``class_weight="balanced"`` gives balanced decisions without
+# one).
