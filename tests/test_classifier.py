@@ -37,6 +37,13 @@ SMALL = dict(hidden_layer_sizes=(32,), embedding_dim=8, max_epochs=30, random_st
 WIDTH = 8 * 8
 
 
+def assert_trained(clf, factor=0.9):
+    """The training loss fell: on easy sets, an encoder that never trained
+    (random weights) scores well too, so a score alone does not show it."""
+    first, last = clf.history_[0, "train_loss"], clf.history_[-1, "train_loss"]
+    assert last < factor * first, (first, last)
+
+
 @pytest.fixture(scope="module")
 def fitted(wine):
     """One fitted model shared by the tests that only read it."""
@@ -46,6 +53,7 @@ def fitted(wine):
 
 def test_learns_wine_and_surface_is_consistent(fitted, wine):
     _, X_test, _, y_test = wine
+    assert_trained(fitted)
     assert fitted.score(X_test, y_test) > 0.9
     proba = fitted.predict_proba(X_test)
     assert proba.shape == (len(X_test), 3)
@@ -91,6 +99,7 @@ def test_string_labels_binary_decision(wine):
 def test_reference_strategies(wine, references):
     X_train, X_test, y_train, y_test = wine
     clf = SiameseClassifier(references=references, **SMALL).fit(X_train, y_train)
+    assert_trained(clf)
     n_refs = {"all": len(X_train), "prototypes": 3, 5: 15}[references]
     assert clf.references_.shape == (n_refs, WIDTH)
     assert np.bincount(np.searchsorted(clf.classes_, clf.reference_labels_)).min() >= 1
@@ -110,6 +119,7 @@ def test_fit_references_recognises_new_classes(wine):
     X_train, X_test, y_train, y_test = wine
     seen = y_train != 2
     clf = SiameseClassifier(**SMALL).fit(X_train[seen], y_train[seen])
+    assert_trained(clf)
     weights = [p.detach().clone() for p in clf.net_.module_.parameters()]
     support = np.concatenate([np.flatnonzero(y_train == c)[:3] for c in range(3)])
     clf.fit_references(X_train[support], np.array(["a", "b", "c"])[y_train[support]])
@@ -181,6 +191,7 @@ def test_losses_and_distances_fit(wine):
     ]:
         clf = SiameseClassifier(loss=loss, distance=distance, **SMALL)
         assert clf.fit(X_train, y_train).score(X_test, y_test) > 0.85, loss
+        assert_trained(clf)
 
 
 def test_early_stopping_stops_and_history(wine):
@@ -241,6 +252,7 @@ def test_user_module_class_and_instance(wine):
     before = [p.detach().clone() for p in instance.parameters()]
     clf = SiameseClassifier(encoder=instance, max_epochs=15, random_state=0)
     assert clf.fit(X_train, y_train).score(X_test, y_test) > 0.85
+    assert_trained(clf)
     for a, b in zip(before, instance.parameters(), strict=True):
         assert torch.equal(a, b)  # the user's module is copied, not trained
     by_class = SiameseClassifier(
@@ -435,6 +447,8 @@ def test_calibrated_and_tuned_threshold(cancer):
     cal = CalibratedClassifierCV(SiameseClassifier(**SMALL), cv=2).fit(X, y)
     proba = cal.predict_proba(X)
     assert proba.shape == (len(X), 2) and np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    assert roc_auc_score(y, proba[:, 1]) > 0.95
     tuned = TunedThresholdClassifierCV(
         SiameseClassifier(**SMALL),
         scoring="balanced_accuracy",
@@ -453,6 +467,8 @@ def test_imblearn_pipeline_after_sampler(cancer):
     )
     pipe.fit(X[keep], y[keep])
     assert set(pipe.predict(X)) == {0, 1}
+    # The model saw the classes the sampler made equal (20 against 212 without).
+    np.testing.assert_array_equal(pipe[-1].class_prior_, [0.5, 0.5])
 
 
 # -- errors -------------------------------------------------------------------
@@ -528,6 +544,7 @@ def test_mixed_precision_trains(wine):
     X_train, X_test, y_train, y_test = wine
     clf = SiameseClassifier(mixed_precision=True, **SMALL).fit(X_train, y_train)
     assert clf.score(X_test, y_test) > 0.85
+    assert_trained(clf)
     assert clf.transform(X_test).dtype == np.float64
 
 

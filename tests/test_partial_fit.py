@@ -40,6 +40,10 @@ def test_partial_fit_learns_chunk_by_chunk(cancer):
         scores.append(clf.score(X_test, y_test))
     assert clf.n_epochs_ == 2 * len(range(0, len(X_train), 100))
     assert scores[-1] > 0.9
+    # It trained: an untrained encoder scores this set well too.
+    losses = [epoch["train_loss"] for epoch in clf.history_]
+    assert len(losses) == clf.n_epochs_
+    assert np.mean(losses[-4:]) < 0.9 * np.mean(losses[:4])
 
 
 def test_reservoir_is_bounded_per_class(cancer, monkeypatch):
