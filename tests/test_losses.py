@@ -259,6 +259,21 @@ def test_row_pair_loss_bce_and_contrastive():
     assert RowPairLoss("contrastive")((a, b), y, module).item() < 0.01
     with pytest.raises(ValueError, match="'contrastive' or 'bce'"):
         RowPairLoss("triplet")
+    # "bce": the head's logit of "same" is minus its dissimilarity; the mean
+    # binary cross-entropy of each kind of pair, then of the two kinds.
+    torch.manual_seed(0)
+    head = _module(head=True)
+    a, b = torch.randn(6, 2), torch.randn(6, 2)
+    y = torch.tensor([1, 0, 1, 0, 1, 1])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        -head.rowwise(a, b), y.float(), reduction="none"
+    )
+    expected = (bce[y == 1].mean() + bce[y == 0].mean()) / 2
+    value = RowPairLoss("bce")((a, b), y, head)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert value.item() != pytest.approx(
+        RowPairLoss("contrastive")((a, b), y, head).item(), rel=1e-3
+    )
 
 
 def test_unknown_loss():
