@@ -225,12 +225,13 @@ def test_calibrate_threshold_errors(fitted, survey, iris):
 
 def test_calibrate_threshold_helps_balanced_accuracy(fitted, survey):
     # On rare cases, a threshold chosen for balanced accuracy on held-out data
-    # does at least as well on new data as the default one, and usually better.
+    # does better on new data than the default one, which is at the training
+    # frequencies (seeds 0-3: 0.69-0.77 before, 0.86-0.87 after).
     _, _, X_held, y_held, X_test, y_test = survey
     clf = copy.deepcopy(fitted)
     default = balanced_accuracy_score(y_test, clf.predict(X_test))
     clf.calibrate_threshold(X_held, y_held, "balanced_accuracy")
-    assert balanced_accuracy_score(y_test, clf.predict(X_test)) >= default - 0.02
+    assert balanced_accuracy_score(y_test, clf.predict(X_test)) > default + 0.05
 
 
 # -- samplers and reference sets ------------------------------------------------
@@ -461,7 +462,14 @@ def test_probabilities_follow_the_class_frequencies_on_rare_digits():
     # On average about as often as the eights occur (the calibration set
     # holds 3 of them); balanced: far more often.
     assert 0.5 < p.mean() / y_test.mean() < 2
-    assert p_balanced.mean() / y_test.mean() > 3
+    assert p_balanced.mean() / y_test.mean() > 2
+    # Exactly: the balanced odds are the odds without the prior odds.
+    prior = plain.class_prior_
+    np.testing.assert_allclose(
+        balanced.decision_function(X_test) - plain.decision_function(X_test),
+        np.log(prior[0] / prior[1]),
+        rtol=1e-6,
+    )
     rate = np.full(len(y_test), y_train.mean())
     assert log_loss(y_test, p) < log_loss(y_test, p_balanced)
     assert log_loss(y_test, p) < 0.5 * log_loss(y_test, rate)
