@@ -767,20 +767,30 @@ def test_random_partial_fit_chunks_valid_or_clear(chunks, seed):
     clf = SiameseClassifier(
         hidden_layer_sizes=(4,), embedding_dim=2, batch_size=8, random_state=0
     )
+    seen = np.zeros(3, dtype=int)  # samples of each class in the learned chunks
     for n, labels, blanks in chunks:
         y = rng.choice(labels, n)
         X = rng.normal(size=(n, 3)) + y[:, None]
         if blanks:
             X[rng.rand(n, 3) < 0.3] = np.nan
+        # A chunk that nothing is wrong with must be learned: a refusal is
+        # only right for a label outside classes, a first chunk of a single
+        # sample, or fewer than 2 classes of 2 samples in all seen so far.
+        known = np.isin(y, [0, 1, 2]).all()
+        counts = seen + np.bincount(y[y < 3], minlength=3)[:3]
+        fine = known and (seen.sum() > 0 or n >= 2) and (counts >= 2).sum() >= 2
         before = copy.deepcopy(vars(clf))
         try:
             clf.partial_fit(X, y, classes=[0, 1, 2])
         except ValueError as exc:
             event("chunk refused")
+            assert not fine, f"valid chunk refused: {exc}"
             assert str(exc)
             _assert_same(vars(clf), before)
             continue
+        assert fine, "a chunk with an unknown label or too few samples learned"
         event("chunk learned")
+        seen = counts
         _assert_valid_outputs(clf, X)
 
 
@@ -901,13 +911,23 @@ def test_random_pairs_fit_validly_or_fail_clearly(n, shape, labels, blanks, seed
     clf = SiamesePairClassifier(
         hidden_layer_sizes=(4,), embedding_dim=2, max_epochs=2, random_state=0
     )
+    # Pairs that nothing is wrong with must fit: a refusal is only right for
+    # X that is not a set of pairs, labels other than 0/1 (or False/True), or
+    # pairs of a single kind.
+    fine = (
+        shape in ("pairs", "side-by-side")
+        and labels in ([0, 1], [True, False])
+        and len(np.unique(y)) == 2
+    )
     try:
         clf.fit(X, y)
     except (ValueError, TypeError) as exc:
         event(f"refused: {type(exc).__name__}")
+        assert not fine, f"valid pairs refused: {exc}"
         assert str(exc)
         assert not hasattr(clf, "net_")
         return
+    assert fine, "pairs of one kind, other labels or a wrong shape fitted"
     event("fitted")
     proba = clf.predict_proba(X)
     assert np.isfinite(proba).all() and ((proba >= 0) & (proba <= 1)).all()
