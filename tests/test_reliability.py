@@ -939,24 +939,68 @@ def test_random_pairs_fit_validly_or_fail_clearly(n, shape, labels, blanks, seed
 # -- large inputs ------------------------------------------------------------------
 
 
-def test_fits_in_threads_repeat_sequential_fits():
+def test_fits_in_threads_repeat_sequential_fits(monkeypatch):
     """Two fits in two threads of one process (joblib's threading backend, an
     in-process Dask cluster) give the weights of the same fits one after the
-    other, although torch's random generator is shared by the process. The
-    encoders meet at a barrier while they draw their weights, which interleaves
-    the two fits if nothing keeps them apart."""
+    other, although torch's random generator is shared by the process.
+
+    The encoder of each fit waits, while it draws its weights, until the
+    other fit is drawing too, waiting its turn for torch's generator, or
+    done: the two fits interleave if nothing keeps them apart, however late
+    one thread starts. To know that the other fit waits, without a clock,
+    the lock that takes turns is watched."""
     import threading
 
-    barrier = threading.Barrier(2, timeout=1.0)
+    change = threading.Condition()
+    state = {0: "running", 1: "running"}  # or "waiting", "drawing", "done"
+    peak, stalled = [0], []
+    me = threading.local()
+
+    def set_state(value):
+        if hasattr(me, "i"):
+            with change:
+                state[me.i] = value
+                peak[0] = max(peak[0], list(state.values()).count("drawing"))
+                change.notify_all()
+
+    class Watched:
+        """The lock, telling when a fit finds it taken by the other."""
+
+        def __init__(self, lock):
+            self.lock = lock
+
+        def __enter__(self):
+            acquire = getattr(self.lock, "acquire", None)
+            if acquire is None:
+                self.lock.__enter__()
+            elif not acquire(blocking=False):
+                set_state("waiting")
+                acquire()
+                set_state("running")
+
+        def __exit__(self, *exc):
+            release = getattr(self.lock, "release", None)
+            return self.lock.__exit__(*exc) if release is None else release()
+
+    monkeypatch.setattr(
+        _training, "_TORCH_RNG_LOCK", Watched(_training._TORCH_RNG_LOCK)
+    )
 
     class Rendezvous(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            try:
-                barrier.wait()
-            except threading.BrokenBarrierError:  # the other fit is not here
-                pass
+            if hasattr(me, "i"):
+                set_state("drawing")
+                other = 1 - me.i
+                with change:
+                    # Only a fit that neither draws, waits nor ends would
+                    # stall here: the time limit keeps a failure from hanging.
+                    if not change.wait_for(
+                        lambda: state[other] != "running", timeout=60
+                    ):
+                        stalled.append(me.i)
             self.layer = torch.nn.Linear(4, 3)
+            set_state("running")
 
         def forward(self, x):
             return self.layer(x)
@@ -971,13 +1015,19 @@ def test_fits_in_threads_repeat_sequential_fits():
     threaded = [None, None]
 
     def run(i):
-        threaded[i] = fit(i)
+        me.i = i
+        try:
+            threaded[i] = fit(i)
+        finally:
+            set_state("done")
 
     threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert not stalled, "a fit waited for the other, which neither ran nor waited"
+    assert peak[0] == 1, "the two fits drew their weights at the same time"
     for seed in (0, 1):
         sequential = fit(seed)
         for name, value in sequential.items():
