@@ -414,12 +414,16 @@ def test_grid_search_over_loss_and_cross_val_score(digit_pairs):
         scoring="roc_auc",
     ).fit(X, y)
     assert search.best_params_["loss"] in ("contrastive", "bce")
-    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    # 0.854 and 0.857 ROC AUC when written (the encoder before training already
+    # ranks pixel pairs at 0.84: this shows the search scores pairs the right
+    # way round, not how much three epochs learn).
+    assert (search.cv_results_["mean_test_score"] > 0.7).all()
     assert search.predict(digit_pairs[2][:10]).shape == (10,)
     scores = cross_val_score(
         SiamesePairClassifier(**TINY, loss="bce"), X.reshape(len(X), -1), y, cv=2
     )
-    assert scores.shape == (2,) and np.isfinite(scores).all()
+    # Accuracy 0.74 and 0.81 when written; half the pairs are the same digit.
+    assert scores.shape == (2,) and (scores > 0.65).all()
 
 
 def test_pickle_round_trip(fitted, digit_pairs):
