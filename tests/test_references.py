@@ -10,7 +10,7 @@ import torch
 from imblearn.datasets import make_imbalance
 from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.datasets import load_digits
-from sklearn.metrics import balanced_accuracy_score
+from sklearn.metrics import balanced_accuracy_score, recall_score
 from sklearn.model_selection import StratifiedKFold
 
 import sksiamese._references
@@ -142,21 +142,24 @@ def test_neighbourhoods_balance_the_errors_of_a_rare_class():
     assert balanced > balanced_accuracy_score(y, closest.argmin(1)) + 0.15
 
 
-def test_share_of_class_scores_raise_balanced_accuracy_on_rare_digits():
+def test_share_of_class_scores_find_more_of_a_rare_digit():
     # Real data: scikit-learn's digits, "is it an 8?", with 50 eights among
     # 1,624 other digits. The same encoders, 5 folds: the share-of-class scores
     # of ``predict`` against the mean over the 5 closest references of every
     # class (the rule before), which lets the large class win more queries.
     # Balanced decisions (class_weight="balanced"), which the shares serve.
-    # The rule was chosen with early stopping's split held out, as here; with
-    # the default fixed budget on every sample the two rules are within 0.01
-    # of each other on this set.
+    # The shares find more of the eights (0.94 to 1.0 of them against 0.78 to
+    # 0.86, with random_state 0 to 11), but at the cost of other digits taken
+    # for eights: on these data their balanced accuracy is not higher (0.83
+    # to 0.93 against 0.88 to 0.92; higher with 2 of those 12 seeds), so this
+    # test does not claim it; the balanced errors are shown on two Gaussians
+    # above.
     X, y = load_digits(return_X_y=True)
     y = (y == 8).astype(int)
     X, y = make_imbalance(
         X, y, sampling_strategy={0: int((y == 0).sum()), 1: 50}, random_state=0
     )
-    shares, closest = [], []
+    truth, shares, closest = [], [], []
     for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(X, y):
         clf = SiameseClassifier(
             class_weight="balanced",
@@ -170,10 +173,14 @@ def test_share_of_class_scores_raise_balanced_accuracy_on_rare_digits():
         plain = _five_closest_scores(
             clf.transform(X[test]), clf.references_, clf._reference_codes
         )
-        shares.append(balanced_accuracy_score(y[test], clf.predict(X[test])))
-        closest.append(balanced_accuracy_score(y[test], plain.argmin(1)))
-    assert np.mean(shares) > np.mean(closest), (shares, closest)
-    assert np.mean(shares) > 0.88
+        truth.append(y[test])
+        shares.append(clf.predict(X[test]))
+        closest.append(plain.argmin(1))
+    truth, shares, closest = map(np.concatenate, (truth, shares, closest))
+    found = recall_score(truth, shares)
+    assert found > 0.9
+    assert found > recall_score(truth, closest) + 0.05
+    assert balanced_accuracy_score(truth, shares) > 0.8
 
 
 @pytest.fixture
