@@ -766,8 +766,11 @@ def ray_backend(n_jobs=-1, threads_per_job=1):
     Parameters
     ----------
     n_jobs : int, default=-1
-        Jobs at the same time; -1 for as many as the cluster has CPUs. The
-        ``n_jobs`` given to the search itself overrides it.
+        Jobs at the same time; -1 for as many as fit on the cluster's CPUs
+        (its CPUs divided by ``threads_per_job``; where that is 1, joblib
+        runs the jobs one after another in this process). The ``n_jobs``
+        given to the search itself overrides it: more jobs than fit wait for
+        CPUs that never come free.
     threads_per_job : int, default=1
         CPUs reserved for, and torch threads used by, each job.
 
@@ -786,7 +789,7 @@ def ray_backend(n_jobs=-1, threads_per_job=1):
     >>> ray.init(num_cpus=2)  # doctest: +SKIP
     >>> search = GridSearchCV(
     ...     SiameseClassifier(max_epochs=20, random_state=0),
-    ...     {"margin": [0.5, 1.0]},
+    ...     {"lr": [1e-3, 1e-2]},
     ...     cv=3,
     ... )
     >>> with ray_backend():  # doctest: +SKIP
@@ -807,6 +810,16 @@ def ray_backend(n_jobs=-1, threads_per_job=1):
             "env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         },
     }
+    if n_jobs == -1:
+        # As many jobs as fit at once: Ray's pool would start one per CPU of
+        # the cluster, and wait for ever for CPUs to place the jobs beyond
+        # cpus // threads_per_job.
+        import ray
+
+        if not ray.is_initialized():
+            ray.init()
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        n_jobs = max(1, cpus // threads_per_job)
     with joblib.parallel_config(
         backend="ray", n_jobs=n_jobs, ray_remote_args=remote_args
     ):

@@ -402,6 +402,16 @@ def test_grid_search_example_on_ray(ray_dir, split):
     assert search.score(X_test, y_test) > 0.6
 
 
+def test_ray_backend_runs_as_many_jobs_as_fit_on_the_cluster(ray_dir):
+    # Two CPUs: one job of 2 threads at a time. Ray's pool started one per
+    # CPU, and waited for ever for CPUs to place the second.
+    from joblib.parallel import get_active_backend
+
+    for threads, jobs in [(1, 2), (2, 1), (3, 1)]:
+        with ray_backend(threads_per_job=threads):
+            assert get_active_backend()[1] == jobs
+
+
 def test_ray_backend_runs_torch_with_one_thread_per_job(ray_dir):
     def job():  # defined here: Ray's workers cannot import this module
         import torch
