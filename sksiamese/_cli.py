@@ -239,9 +239,12 @@ def _not_numeric(path, name, values, lines):
 def _parse_labels(labels, target):
     labels = [v.strip() for v in labels]
     try:
-        return np.array([int(v) for v in labels])
+        ints = np.array([int(v) for v in labels])
     except ValueError:
         pass
+    else:
+        # Beyond int64 numpy keeps Python ints as objects: labels, as text.
+        return ints if ints.dtype != object else np.array(labels)
     try:
         values = np.array([float(v) for v in labels])
     except ValueError:
@@ -250,7 +253,9 @@ def _parse_labels(labels, target):
         return np.array(labels)
     fractional = np.flatnonzero(values != np.round(values))
     if len(fractional) == 0:  # "1.0", "2.0": integer labels written as floats
-        return values.astype(np.int64)
+        if np.abs(values).max() < 2**63:
+            return values.astype(np.int64)
+        return np.array(labels)  # "1e20": beyond int64, as text
     raise InputError(
         f"the target column {target!r} holds non-integer numbers (e.g. "
         f"{labels[fractional[0]]!r}); compare needs class labels"

@@ -239,6 +239,22 @@ def test_integer_labels_and_blank_tokens(tmp_path):
     assert y.tolist() == [0, 1, 1, 0]
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [
+        ["12345678901234567890", "98765432109876543210"],
+        ["1e20", "2e20"],
+    ],
+)
+def test_labels_beyond_int64_are_read_as_text(tmp_path, labels):
+    # They came out as objects (an "unknown" target that no score took) or,
+    # written as floats, wrapped round to negative numbers.
+    rows = [[str(i), labels[i % 2]] for i in range(6)]
+    path = write_csv(tmp_path / "d.csv", ["a", "y"], rows)
+    _, y, _ = read_csv(path, "y")
+    assert y.tolist() == [labels[i % 2] for i in range(6)]
+
+
 def test_quoted_fields_may_hold_the_delimiter(tmp_path):
     path = tmp_path / "quoted.csv"
     path.write_text('y,a,b\n"a,x",1,2\n"b,y",3,4\n')
