@@ -71,6 +71,13 @@ def _ndim(X):
     return ndim
 
 
+def _flat_rows(X):
+    """Array ``X`` of images or pairs as 2-D rows: every axis after the first
+    flattened, with the width given, not inferred (-1): numpy cannot infer
+    it from no rows, which then reach scikit-learn's check of an empty X."""
+    return np.reshape(X, (X.shape[0], math.prod(X.shape[1:])))
+
+
 def _rows(A):
     """Single vectors as rows: pairs ``(n, 2, d)`` become ``(2 n, d)``."""
     return A.reshape(-1, A.shape[-1])
@@ -182,9 +189,7 @@ class _BaseSiamese(BaseEstimator):
                     f"X has images of shape {shape}, but {type(self).__name__} was "
                     f"fitted on images of shape {self.image_shape_}."
                 )
-            # An explicit width: with no images, numpy cannot infer it (-1),
-            # and scikit-learn's check for an empty X says what is wrong.
-            X = X.reshape(len(X), math.prod(X.shape[1:]))
+            X = _flat_rows(X)
         out = self._validate_rows(X, y, reset)
         if reset:
             X = out[0] if isinstance(out, tuple) else out

@@ -1,6 +1,5 @@
 """SiamesePairClassifier: a twin network that learns from labelled pairs."""
 
-import math
 import numbers
 
 import numpy as np
@@ -12,7 +11,7 @@ from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._base import _BaseSiamese
+from ._base import _BaseSiamese, _flat_rows
 from ._calibration import check_strategy, pair_logistic, select_distance_threshold
 from ._compat import Interval, StrOptions, _fit_context
 from ._losses import RowPairLoss
@@ -391,9 +390,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
                     )
             else:
                 side_shape = None
-            # An explicit width: with no pairs, numpy cannot infer it (-1), and
-            # scikit-learn's check for an empty X below says what is wrong.
-            X = X.reshape(len(X), math.prod(X.shape[1:]))
+            X = _flat_rows(X)
         if y is None:
             X = self._validate_rows(X, "no_validation", reset)
         else:
@@ -627,9 +624,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
             # Infinite values: raised by the scaling in _embed (see
             # _validate_rows).
             X = check_array(
-                np.reshape(X, (shape[0], math.prod(shape[1:])))
-                if len(shape) > 2
-                else X,
+                _flat_rows(X) if len(shape) > 2 else X,
                 dtype=[np.float64, np.float32],
                 ensure_all_finite=False,
             )
