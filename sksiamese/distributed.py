@@ -91,15 +91,20 @@ def _check_trainable(estimator, caller):
         )
 
 
-def _check_positive(value, name, integral):
+def _check_positive(value, name, integral, above=0):
+    """``value`` a finite int (``integral``) or number greater than
+    ``above``, or a ``ValueError`` naming ``name``."""
     kind = numbers.Integral if integral else numbers.Real
     if (
         isinstance(value, bool)
         or not isinstance(value, kind)
         # NaN and infinity too: CPUs are counted, and torch threads derived.
-        or not 0 < value < math.inf
+        or not above < value < math.inf
     ):
-        what = "a positive int" if integral else "a positive, finite number"
+        if above:
+            what = f"a finite number greater than {above}"
+        else:
+            what = "a positive int" if integral else "a positive, finite number"
         raise ValueError(f"{name} must be {what}; got {value!r}.")
 
 
@@ -583,15 +588,7 @@ def tune_search(
     _check_positive(num_samples, "num_samples", integral=True)
     _check_positive(cpus_per_trial, "cpus_per_trial", integral=False)
     _check_positive(grace_period, "grace_period", integral=True)
-    if (
-        isinstance(reduction_factor, bool)
-        or not isinstance(reduction_factor, numbers.Real)
-        or not 1 < reduction_factor < math.inf
-    ):
-        raise ValueError(
-            f"reduction_factor must be a finite number greater than 1; got "
-            f"{reduction_factor!r}."
-        )
+    _check_positive(reduction_factor, "reduction_factor", integral=False, above=1)
     unknown = sorted(set(param_space) - set(estimator.get_params(deep=False)))
     if unknown:
         raise ValueError(
