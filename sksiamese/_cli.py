@@ -549,7 +549,6 @@ def cross_validate_models(
                 fitted, tuned, fit_time, texts = _fit(
                     clone(model), X[train], y[train], tune, random_state
                 )
-                result["fit_time"].append(fit_time)
                 try:
                     with _recorded(texts):
                         values = _score_fold(
@@ -558,12 +557,11 @@ def cross_validate_models(
                 finally:  # a warning of fit and of scoring counts once a fold
                     for text in texts:
                         result["warnings"][text] = result["warnings"].get(text, 0) + 1
+                # Only whole folds count: a fold's values once it is scored.
+                result["fit_time"].append(fit_time)
                 for s, value in values.items():
                     result["scores"][s].append(value)
             except Exception as exc:  # report, keep going with the other models
-                # Only whole folds count: drop what this one got before failing.
-                for done_folds in (*result["scores"].values(), result["fit_time"]):
-                    del done_folds[k - 1 :]
                 message = str(exc).strip().splitlines()
                 result["error"] = (
                     f"fold {k}: {type(exc).__name__}: {message[0] if message else ''}"
