@@ -71,6 +71,12 @@ def _ndim(X):
     return ndim
 
 
+def _image_shape(shape):
+    """``(channels, height, width)`` of the images of an array of ``shape``
+    ``(n, H, W)`` (one channel) or ``(n, C, H, W)``."""
+    return (1, *shape[1:]) if len(shape) == 3 else tuple(shape[1:])
+
+
 def _flat_rows(X):
     """Array ``X`` of images or pairs as 2-D rows: every axis after the first
     flattened, with the width given, not inferred (-1): numpy cannot infer
@@ -183,18 +189,24 @@ class _BaseSiamese(BaseEstimator):
         shape = None
         if self._image_input() and _ndim(X) in (3, 4):
             X = np.asarray(X)
-            shape = (1, *X.shape[1:]) if X.ndim == 3 else X.shape[1:]
-            if not reset and getattr(self, "image_shape_", None) not in (None, shape):
-                raise ValueError(
-                    f"X has images of shape {shape}, but {type(self).__name__} was "
-                    f"fitted on images of shape {self.image_shape_}."
-                )
+            shape = _image_shape(X.shape)
+            if not reset:
+                self._check_image_shape(shape)
             X = _flat_rows(X)
         out = self._validate_rows(X, y, reset)
         if reset:
             X = out[0] if isinstance(out, tuple) else out
             self.image_shape_ = self._resolve_image_shape(shape, X.shape[1])
         return out
+
+    def _check_image_shape(self, shape):
+        """Refuse images of ``shape`` (channels, height, width) other than
+        those of ``fit``."""
+        if getattr(self, "image_shape_", None) not in (None, shape):
+            raise ValueError(
+                f"X has images of shape {shape}, but {type(self).__name__} was "
+                f"fitted on images of shape {self.image_shape_}."
+            )
 
     def _validate_rows(self, X, y, reset):
         """scikit-learn's ``validate_data`` of flat rows: float, blanks (NaN)

@@ -11,7 +11,7 @@ from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._base import _BaseSiamese, _flat_rows
+from ._base import _BaseSiamese, _flat_rows, _image_shape
 from ._calibration import check_strategy, pair_logistic, select_distance_threshold
 from ._compat import Interval, StrOptions, _fit_context
 from ._losses import RowPairLoss
@@ -632,11 +632,7 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         if self.image_shape_ is not None and len(shape) in (3, 4) and shape[1] != 2:
             # Not pairs (no second axis of two sides): single images, of
             # another shape than those of fit.
-            side_shape = (1, *shape[1:]) if len(shape) == 3 else shape[1:]
-            raise ValueError(
-                f"X has images of shape {side_shape}, but {type(self).__name__} "
-                f"was fitted on images of shape {self.image_shape_}."
-            )
+            self._check_image_shape(_image_shape(shape))
         if len(shape) == 2 and shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {shape[1]} features, but {type(self).__name__} is "
