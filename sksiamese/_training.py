@@ -924,17 +924,27 @@ def _make_encoder(estimator, n_inputs):
     return encoder
 
 
+def _encoder_name(estimator):
+    """The name of ``estimator.encoder`` in messages: a class's, or a
+    module's class's."""
+    encoder = estimator.encoder
+    return getattr(encoder, "__name__", type(encoder).__name__)
+
+
 def build_module(estimator, n_inputs, head, probe, device):
     """The twin module of ``estimator``'s parameters on ``device``, its encoder
     checked on two rows of ``probe`` (scaled inputs): it must return 2-D
-    floating-point embeddings, and the module (encoder and ``head``) must have
-    parameters to train."""
+    floating-point embeddings that depend on its trainable parameters, if it
+    has any, and the module (encoder and ``head``) must have parameters to
+    train."""
     encoder = _make_encoder(estimator, n_inputs).to(device)
     x = torch.as_tensor(probe[:2], device=device)
     was_training = encoder.training
     encoder.eval()
     try:
-        with torch.no_grad():
+        # With the gradient recorded (two rows: it costs nothing), to learn
+        # whether the embeddings depend on the encoder's trainable weights.
+        with torch.enable_grad():
             out = encoder(x)
     except Exception as exc:
         raise ValueError(
@@ -956,6 +966,19 @@ def build_module(estimator, n_inputs, head, probe, device):
             "training can follow the gradient; for an input of shape "
             f"{tuple(x.shape)} it returned {out.dtype}."
         )
+    if (
+        any(p.requires_grad for p in encoder.parameters())
+        and not out.requires_grad
+        and not torch.is_inference_mode_enabled()  # (where nothing records it)
+    ):
+        raise ValueError(
+            f"encoder={_encoder_name(estimator)} returns embeddings that do not "
+            "depend on its trainable parameters (they carry no gradient: a "
+            ".detach(), torch.no_grad() or an integer step inside forward?): "
+            "training could not change it. Return embeddings computed from "
+            "the parameters, or freeze them with requires_grad_(False) to "
+            "train a pair head alone."
+        )
     module = SiameseModule(
         encoder,
         distance=estimator.distance,
@@ -964,10 +987,10 @@ def build_module(estimator, n_inputs, head, probe, device):
         n_members=n_members(estimator),
     ).to(device)
     if not any(p.requires_grad for p in module.parameters()):
-        name = getattr(estimator.encoder, "__name__", type(estimator.encoder).__name__)
         raise ValueError(
-            f"encoder={name} has no parameters to train (none, or none with "
-            "requires_grad=True): training could not change it. Give a module "
+            f"encoder={_encoder_name(estimator)} has no parameters to train "
+            "(none, or none with requires_grad=True): training could not "
+            "change it. Give a module "
             "with trainable parameters, or unfreeze them with requires_grad_()."
         )
     return module

@@ -93,6 +93,11 @@ class Frozen(Linear3):
         self.layer.requires_grad_(False)
 
 
+class Detached(Linear3):
+    def forward(self, x):
+        return self.layer(x).detach()
+
+
 class IntegerOutput(Linear3):
     def forward(self, x):
         return torch.round(self.layer(x) * 10).long()
@@ -510,6 +515,20 @@ CASES = [
             ("frozen-class", "Frozen", Frozen),
             ("none", "NoParameters", NoParameters()),
         ]
+    ),
+    # Trainable weights the embeddings do not depend on: with a pair head,
+    # only the head would train, silently; without one, backward() fails.
+    *(
+        Case(
+            f"module-detaches-its-output-{loss}",
+            {"encoder": Detached(), "loss": loss},
+            "fit",
+            (X, y),
+            ValueError,
+            r"encoder=Detached returns embeddings that do not depend on its "
+            r"trainable parameters",
+        )
+        for loss in ("contrastive", "bce")
     ),
     # A frozen encoder under a pair head: the head trains.
     Case(
