@@ -10,6 +10,10 @@ A model file is one zip archive holding
   written by ``torch.save`` and read back with ``torch.load(weights_only=True)``;
 - ``history.json``: the per-epoch training log.
 
+Metadata requests set with ``set_{method}_request`` (scikit-learn's metadata
+routing) are saved as their values and set again at load, through the same
+methods.
+
 None of these readers can run code: JSON and ``.npz`` without pickle hold only
 data, and ``torch.load(weights_only=True)`` refuses anything but tensors and
 plain containers. Class names in ``metadata.json`` are looked up in a fixed list
@@ -159,7 +163,7 @@ def save(estimator, path):
             params[key] = enc(value, f"parameter {key!r}")
     attributes = {}
     for key, value in vars(estimator).items():
-        if key in params or key == "net_":
+        if key in params or key in ("net_", "_metadata_request"):
             continue
         attributes[key] = enc(value, f"attribute {key!r}")
 
@@ -193,6 +197,7 @@ def save(estimator, path):
         },
         "params": params,
         "attributes": attributes,
+        "metadata_requests": _metadata_requests(estimator),
         "net": {
             "criterion": {
                 "class": crit_name,
@@ -235,6 +240,47 @@ def save(estimator, path):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _metadata_requests(estimator):
+    """``{method: {metadata: alias}}`` of the requests set with the
+    estimator's ``set_{method}_request`` methods (kept by scikit-learn in an
+    object that is not plain data); empty when none was set."""
+    if "_metadata_request" not in vars(estimator):
+        return {}
+    routing = estimator.get_metadata_routing()
+    return {
+        method: dict(getattr(routing, method).requests)
+        for method in _request_methods(type(estimator))
+    }
+
+
+def _request_methods(cls):
+    """The methods whose metadata requests ``cls`` sets: ``set_{method}_request``."""
+    return [
+        name[len("set_") : -len("_request")]
+        for name in dir(cls)
+        if name.startswith("set_") and name.endswith("_request")
+    ]
+
+
+def _set_metadata_requests(estimator, requests, fail):
+    """Set the requests of :func:`_metadata_requests` again, through the
+    estimator's own ``set_{method}_request`` methods."""
+    methods = _request_methods(type(estimator))
+    if not isinstance(requests, dict) or not all(
+        method in methods
+        and isinstance(kw, dict)
+        and all(v is None or isinstance(v, (bool, str)) for v in kw.values())
+        for method, kw in requests.items()
+    ):
+        fail("metadata.json has invalid metadata requests")
+    with sklearn.config_context(enable_metadata_routing=True):
+        for method, kw in requests.items():
+            try:
+                getattr(estimator, f"set_{method}_request")(**kw)
+            except (TypeError, ValueError) as exc:
+                fail(f"metadata.json has invalid metadata requests ({exc})")
 
 
 def _history_default(value):
@@ -474,6 +520,7 @@ def load(path, *, encoder=None, device=None):
         if key in params:
             fail(f"attribute {key!r} clashes with a parameter")
         setattr(estimator, key, decode(value, f"attribute {key!r}"))
+    _set_metadata_requests(estimator, metadata.get("metadata_requests", {}), fail)
 
     try:
         with warnings.catch_warnings():

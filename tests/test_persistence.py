@@ -78,6 +78,27 @@ def test_class_weight_with_int_labels_round_trips(wine, tmp_path):
     assert_same_predictions(clf, loaded, X_test)
 
 
+def test_metadata_requests_are_saved_and_set_again(fitted, saved, wine, tmp_path):
+    # set_score_request keeps the requests in an object that is not plain
+    # data; they are saved as their values, and set again at load.
+    import sklearn
+
+    _, X_test, _, _ = wine
+    model = pickle.loads(pickle.dumps(fitted))
+    with sklearn.config_context(enable_metadata_routing=True):
+        model.set_score_request(sample_weight="weights")
+        model.set_partial_fit_request(classes=True)
+        model.save(tmp_path / "m.zip")
+        loaded = load(tmp_path / "m.zip")
+        for method in ("score", "partial_fit"):
+            assert (
+                getattr(loaded.get_metadata_routing(), method).requests
+                == getattr(model.get_metadata_routing(), method).requests
+            )
+    assert_same_predictions(model, loaded, X_test)
+    assert "_metadata_request" not in vars(load(saved))
+
+
 def test_file_holds_no_pickle(saved):
     with zipfile.ZipFile(saved) as zf:
         assert sorted(zf.namelist()) == sorted(persistence._MEMBERS)
@@ -408,6 +429,14 @@ def _set(*keys, value):
         (
             _set("net", "criterion", "class_weight", value=[1.0]),
             "invalid criterion class weights",
+        ),
+        (
+            _set("metadata_requests", value={"__init__": {}}),
+            "invalid metadata requests",
+        ),
+        (
+            _set("metadata_requests", value={"score": {"sample_weight": "a b"}}),
+            "invalid metadata requests",
         ),
         (
             _set("params", "encoder", value={"__user_module__": "os.system"}),
