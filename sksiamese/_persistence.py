@@ -25,7 +25,7 @@ import io
 import json
 import math
 import os
-import tempfile
+import secrets
 import warnings
 import zipfile
 from types import SimpleNamespace
@@ -229,8 +229,12 @@ def save(estimator, path):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     # Write next to the target and rename, so that a failed save never leaves a
-    # truncated model where a good one was.
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    # truncated model where a good one was. Created as open() creates a file
+    # (mode 0o666 less the umask), not readable by its owner alone as a file
+    # of tempfile.mkstemp is.
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o666)
     try:
         with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w") as zf:
             for name, data in members.items():

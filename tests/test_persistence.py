@@ -2,8 +2,10 @@
 
 import io
 import json
+import os
 import pickle
 import re
+import stat
 import zipfile
 from pathlib import Path
 
@@ -304,6 +306,19 @@ def test_save_refuses_what_it_cannot_write_without_pickle(fitted, tmp_path):
     with pytest.raises(TypeError, match="attribute 'extra_': cannot save a value"):
         model.save(tmp_path / "m.zip")
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_saved_file_is_created_as_open_creates_one(fitted, tmp_path):
+    # Readable by whoever the umask lets read a new file (as the files of
+    # joblib.dump and torch.save are), not by its owner only.
+    umask = os.umask(0o022)
+    try:
+        fitted.save(tmp_path / "m.zip")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.zip").st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["m.zip"]
 
 
 def test_pickle_and_joblib_still_round_trip(fitted, wine, tmp_path):
