@@ -518,6 +518,9 @@ def load(path, *, encoder=None, device=None):
         estimator._validate_params()
     except (TypeError, ValueError) as exc:
         fail(f"invalid parameters for {cls.__name__} ({exc})")
+    for key in _TRAINING_ONLY_PARAMS:
+        if params.get(key) is not None:
+            fail(f"parameter {key!r} is not saved, but the file holds one")
 
     for key, value in metadata["attributes"].items():
         _check_attribute_name(estimator, key, "metadata.json", fail)

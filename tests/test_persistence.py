@@ -421,6 +421,7 @@ def _set(*keys, value):
         (_set("format", value="other"), "does not describe an sksiamese model"),
         (_set("params", "colour", value="red"), "invalid parameters"),
         (_set("params", "max_epochs", value=-1), "invalid parameters"),
+        (_set("params", "callbacks", value=["x"]), "'callbacks' is not saved"),
         (_set("attributes", "predict", value=1), "invalid attribute name 'predict'"),
         (_set("attributes", "__class__", value=1), "invalid attribute name"),
         (
