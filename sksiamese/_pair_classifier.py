@@ -611,9 +611,12 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         Returns
         -------
         X_embedded : ndarray
-            ``(n_samples, embedding_dim)`` for single vectors; for pairs,
-            ``(n_pairs, 2, embedding_dim)``, or ``(n_pairs, 2 * embedding_dim)``
-            (side by side) when they were given side by side.
+            ``(n_samples, n_features_out)`` for single vectors; for pairs,
+            ``(n_pairs, 2, n_features_out)``, or ``(n_pairs, 2 *
+            n_features_out)`` (side by side) when they were given side by
+            side. ``n_features_out`` is ``n_members * embedding_dim`` for the
+            ``"mlp"`` encoder (the members' embeddings side by side), else
+            ``embedding_dim``.
         """
         check_is_fitted(self)
         n_features = self.n_features_in_ // 2
