@@ -238,7 +238,11 @@ class _BaseSiamese(BaseEstimator):
         agree with it.
         """
         if self.image_shape is not None:
-            given = tuple(int(s) for s in self.image_shape)
+            # Whole numbers only: int() would cut (1, 3.7) to a shape that fits.
+            given = tuple(
+                int(s) if isinstance(s, numbers.Real) and float(s).is_integer() else 0
+                for s in self.image_shape
+            )
             if len(given) == 2:
                 given = (1, *given)
             if shape is not None and given != shape:
@@ -252,8 +256,8 @@ class _BaseSiamese(BaseEstimator):
                 raise ValueError(
                     f"image_shape={self.image_shape!r} does not match X with "
                     f"{n_features} features per row; give (height, width) or "
-                    "(channels, height, width), positive, whose product is "
-                    "n_features."
+                    "(channels, height, width), positive integers, whose "
+                    "product is n_features."
                 )
             shape = given
         if shape is None and self.encoder == "cnn":

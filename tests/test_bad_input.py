@@ -451,6 +451,14 @@ CASES = [
         r"image_shape=\(-1, -3\) does not match X with 3 features .* positive",
     ),
     Case(
+        "image_shape-not-whole",
+        {"image_shape": (1, 3.7)},
+        "fit",
+        (X, y),
+        ValueError,
+        r"image_shape=\(1, 3.7\) does not match X with 3 features .* integers",
+    ),
+    Case(
         "callbacks-not-callbacks",
         {"callbacks": ["early_stopping"]},
         "fit",
