@@ -469,7 +469,24 @@ class SiameseClassifier(
         """
         return self._fit(X, y)
 
+    def _check_references(self):
+        """Check ``references`` where it is read: at fit, and at
+        :meth:`fit_references`, which a value set since fit reaches."""
+        validate_parameter_constraints(
+            {"references": self._parameter_constraints["references"]},
+            {"references": self.references},
+            caller_name=type(self).__name__,
+        )
+        # scikit-learn's integer constraint takes a bool (as 1): here it is
+        # no number of centres but a misreading of the parameter.
+        if isinstance(self.references, (bool, np.bool_)):
+            raise ValueError(
+                "references must be 'all', 'prototypes' or a number of "
+                f"centres per class (an int >= 1); got {self.references!r}."
+            )
+
     def _check_fit_data(self, X, y, classes):
+        self._check_references()
         if classes is not None:  # partial_fit: labels checked against classes
             X = self._validate_X(X, reset=True)
             classes = _check_classes(classes)
@@ -661,6 +678,7 @@ class SiameseClassifier(
         self : SiameseClassifier
         """
         check_is_fitted(self)
+        self._check_references()
         Z = self._scaled(X)
         classes, codes = _labels(y, f"{type(self).__name__}.fit_references")
         if len(codes) != len(Z):

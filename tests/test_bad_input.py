@@ -451,6 +451,15 @@ CASES = [
         r"image_shape=\(-1, -3\) does not match X with 3 features .* positive",
     ),
     Case(
+        "references-bool",
+        {"references": True},
+        "fit",
+        (X, y),
+        ValueError,
+        r"references must be 'all', 'prototypes' or a number of centres per "
+        r"class \(an int >= 1\); got True",
+    ),
+    Case(
         "image_shape-not-whole",
         {"image_shape": (1, 3.7)},
         "fit",
@@ -1173,3 +1182,19 @@ def test_n_neighbors_set_after_fit_is_checked_where_it_is_read(fitted, value):
     np.testing.assert_array_equal(
         clf.set_params(n_neighbors=5).predict(X), fitted("mlp").predict(X)
     )
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        (0, "'references' parameter of SiameseClassifier"),
+        ("centres", "'references' parameter of SiameseClassifier"),
+        (True, "references must be 'all', 'prototypes' or a number"),
+    ],
+)
+def test_references_set_after_fit_is_checked_by_fit_references(fitted, value, match):
+    # fit_references reads references: a value set since fit gets the error
+    # fit would give, not one from inside the choice of references.
+    clf = fitted("mlp").set_params(references=value)
+    with pytest.raises(ValueError, match=match):
+        clf.fit_references(X[:4], [0, 1, 0, 1])
