@@ -726,10 +726,16 @@ def warn_if_not_converged(estimator, net):
     It is still improving when it fell by more than ``tol`` (relative) within
     the last ``n_iter_no_change`` epochs. Without early stopping the number
     of epochs is a fixed budget and nothing is checked: the training loss of
-    freshly drawn balanced batches is too noisy to tell convergence.
+    freshly drawn balanced batches is too noisy to tell convergence, and a
+    held-out loss recorded without it (:class:`SiamesePairClassifier` holds
+    out pairs to calibrate on) is a record, not a stopping rule.
     """
     history = net.history
-    if len(history) < estimator.max_epochs or "valid_loss" not in history[-1]:
+    if (
+        not estimator.early_stopping
+        or len(history) < estimator.max_epochs
+        or "valid_loss" not in history[-1]
+    ):
         return
     losses = np.asarray(history[:, "valid_loss"], dtype=float)
     best = np.minimum.accumulate(losses)

@@ -3,10 +3,12 @@
 import copy
 import pickle
 import re
+import warnings
 
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import fbeta_score, roc_auc_score
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
 from skorch.callbacks import Callback
@@ -467,6 +469,23 @@ def test_without_shared_vectors_the_split_is_a_stratified_one():
     train, held = clf._holdout_split(y, pair_items(X), rng)
     assert len(held) == 40
     assert y[held].sum() == 10
+
+
+def test_a_held_out_loss_without_early_stopping_does_not_warn():
+    # validation_fraction holds pairs out to calibrate on, with early stopping
+    # or without; without it, their loss is a record, not a stopping rule, and
+    # max_epochs a fixed budget that ends nothing early.
+    rng = np.random.RandomState(0)
+    A, y = rng.normal(size=(300, 4)), rng.randint(2, size=300)
+    X = np.stack([A, np.where(y[:, None] == 1, A + 0.1, -A)], axis=1)
+    params = dict(TINY, n_members=1, batch_size=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = SiamesePairClassifier(early_stopping=False, **params).fit(X, y)
+    assert clf.n_epochs_ == clf.max_epochs
+    assert "valid_loss" in clf.history_[-1]
+    with pytest.warns(ConvergenceWarning, match="stopped after max_epochs=3 epochs"):
+        SiamesePairClassifier(early_stopping=True, **params).fit(X, y)
 
 
 def test_groups_and_members_beat_the_untrained_distance_on_digit_pairs(digit_pairs):
