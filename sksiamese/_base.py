@@ -466,8 +466,8 @@ class _BaseSiamese(BaseEstimator):
         Where a share ``s`` of the pairs are same, the odds are ``s / (1 -
         s)`` times as large: ``1 / (1 + (1 - s) / s * (1 - p) / p)`` for a
         score ``p``. For :class:`SiamesePairClassifier`, the map is fitted
-        on the labelled pairs held out for early stopping (on the training
-        pairs without it), at their own share of same pairs, as
+        on the labelled pairs held out by ``validation_fraction`` (on the
+        training pairs when none are), at their own share of same pairs, as
         :meth:`predict_proba` is.
 
         Parameters

@@ -141,13 +141,14 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
 
     validation_fraction : float, default=0.1
         Fraction of the training pairs held out for early stopping and for
-        calibrating :meth:`predict_proba`. Items are held out, not pairs:
-        pairs are taken at random (stratified by ``y``) and their vectors set
-        aside until the pairs that hold a set-aside vector make up this
-        fraction; none of those vectors is in a training pair, so every
-        held-out pair has a side that training never saw. With 0, or too
-        few pairs to split, the calibration uses the training pairs, and is
-        then overconfident.
+        calibrating :meth:`predict_proba` (with ``early_stopping=False`` too:
+        they then calibrate only, and ``history_`` records their loss). Items
+        are held out, not pairs: pairs are taken at random (stratified by
+        ``y``) and their vectors set aside until the pairs that hold a
+        set-aside vector make up this fraction; none of those vectors is in
+        a training pair, so every held-out pair has a side that training
+        never saw. With 0, or too few pairs to split, the calibration uses
+        the training pairs, and is then overconfident.
 
     n_iter_no_change : int, default=10
         Patience of early stopping, in epochs.
@@ -220,8 +221,9 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
 
     pair_calibration_ : tuple of float
         ``(slope, intercept)`` of ``P(same) = sigmoid(intercept + slope * d)``
-        for a pair of dissimilarity ``d``, fitted on the held-out pairs (on
-        the training pairs with ``early_stopping=False``).
+        for a pair of dissimilarity ``d``, fitted on the held-out pairs (see
+        ``validation_fraction``; on the training pairs when none are held
+        out), with ``early_stopping=False`` too.
 
     threshold_ : float
         Dissimilarity below which :meth:`predict` says "same": where the
