@@ -667,14 +667,17 @@ class BalancedProgressBar(ProgressBar):
         y = balanced_labels(np.asarray(dataset.y))
         if not hasattr(self, "counts_"):
             self.counts_ = {}
-        key = (training, len(y))
+        params = net.get_params_for(name)
+        batch_size = params.get("batch_size", net.batch_size)
+        samples_per_class = params.get("samples_per_class")
+        # partial_fit sets the batch parameters again at every call.
+        key = (training, len(y), batch_size, samples_per_class)
         if key not in self.counts_:
-            params = net.get_params_for(name)
             counts = np.unique(y, return_counts=True)[1]
             p, k = batch_layout(
                 max(len(counts), 2),
-                params.get("batch_size", net.batch_size),
-                params.get("samples_per_class"),
+                batch_size,
+                samples_per_class,
                 largest_class=counts.max(),
             )
             self.counts_[key] = max(1, math.ceil(len(y) / (p * k)))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_wine
 
+import sksiamese._classifier
 from sksiamese import SiameseClassifier, SiamesePairClassifier
 from sksiamese._training import BalancedProgressBar
 
@@ -55,3 +56,18 @@ def test_the_bar_of_the_pair_estimator_counts_its_batches(capsys):
     per_epoch = len(clf.history_[-1, "batches"])
     assert sum(bar.counts_.values()) == per_epoch
     assert f"/{per_epoch} [" in capsys.readouterr().err
+
+
+def test_the_bar_follows_partial_fit_batch_sizes(wine_all, capsys, monkeypatch):
+    # Once the kept samples are full, every call trains on as many rows; a
+    # batch size set between calls changes the batches the bar counts.
+    monkeypatch.setattr(sksiamese._classifier, "_RESERVOIR_SIZE", 5)
+    order = np.random.RandomState(0).permutation(len(wine_all[1]))
+    X, y = wine_all[0][order], wine_all[1][order]
+    clf = SiameseClassifier(verbose=2, batch_size=8, **SMALL)
+    for call, batch_size in enumerate([8, 8, 32]):
+        clf.set_params(batch_size=batch_size)
+        rows = slice(60 * call, 60 * call + 58)
+        clf.partial_fit(X[rows], y[rows], classes=[0, 1, 2])
+        per_epoch = clf.history_[-1, "train_batch_count"]
+        assert f"/{per_epoch} [" in capsys.readouterr().err
