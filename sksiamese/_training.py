@@ -300,9 +300,11 @@ class EmbeddedRows:
 
     Indexing it as an array of shape ``(len(Z), width)`` (an int, a slice,
     an array of indices or a boolean mask) gives what indexing
-    ``net.embed(Z)`` would, bit for bit (:meth:`SiameseNet.embed` gives a
-    row the same embedding whatever it is embedded with), but rows nobody
-    reads are never embedded. A fit's references and calibration read a
+    ``net.embed(Z)`` would, up to float32 rounding (a row may take another
+    place in a block of :meth:`SiameseNet.embed`, and on a CPU a matrix
+    product may round a row differently at another place: a few units in
+    the last place, for some input widths), but rows nobody reads are never
+    embedded. A fit's references and calibration read a
     sample of each large class (the rows its k-means sees, at most
     ``_calibration.calibration_cap`` calibration queries and their pair
     partners), so on hundreds of thousands of rows they embed a small share.
@@ -574,7 +576,8 @@ class SiameseNet(NeuralNet):
         one padded with zeros: matrix products take other code paths for
         other numbers of rows, which round differently, so a sample's
         embedding would otherwise depend on how many samples were embedded
-        with it.
+        with it. (Its place in a block can still change its rounding on a
+        CPU, for some input widths: by a few units in the last place.)
         """
         module = self.module_
         module.eval()

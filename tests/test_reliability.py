@@ -470,8 +470,11 @@ def test_embeddings_copied_back_in_parts_are_the_same(data, monkeypatch):
 def test_rows_embedded_when_read_are_those_of_embedding_all(data):
     # A fit's references and calibration read its embeddings through
     # EmbeddedRows, which embeds a row the first time it is read: every way of
-    # indexing gives what indexing the whole embedding gives, bit for bit, in
-    # whatever order and with whatever repeats the rows are read.
+    # indexing gives what indexing the whole embedding gives, in whatever
+    # order and with whatever repeats the rows are read (bit for bit with
+    # these 3 features; with some widths a CPU's matrix product rounds a row
+    # at another place in a block differently, by a few units in the last
+    # place).
     X, y = data
     clf = SiameseClassifier(**TINY, n_members=2).fit(X, y)
     Z = clf._scaled(np.tile(X, (2500 // len(X) + 1, 1))[:2500])
