@@ -428,7 +428,16 @@ class CalibrationData:
 
 
 def calibration_scores(
-    net, E, codes, n_classes, references, n_neighbors, rng, train=None, held=None
+    net,
+    E,
+    codes,
+    n_classes,
+    references,
+    n_neighbors,
+    rng,
+    train=None,
+    held=None,
+    class_counts=None,
 ):
     """:class:`CalibrationData` from the embedded training data ``E``.
 
@@ -437,8 +446,24 @@ def calibration_scores(
     Without (``held`` None), two stratified halves are each scored against
     the references of the other; samples of a class seen only once (possible
     after ``partial_fit``) are left out. ``references`` and ``n_neighbors``
-    are the estimator's parameters.
+    are the estimator's parameters. ``class_counts``: the samples of each
+    class that ``E`` stands for, when it holds only some of them
+    (``partial_fit``'s kept samples); the weights then restore those
+    frequencies.
     """
+    cal = _calibration_data(
+        net, E, codes, n_classes, references, n_neighbors, rng, train, held
+    )
+    if class_counts is not None:
+        kept = np.bincount(codes, minlength=n_classes)
+        cal.weights = cal.weights * (class_counts / np.maximum(kept, 1))[cal.codes]
+    return cal
+
+
+def _calibration_data(
+    net, E, codes, n_classes, references, n_neighbors, rng, train, held
+):
+    """:func:`calibration_scores` at the frequencies of ``codes``."""
     if held is not None:
         return _scored(
             net, E, codes, held, train, n_classes, references, n_neighbors, rng

@@ -528,6 +528,7 @@ class SiameseClassifier(
             rng,
             plan.train,
             plan.held,
+            plan.class_counts,
         )
         counts = plan.class_counts
         if counts is None:
