@@ -127,7 +127,11 @@ def check_strategy(strategy, beta, min_tnr, min_tpr):
     """Validate the arguments of either estimator's ``calibrate_threshold``."""
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}.")
-    if not isinstance(beta, numbers.Real) or isinstance(beta, bool) or not beta > 0:
+    if (
+        not isinstance(beta, numbers.Real)
+        or isinstance(beta, bool)
+        or not 0 < beta < np.inf  # F-beta of infinite beta: nan for every cut
+    ):
         raise ValueError(f"beta must be a positive number; got {beta!r}.")
     for name, value in (("min_tnr", min_tnr), ("min_tpr", min_tpr)):
         if (

@@ -209,6 +209,9 @@ def test_calibrate_threshold_errors(fitted, survey, iris):
         fitted.calibrate_threshold(X_held, y_held, "max_tpr", min_tnr=-0.1)
     with pytest.raises(ValueError, match="beta must be a positive number"):
         fitted.calibrate_threshold(X_held, y_held, "f_beta", beta=-1)
+    # Not infinite: its F-beta is nan at every cut, and the cut chosen anyway.
+    with pytest.raises(ValueError, match=re.escape("beta must be a positive number")):
+        fitted.calibrate_threshold(X_held, y_held, "f_beta", beta=np.inf)
     with pytest.raises(ValueError, match="different numbers of samples"):
         fitted.calibrate_threshold(X_held, y_held[:-1])
     with pytest.raises(ValueError, match=re.escape("labels not in classes_: [7]")):
