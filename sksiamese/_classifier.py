@@ -556,6 +556,7 @@ class SiameseClassifier(
         self.reference_labels_ = classes[refs.codes]
         self.class_prior_ = counts / counts.sum()
         self.threshold_ = 0.5 if len(classes) == 2 else None
+        self._threshold_log_odds = 0.0 if len(classes) == 2 else None
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None):
@@ -758,8 +759,19 @@ class SiameseClassifier(
         """
         logits = self._logits(self._class_dissimilarity(X))
         if len(self.classes_) == 2:
-            return logits[:, 1] - logits[:, 0] - logit(self.threshold_)
+            return logits[:, 1] - logits[:, 0] - self._threshold_logit()
         return logits
+
+    def _threshold_logit(self):
+        """The log-odds of ``threshold_``: those :meth:`calibrate_threshold`
+        chose, which ``threshold_`` holds only to rounding (above 36.7, a
+        probability of 1 and infinite log-odds); or those of a threshold set
+        otherwise (by hand, or in a model file written before they were kept).
+        """
+        chosen = getattr(self, "_threshold_log_odds", None)
+        if chosen is not None and expit(chosen) == self.threshold_:
+            return chosen
+        return logit(self.threshold_)
 
     def predict_proba(self, X):
         """Calibrated class probabilities.
@@ -905,6 +917,7 @@ class SiameseClassifier(
             min_tpr=min_tpr,
         )
         self.threshold_ = float(expit(t))
+        self._threshold_log_odds = t
         return self
 
     # scikit-learn's set_output wraps only the ``transform`` a class defines

@@ -9,6 +9,7 @@ import pytest
 from imblearn.datasets import make_imbalance
 from imblearn.pipeline import make_pipeline as make_imb_pipeline
 from imblearn.under_sampling import RandomUnderSampler
+from scipy.special import logit
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.exceptions import NotFittedError
@@ -175,6 +176,35 @@ def test_calibrate_threshold_keeps_the_surface_consistent(fitted, survey):
     clf.calibrate_threshold(X_held, y_held, "max_tnr", min_tpr=1.0)
     clf.set_params(max_epochs=1).fit(X_train, y_train)
     assert clf.threshold_ == 0.5
+
+
+def test_calibrate_threshold_above_every_score_of_a_confident_model(fitted, survey):
+    # A confident model (here its temperature cut: small digits gave log-odds
+    # of 20): with no false alarm allowed and a negative scored highest,
+    # nothing is positive and the threshold lies above the highest held-out
+    # score, at twice its log-odds. Its probability rounds to 1, whose
+    # log-odds were taken for the threshold's: infinite, and decision_function
+    # was -inf for every sample (roc_auc_score refused it).
+    _, _, X_held, y_held, X_test, y_test = survey
+    clf = copy.deepcopy(fitted)
+    clf.temperature_ /= 20
+    log_odds = clf.decision_function(X_test)
+    held_log_odds = clf.decision_function(X_held)
+    assert held_log_odds.max() > 20
+    y_noisy = y_held.copy()
+    y_noisy[np.argmax(held_log_odds)] = 0
+    clf.calibrate_threshold(X_held, y_noisy, "max_tpr", min_tnr=1.0)
+    assert not clf.predict(X_held).any()
+    # The scores only move by the threshold's log-odds, a finite number.
+    shift = clf.decision_function(X_test) - log_odds
+    assert np.isfinite(shift).all()
+    np.testing.assert_allclose(shift, shift[0])
+    assert shift[0] < -2 * held_log_odds.max() + 1e-9
+    # A threshold set by hand is followed as before.
+    clf.threshold_ = 0.25
+    np.testing.assert_allclose(
+        clf.decision_function(X_test), log_odds - logit(0.25), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("strategy", ["balanced_accuracy", "f_beta"])
