@@ -716,9 +716,10 @@ class SiameseClassifier(
     def _class_dissimilarity(self, X):
         check_is_fitted(self)
         # Read here, not at fit only: a value set since is checked too.
+        names = ("n_neighbors", "class_weight")
         validate_parameter_constraints(
-            {"n_neighbors": self._parameter_constraints["n_neighbors"]},
-            {"n_neighbors": self.n_neighbors},
+            {name: self._parameter_constraints[name] for name in names},
+            {name: getattr(self, name) for name in names},
             caller_name=type(self).__name__,
         )
         X = self._validate_X(X, reset=False)

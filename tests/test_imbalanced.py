@@ -410,6 +410,19 @@ def test_class_weight_errors(survey, class_weight, message):
         clf.fit(X_train, y_train)
 
 
+@pytest.mark.parametrize("class_weight", ["Balanced", [1, 5], 5.0])
+def test_class_weight_set_after_fit_is_checked_where_it_is_read(
+    fitted, survey, class_weight
+):
+    # Prediction reads class_weight (the prior term): a value that fit
+    # refuses was taken for "balanced" (any string) or for None.
+    *_, X_test, _ = survey
+    clf = copy.deepcopy(fitted).set_params(class_weight=class_weight)
+    for method in ("predict_proba", "predict", "decision_function"):
+        with pytest.raises(ValueError, match="'class_weight' parameter of Siamese"):
+            getattr(clf, method)(X_test)
+
+
 def test_class_weight_acts_as_a_prior_on_the_decision(fitted, survey):
     *_, X_test, y_test = survey
     balanced = copy.deepcopy(fitted).set_params(class_weight="balanced")
