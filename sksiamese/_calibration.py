@@ -260,13 +260,15 @@ def _logistic_newton(z, y, C=1e4, max_iter=100):
 _CALIBRATION_PER_CLASS = 2000
 # With many classes, fewer of each: at most this many in all (each is scored
 # against every class's references), but never fewer than
-# _CALIBRATION_MIN_PER_CLASS of a class.
+# _CALIBRATION_MIN_PER_CLASS of a class. Both bound each scored part: the
+# held-out samples, or each of the two halves (twice as many in all).
 _CALIBRATION_SAMPLES = 20_000
 _CALIBRATION_MIN_PER_CLASS = 50
 
 
 def calibration_cap(n_classes):
-    """Calibration samples kept at most per class, for ``n_classes`` classes:
+    """Calibration samples kept at most per class in each scored part (see
+    :func:`calibration_scores`), for ``n_classes`` classes:
     :data:`_CALIBRATION_PER_CLASS` up to 10 classes, fewer beyond."""
     share = _CALIBRATION_SAMPLES // max(n_classes, 1)
     return min(_CALIBRATION_PER_CLASS, max(_CALIBRATION_MIN_PER_CLASS, share))
