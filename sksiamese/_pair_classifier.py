@@ -7,7 +7,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import expit
 from sklearn.base import ClassifierMixin, TransformerMixin
-from sklearn.utils import check_array
+from sklearn.utils import assert_all_finite, check_array
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
@@ -333,7 +333,11 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
                 f"{type(self).__name__}.{method} needs at least one pair; got y "
                 f"with 0 samples (shape={y.shape})."
             )
-        # scikit-learn's message for continuous or otherwise unusable targets.
+        # scikit-learn's messages for blanks and infinities (as check_X_y
+        # gives SiameseClassifier: type_of_target would first cast them to
+        # integers, with a RuntimeWarning), for continuous or otherwise
+        # unusable targets.
+        assert_all_finite(y, input_name="y", estimator_name=type(self).__name__)
         check_classification_targets(y)
         y_type = type_of_target(y, input_name="y")
         if y_type not in ("binary", "unknown"):

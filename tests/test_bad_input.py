@@ -870,6 +870,19 @@ PAIR_CASES = [
         ValueError,
         r"X has 5 feature\(s\) per row, an odd number",
     ),
+    *(
+        Pair(
+            f"pairs-y-{name}",
+            {},
+            "fit",
+            (pairs, np.where(np.arange(len(same)) == 3, bad, same)),
+            ValueError,
+            f"Input y contains {name}",
+            # scikit-learn's message, before any cast of y warns.
+            marks=[pytest.mark.filterwarnings("error::RuntimeWarning")],
+        )
+        for name, bad in [("infinity", np.inf), ("NaN", np.nan)]
+    ),
     Pair("pairs-y-0-2", {}, "fit", (pairs, same * 2), ValueError, SAME_OR_NOT),
     Pair(
         "pairs-y-minus-1-1", {}, "fit", (pairs, same * 2 - 1), ValueError, SAME_OR_NOT
