@@ -584,7 +584,9 @@ class SiameseClassifier(
             Their labels.
         classes : array-like of shape (n_classes,), default=None
             Every label that may appear in any chunk. Required on the first
-            call of an unfitted estimator, ignored afterwards. Classes not
+            call of an unfitted estimator; afterwards it may be left out, or
+            given again (as a loop over chunks does), but must then be
+            ``classes_``, as in scikit-learn's ``partial_fit``. Classes not
             seen yet are never predicted.
 
         Returns
@@ -607,6 +609,15 @@ class SiameseClassifier(
                     plan.rng, plan.device, plan.Z, len(plan.classes)
                 )
                 return self._partial_fit_step(plan.Z, plan.codes)
+            if classes is not None and not np.array_equal(
+                _check_classes(classes), self.classes_
+            ):
+                raise ValueError(
+                    f"classes={_check_classes(classes).tolist()} is not "
+                    f"classes_={self.classes_.tolist()}, the classes of the first "
+                    "call to partial_fit (or of fit or fit_references): leave "
+                    "classes out after the first call, or fit anew."
+                )
             Z = self._scaled(X)
             if not hasattr(self, "_stream"):  # fitted by fit: train on from here
                 rng, _ = self._random_streams()
@@ -622,10 +633,13 @@ class SiameseClassifier(
         Z_kept, codes_kept = kept_samples(stream)
         Z_all = np.concatenate([Z_kept, Z])
         codes_all = np.concatenate([codes_kept, codes]).astype(np.int64)
-        if (np.bincount(codes_all, minlength=len(self.classes_)) >= 2).sum() < 2:
+        counts = np.bincount(codes_all, minlength=len(self.classes_))
+        if (counts >= 2).sum() < 2:
             raise ValueError(
                 "partial_fit needs at least 2 samples of each of at least 2 classes "
-                "in the data seen so far; pass a larger first chunk."
+                "in the data seen so far (the samples it kept and this chunk); got "
+                f"{(counts >= 2).sum()}. The first call, and the first after fit "
+                "or fit_references (which keep no samples), need a chunk with them."
             )
         seed = stream.rng.randint(np.iinfo(np.int32).max)
         # Batches as the parameters are now, drawn afresh at every call (set

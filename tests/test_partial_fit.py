@@ -111,6 +111,29 @@ def test_partial_fit_errors(cancer):
     clf = SiameseClassifier(**SMALL).partial_fit(X_train, y_train, classes=[0, 1])
     with pytest.raises(ValueError, match="X has 3 features"):
         clf.partial_fit(X_train[:, :3], y_train)
+    # As scikit-learn's partial_fit: classes given again must be classes_.
+    with pytest.raises(
+        ValueError, match=re.escape("classes=[0, 1, 2] is not classes_=[0, 1]")
+    ):
+        clf.partial_fit(X_train, y_train, classes=[0, 1, 2])
+    # After fit, which keeps no samples, the first chunk alone must hold
+    # 2 samples of 2 classes: the message says so (not "a larger first chunk").
+    fitted = SiameseClassifier(max_epochs=1, **SMALL).fit(X_train, y_train)
+    with pytest.raises(ValueError, match="the first after fit or fit_references"):
+        fitted.partial_fit(X_train[y_train == 0][:10], y_train[y_train == 0][:10])
+
+
+def test_classes_given_at_every_call_are_those_of_the_first(cancer):
+    # A loop that passes classes at every call (as scikit-learn allows, and
+    # dask-ml's Incremental does) trains as one that passes them once.
+    X_train, X_test, y_train, _ = cancer
+    once, every = SiameseClassifier(**SMALL), SiameseClassifier(**SMALL)
+    for i, (Xc, yc) in enumerate(_chunks(X_train, y_train, 100)):
+        once.partial_fit(Xc, yc, classes=[0, 1] if i == 0 else None)
+        every.partial_fit(Xc, yc, classes=np.array([1, 0]))
+    np.testing.assert_array_equal(
+        once.predict_proba(X_test), every.predict_proba(X_test)
+    )
 
 
 def test_partial_fit_after_fit_trains_on(cancer):
