@@ -696,7 +696,9 @@ class SiameseClassifier(
         check_is_fitted(self)
         self._check_references()
         Z = self._scaled(X)
-        classes, codes = _labels(y, f"{type(self).__name__}.fit_references")
+        classes, codes = _labels(
+            y, f"{type(self).__name__}.fit_references", "for predictions to choose from"
+        )
         if len(codes) != len(Z):
             raise ValueError(
                 f"X and y have different numbers of samples: {len(Z)} and {len(codes)}."
@@ -945,15 +947,16 @@ class SiameseClassifier(
         return tags
 
 
-def _labels(y, caller):
-    """Sorted labels of ``y`` and each sample's code; at least two classes."""
+def _labels(y, caller, why="to form different pairs"):
+    """Sorted labels of ``y`` and each sample's code; at least two classes
+    (``why``: what ``caller`` needs them for)."""
     y = column_or_1d(y, warn=True)
     check_classification_targets(y)
     classes, codes = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         raise ValueError(
-            f"{caller} needs samples of at least 2 classes to form different "
-            f"pairs; got 1 class: {classes.tolist()}."
+            f"{caller} needs samples of at least 2 classes {why}; got 1 class: "
+            f"{classes.tolist()}."
         )
     return classes, codes
 

@@ -766,7 +766,8 @@ CASES = [
         "fit_references",
         (X[:3], [4, 4, 4]),
         ValueError,
-        r"fit_references needs samples of at least 2 classes .* got 1 class: \[4\]",
+        r"fit_references needs samples of at least 2 classes for predictions to "
+        r"choose from; got 1 class: \[4\]",
     ),
     Case(
         "fit_references-lengths-differ",
