@@ -730,7 +730,8 @@ def warn_if_not_converged(estimator, net):
     while the held-out loss was still improving, as scikit-learn's MLP warns.
 
     It is still improving when it fell by more than ``tol`` (relative) within
-    the last ``n_iter_no_change`` epochs. Without early stopping the number
+    the last ``n_iter_no_change`` epochs; with no fall after the first epoch,
+    the warning says that there were too few epochs to judge. Without early stopping the number
     of epochs is a fixed budget and nothing is checked: the training loss of
     freshly drawn balanced batches is too noisy to tell convergence, and a
     held-out loss recorded without it (:class:`SiamesePairClassifier` holds
@@ -748,10 +749,18 @@ def warn_if_not_converged(estimator, net):
     improved = np.flatnonzero(best[1:] < best[:-1] * (1 - estimator.tol)) + 1
     last = improved[-1] if len(improved) else 0
     if len(losses) - 1 - last < estimator.n_iter_no_change:
+        # Without an improvement after the first epoch, only too few epochs
+        # to judge (max_epochs <= n_iter_no_change) get here.
+        why = (
+            "while the held-out loss was still improving"
+            if last
+            else f"before early stopping could judge (n_iter_no_change="
+            f"{estimator.n_iter_no_change} epochs without improvement)"
+        )
         warnings.warn(
             f"{type(estimator).__name__} stopped after max_epochs="
-            f"{estimator.max_epochs} epochs while the held-out loss was still "
-            "improving; raise max_epochs to let training converge.",
+            f"{estimator.max_epochs} epochs {why}; raise max_epochs to let "
+            "training converge.",
             ConvergenceWarning,
             stacklevel=4,
         )

@@ -3,6 +3,7 @@
 import pickle
 import re
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,9 +28,10 @@ from sklearn.model_selection import (
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import Callback
+from skorch.history import History
 
 import sksiamese
-from sksiamese import SiameseClassifier
+from sksiamese import SiameseClassifier, _training
 from sksiamese._sampling import batch_layout
 
 SMALL = dict(hidden_layer_sizes=(32,), embedding_dim=8, max_epochs=30, random_state=0)
@@ -635,6 +637,27 @@ def test_convergence_warning_when_max_epochs_cut_early_stopping_short(iris):
         assert clf.n_epochs_ < clf.max_epochs
         clf = SiameseClassifier(max_epochs=3, random_state=0).fit(X, y)
         assert clf.n_epochs_ == 3
+
+
+@pytest.mark.parametrize(
+    "losses, why",
+    [
+        ([1.0, 0.9, 0.8], "while the held-out loss was still improving"),
+        # No fall after the first epoch: too few epochs to judge, not improving.
+        (
+            [1.0, 1.1, 1.2],
+            r"before early stopping could judge \(n_iter_no_change=10 epochs",
+        ),
+    ],
+)
+def test_convergence_warning_says_why(losses, why):
+    history = History()
+    for loss in losses:
+        history.new_epoch()
+        history.record("valid_loss", loss)
+    clf = SiameseClassifier(max_epochs=3, early_stopping=True, n_iter_no_change=10)
+    with pytest.warns(ConvergenceWarning, match="max_epochs=3 epochs " + why):
+        _training.warn_if_not_converged(clf, SimpleNamespace(history=history))
 
 
 def _optimizer_lr(clf):
