@@ -88,7 +88,9 @@ def _pair_labels(loss, same, margin=1.0, weights=None, n_values=1, dtype=torch.f
         return {"loss": loss, "coef": coef, "sign": sign, "signed_coef": sign * coef}
     # d for a same pair, min(d - margin, 0) for a different one: squared,
     # the two kinds' terms, from one subtraction and one clamp of ``d``.
-    shift = torch.where(same, 0.0, margin).to(dtype)
+    # (The margin multiplied in ``dtype``: ``torch.where`` would first round
+    # it to the default type, a float64 loss's margin to float32.)
+    shift = (~same).to(dtype).mul_(margin)
     cap = torch.where(same, torch.inf, 0.0).to(dtype)
     return {"loss": loss, "coef": coef, "shift": shift, "cap": cap}
 

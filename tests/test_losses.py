@@ -30,6 +30,20 @@ def test_contrastive_values():
     assert contrastive_loss(d, same, margin=1.0).item() == pytest.approx(expected)
 
 
+def test_float64_contrastive_loss_takes_its_margin_in_float64():
+    # A margin such as 0.3 is not a float32 number: rounded to one, it
+    # would put a float64 loss off by a relative 1e-7.
+    d = torch.tensor([0.1, 0.25], dtype=torch.float64)
+    expected = ((0.3 - 0.1) ** 2 + (0.3 - 0.25) ** 2) / 2
+    got = contrastive_loss(d, torch.tensor([False, False]), margin=0.3)
+    assert got.item() == pytest.approx(expected, rel=1e-14)
+    a = torch.zeros(2, 2, dtype=torch.float64)
+    b = torch.tensor([[0.1, 0.0], [0.25, 0.0]], dtype=torch.float64)
+    pairs = RowPairLoss("contrastive", margin=0.3)
+    got = pairs((a, b), torch.tensor([0, 0]), _module().double())
+    assert got.item() == pytest.approx(expected, rel=1e-14)
+
+
 def test_triplet_zero_when_classes_are_separated_by_margin():
     emb = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [5.1, 0.0]])
     y = torch.tensor([0, 0, 1, 1])
