@@ -1,8 +1,10 @@
 """Pair, triplet, prototype and neighbourhood losses (torch only).
 
-Every loss takes a matrix (or a vector) of *dissimilarities* produced by
-:meth:`SiameseModule.pairwise` (or ``rowwise``): a distance for the metric losses,
-minus the logit of "same" for the learned pair head. Lower always means more alike.
+The pair and triplet losses take a matrix (or a vector) of *dissimilarities*
+produced by :meth:`SiameseModule.member_pairwise` (or ``member_rowwise``): a
+distance for the metric losses, minus the logit of "same" for the learned pair
+head. The prototype and neighbourhood losses take the embeddings and the module,
+which compares them the same way. Lower always means more alike.
 """
 
 import functools
@@ -199,8 +201,9 @@ def triplet_loss(D, y, margin=1.0, sample_weight=None, labels=None):
     """Batch semi-hard triplet loss (Schroff et al. 2015).
 
     For each anchor-positive pair, the negative is the closest one that is still
-    farther than the positive; when there is none, the farthest negative within the
-    batch is used instead (so easy batches still give a gradient of zero, not NaN).
+    farther than the positive; when there is none (every negative is at most as
+    far as the positive), the farthest negative within the batch is used instead,
+    the one whose term is smallest.
     ``D`` is ``(batch, batch)``, or ``(n_members, batch, batch)`` for an
     ensemble, each member mining its own triplets. A batch without
     anchor-positive pairs, or without negatives, has a loss of 0. ``labels``
