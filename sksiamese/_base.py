@@ -77,6 +77,22 @@ def _image_shape(shape):
     return (1, *shape[1:]) if len(shape) == 3 else tuple(shape[1:])
 
 
+def _refuse_channels_last(shape):
+    """Refuse images of ``shape`` (channels, height, width), taken from an
+    array, that look like images with their channels last: the CNN would read
+    (n, 28, 28, 3) colour images as 28 channels of 28 x 3 pixels, and train
+    on them without complaint."""
+    channels, height, width = shape
+    if width in (1, 3, 4) and channels not in (1, 3, 4):
+        raise ValueError(
+            f"X holds images of shape {shape}, which encoder='cnn' reads as "
+            f"(channels, height, width): {channels} channels of {height} x "
+            f"{width} pixels. For images with their channels last, pass "
+            f"np.moveaxis(X, -1, -3); for {channels} channels, set "
+            f"image_shape={shape}."
+        )
+
+
 def _flat_rows(X):
     """Array ``X`` of images or pairs as 2-D rows: every axis after the first
     flattened, with the width given, not inferred (-1): numpy cannot infer
@@ -260,6 +276,8 @@ class _BaseSiamese(BaseEstimator):
                     "product is n_features."
                 )
             shape = given
+        elif shape is not None and self.encoder == "cnn":
+            _refuse_channels_last(shape)
         if shape is None and self.encoder == "cnn":
             side = int(round(np.sqrt(n_features)))
             if side * side != n_features:

@@ -117,8 +117,10 @@ class SiameseClassifier(
         ``(height, width)`` or ``(channels, height, width)`` of images given as
         flat rows. With ``encoder="cnn"`` and flat rows of a square number of
         features, a square grey-scale image is assumed. ``X`` of images
-        (``(n, H, W)`` / ``(n, C, H, W)``) gives their shape itself; an
-        ``image_shape`` set as well must be that shape.
+        (``(n, H, W)`` / ``(n, C, H, W)``, channels first) gives their shape
+        itself; an ``image_shape`` set as well must be that shape. With
+        ``"cnn"``, images that look like channels last (``(n, H, W, 3)``)
+        are refused unless ``image_shape`` confirms their shape.
 
     encoder_params : dict, default=None
         Keyword arguments for ``encoder`` when it is a module class; for

@@ -83,8 +83,10 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
     image_shape : tuple of int, default=None
         ``(height, width)`` or ``(channels, height, width)`` of the images on
         each side of a pair given as flat rows. Pairs of images (``(n_pairs,
-        2, H, W)`` / ``(n_pairs, 2, C, H, W)``) give their shape themselves;
-        an ``image_shape`` set as well must be that shape.
+        2, H, W)`` / ``(n_pairs, 2, C, H, W)``, channels first) give their
+        shape themselves; an ``image_shape`` set as well must be that shape.
+        With ``"cnn"``, images that look like channels last (``(n_pairs, 2,
+        H, W, 3)``) are refused unless ``image_shape`` confirms their shape.
 
     encoder_params : dict, default=None
         Keyword arguments for ``encoder`` when it is a module class; for

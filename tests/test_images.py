@@ -150,6 +150,29 @@ def test_image_shape_other_than_that_of_image_arrays_is_refused(image_shape, cls
         cls(image_shape=image_shape, **TINY_CNN).fit(images, y)
 
 
+@pytest.mark.parametrize("cls", [SiameseClassifier, SiamesePairClassifier])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_images_with_channels_last_are_refused(cls, channels):
+    # (n, 8, 8, 3) colour images were read as 8 channels of 8 x 3 pixels, and
+    # trained on without complaint.
+    images = np.repeat(tiny_images[..., None], channels, axis=3)
+    y = tiny_y
+    if cls is SiamesePairClassifier:
+        images, y = np.stack([images, images[::-1]], axis=1), np.tile([0, 1], 6)
+    msg = (
+        f"X holds images of shape (8, 8, {channels}), which encoder='cnn' reads "
+        f"as (channels, height, width): 8 channels of 8 x {channels} pixels. For "
+        "images with their channels last, pass np.moveaxis(X, -1, -3)"
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        cls(**TINY_CNN).fit(images, y)
+    moved = cls(**TINY_CNN).fit(np.moveaxis(images, -1, -3), y)
+    assert moved.image_shape_ == (channels, 8, 8)
+    # Said twice, the shape stands.
+    kept = cls(image_shape=(8, 8, channels), **TINY_CNN).fit(images, y)
+    assert kept.image_shape_ == (8, 8, channels)
+
+
 def test_images_as_nested_lists_are_the_image_arrays():
     arrays = SiameseClassifier(**TINY_CNN).fit(tiny_images, tiny_y)
     lists = SiameseClassifier(**TINY_CNN).fit(tiny_images.tolist(), tiny_y)
