@@ -71,6 +71,30 @@ def _ndim(X):
     return ndim
 
 
+def _columns_not_numbers(X):
+    """The columns of pandas DataFrame ``X`` that cannot be read as numbers,
+    each as "'name' (dtype)"; empty for anything else.
+
+    Text, categories of text and dates, which scikit-learn's validation
+    refuses with a message that names a value or a dtype, not the column.
+    """
+    if not (hasattr(X, "dtypes") and callable(getattr(X, "items", None))):
+        return []
+    found = []
+    for name, column in X.items():
+        kind = getattr(column.dtype, "kind", "O")
+        if kind in "biufc":
+            continue
+        if kind not in "mM":
+            try:
+                column.to_numpy(dtype=np.float64, na_value=np.nan)
+                continue
+            except (ValueError, TypeError):
+                pass
+        found.append(f"{name!r} ({column.dtype})")
+    return found
+
+
 def _image_shape(shape):
     """``(channels, height, width)`` of the images of an array of ``shape``
     ``(n, H, W)`` (one channel) or ``(n, C, H, W)``."""
@@ -235,15 +259,28 @@ class _BaseSiamese(BaseEstimator):
         same error for them on the device that scales them. On a GPU, that
         pass took as long as the encoder's forward pass over the rows.
         """
-        return validate_data(
-            self,
-            X,
-            y,
-            reset=reset,
-            dtype=[np.float64, np.float32],
-            ensure_all_finite="allow-nan" if reset else False,
-            ensure_min_samples=2 if reset else 1,
-        )
+        try:
+            return validate_data(
+                self,
+                X,
+                y,
+                reset=reset,
+                dtype=[np.float64, np.float32],
+                ensure_all_finite="allow-nan" if reset else False,
+                ensure_min_samples=2 if reset else 1,
+            )
+        except (ValueError, TypeError) as exc:
+            columns = _columns_not_numbers(X)
+            if not columns:
+                raise
+            kind = ValueError if isinstance(exc, ValueError) else TypeError
+            raise kind(
+                f"{type(self).__name__} takes numbers (NaN for blanks), but "
+                f"these columns of X are not numbers: {', '.join(columns)}. "
+                "Encode them first, for example one-hot with OneHotEncoder in a "
+                "ColumnTransformer (see 'Text and categorical columns' in the "
+                "user guide), or drop them."
+            ) from exc
 
     def _resolve_image_shape(self, shape, n_features):
         """``image_shape_``: the ``(channels, height, width)`` of the images,

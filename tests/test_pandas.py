@@ -90,6 +90,28 @@ def test_pipeline_with_pandas_output(wine_frame):
     assert pipe.get_feature_names_out().tolist() == out.columns.tolist()
 
 
+def test_columns_that_are_not_numbers_are_named(fitted, wine_frame):
+    # scikit-learn's messages name a value ("could not convert string to
+    # float: 'low'") or a dtype ("Cannot cast DatetimeArray to dtype
+    # float64"), not the column; numbers in an object column still pass.
+    X, y = wine_frame
+    X = X.assign(
+        band=np.where(X["alcohol"] > 13, "high", "low"),
+        grade=pd.Categorical(np.where(X["ash"] > 2.4, "a", "b")),
+        as_text=X["magnesium"].astype(object),
+    )
+    msg = (
+        "SiameseClassifier takes numbers (NaN for blanks), but these columns of "
+        f"X are not numbers: 'band' ({X['band'].dtype}), 'grade' (category). "
+        "Encode them first, for example one-hot with OneHotEncoder"
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        SiameseClassifier(**SMALL).fit(X, y)
+    dates = X.iloc[:, :6].assign(alcohol=pd.Timestamp("2024-01-01"))
+    with pytest.raises(TypeError, match=re.escape("X are not numbers: 'alcohol'")):
+        fitted.predict(dates)
+
+
 def test_text_and_categorical_columns_through_a_column_transformer():
     # Real data with a text column, as survey records have them: scikit-learn's
     # breast-cancer table, the mean radius given as a band ("small", "medium",
