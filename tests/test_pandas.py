@@ -113,11 +113,11 @@ def test_columns_that_are_not_numbers_are_named(fitted, wine_frame):
 
 
 def test_text_and_categorical_columns_through_a_column_transformer():
-    # Real data with a text column, as survey records have them: scikit-learn's
-    # breast-cancer table, the mean radius given as a band ("small", "medium",
-    # "large", or blank) instead of a number, and blank cells elsewhere. One-hot
-    # encode the text column, pass the numbers on as they are (blanks
-    # included), and keep the column names with pandas output.
+    # Real data with a column of answers, as survey records have them:
+    # scikit-learn's breast-cancer table, the mean radius given as a band
+    # ("small", "medium", "large", or blank) instead of a number, and blank
+    # cells elsewhere. One-hot encode the band, pass the numbers on as they
+    # are (blanks included), and keep the column names with pandas output.
     from sklearn.compose import make_column_selector, make_column_transformer
     from sklearn.datasets import load_breast_cancer
     from sklearn.metrics import roc_auc_score
@@ -129,7 +129,9 @@ def test_text_and_categorical_columns_through_a_column_transformer():
     band = pd.cut(
         X.pop("mean radius"), [0, 12, 16, 40], labels=["small", "medium", "large"]
     )
-    X.insert(0, "radius band", band.astype(object))
+    # A category column (pd.cut's dtype): the selector of the user guide
+    # takes it, and text columns, object or string.
+    X.insert(0, "radius band", band)
     X.loc[X.index[::13], "radius band"] = np.nan
     X.loc[X.index[::7], "mean texture"] = np.nan
     X_train, X_test, y_train, y_test = train_test_split(
@@ -138,7 +140,7 @@ def test_text_and_categorical_columns_through_a_column_transformer():
     encode = make_column_transformer(
         (
             OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-            make_column_selector(dtype_include=object),
+            make_column_selector(dtype_include=[object, "string", "category"]),
         ),
         remainder="passthrough",
         verbose_feature_names_out=False,
