@@ -186,7 +186,10 @@ class _BaseSiamese(BaseEstimator):
             nn.Module,
             HasMethods(["forward"]),
         ],
-        "hidden_layer_sizes": ["array-like"],
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(numbers.Integral, 1, None, closed="left"),
+        ],
         "embedding_dim": [Interval(numbers.Integral, 1, None, closed="left")],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
         "n_members": [Interval(numbers.Integral, 1, None, closed="left")],

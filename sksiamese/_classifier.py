@@ -90,8 +90,9 @@ class SiameseClassifier(
         had blanks during ``fit`` (images: the image shape, and no blanks) and
         must return ``(batch, embedding_dim)``.
 
-    hidden_layer_sizes : tuple of int, default=(128, 64)
-        Widths of the hidden layers of the ``"mlp"`` encoder.
+    hidden_layer_sizes : tuple of int or int, default=(128, 64)
+        Widths of the hidden layers of the ``"mlp"`` encoder; an int is one
+        hidden layer of that width, as in scikit-learn's ``MLPClassifier``.
 
     embedding_dim : int, default=32
         Width of the embedding (``"mlp"`` and ``"cnn"`` encoders); with

@@ -62,8 +62,9 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         that had blanks during ``fit``) and must return
         ``(batch, embedding_dim)``.
 
-    hidden_layer_sizes : tuple of int, default=(128, 64)
-        Widths of the hidden layers of the ``"mlp"`` encoder.
+    hidden_layer_sizes : tuple of int or int, default=(128, 64)
+        Widths of the hidden layers of the ``"mlp"`` encoder; an int is one
+        hidden layer of that width, as in scikit-learn's ``MLPClassifier``.
 
     embedding_dim : int, default=32
         Width of the embedding (``"mlp"`` and ``"cnn"`` encoders); with

@@ -880,7 +880,8 @@ def _make_encoder(estimator, n_inputs):
             f"Got encoder_params={params!r}."
         )
     if encoder == "mlp":
-        sizes = np.asarray(estimator.hidden_layer_sizes, dtype=object)
+        # One int is one hidden layer, as in scikit-learn's MLPClassifier.
+        sizes = np.atleast_1d(np.asarray(estimator.hidden_layer_sizes, dtype=object))
         # A width of 0 would train a constant network without complaint.
         if sizes.ndim != 1 or not all(
             isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1

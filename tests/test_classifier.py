@@ -438,6 +438,24 @@ def test_grid_and_randomized_search(cancer):
     assert search.best_estimator_.transform(X).shape[1] in {8 * 4, 8 * 8}
 
 
+def test_hidden_layer_sizes_may_be_one_int_as_in_mlp_classifier(wine):
+    # MLPClassifier(hidden_layer_sizes=64) is one hidden layer of 64; the
+    # same grid over ints was refused here.
+    X, _, y, _ = wine
+    params = dict(SMALL, max_epochs=1, n_members=1)
+    grid = GridSearchCV(
+        SiameseClassifier(**params),
+        {"hidden_layer_sizes": [16, (16,)]},
+        cv=2,
+        error_score="raise",
+    ).fit(X, y)
+    one, tup = grid.cv_results_["mean_test_score"]
+    assert one == tup
+    clf = SiameseClassifier(**dict(params, hidden_layer_sizes=16)).fit(X, y)
+    linear = [m for m in clf.net_.module_.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linear] == [16, 8]
+
+
 def test_clone_keeps_params_and_drops_fit(fitted):
     c = clone(fitted)
     assert c.get_params() == fitted.get_params()
