@@ -731,11 +731,12 @@ def warn_if_not_converged(estimator, net):
 
     It is still improving when it fell by more than ``tol`` (relative) within
     the last ``n_iter_no_change`` epochs; with no fall after the first epoch,
-    the warning says that there were too few epochs to judge. Without early stopping the number
-    of epochs is a fixed budget and nothing is checked: the training loss of
-    freshly drawn balanced batches is too noisy to tell convergence, and a
-    held-out loss recorded without it (:class:`SiamesePairClassifier` holds
-    out pairs to calibrate on) is a record, not a stopping rule.
+    the warning says that there were too few epochs to judge. Without early
+    stopping the number of epochs is a fixed budget and nothing is checked:
+    the training loss of freshly drawn balanced batches is too noisy to tell
+    convergence, and a held-out loss recorded without it
+    (:class:`SiamesePairClassifier` holds out pairs to calibrate on) is a
+    record, not a stopping rule.
     """
     history = net.history
     if (
