@@ -191,8 +191,10 @@ def select_distance_threshold(
     )
 
 
-def fit_logistic_1d(d, same):
-    """Slope and intercept of ``P(same) = sigmoid(intercept + slope * d)``."""
+def fit_logistic_1d(d, same, C=1e4):
+    """Slope and intercept of ``P(same) = sigmoid(intercept + slope * d)``,
+    the slope per standard deviation of ``d`` penalised as by
+    ``LogisticRegression(C=C)`` (:func:`_logistic_newton`)."""
     d = np.asarray(d, dtype=np.float64)
     same = np.asarray(same)
     if len(np.unique(same)) < 2:
@@ -208,7 +210,7 @@ def fit_logistic_1d(d, same):
         rate = np.mean(same == np.max(same))
         return 0.0, float(np.log(rate / (1.0 - rate)))
     z = (unit - centre) / spread
-    w, b = _logistic_newton(z, (same == np.max(same)).astype(np.float64))
+    w, b = _logistic_newton(z, (same == np.max(same)).astype(np.float64), C=C)
     return float(w / (spread * size)), float(b - w * centre / spread)
 
 
@@ -626,13 +628,28 @@ def softmax_rows(logits):
 # -- pairs -------------------------------------------------------------------------
 
 
+#: The ``C`` of :func:`pair_logistic`: a prior on the slope of the pair
+#: estimator's calibration, per standard deviation of the dissimilarities.
+#: Its calibration pairs are the held-out ones, 10% of the pairs by default:
+#: few where the pairs are few, and a handful that happen to be separated gave
+#: an almost unbounded slope (``C=1e4``), probabilities of 0 and 1 and a log
+#: loss far above a constant 0.5's. Test log loss of the default estimator,
+#: mean over 5 seeds, for 20 / 60 / 200 / 600 / 2,000 training pairs of
+#: digits: 1.72 / 0.89 / 1.20 / 0.21 / 0.037 with ``C=1e4``, 0.71 / 0.40 /
+#: 0.35 / 0.17 / 0.039 with 10; of a generated 10-class set: 3.85 / 0.81 /
+#: 0.68 / 0.62 / 0.49 against 1.41 / 0.77 / 0.67 / 0.62 / 0.49. (3 did
+#: better on the fewest pairs, worse on the most; 30 the reverse.)
+PAIR_SLOPE_C = 10.0
+
+
 def pair_logistic(d, same):
     """``(slope, intercept)`` of the probability that a pair is same, from the
-    dissimilarities ``d`` of calibration pairs: :func:`fit_logistic_1d`, or,
-    where closer pairs are no more often the same, a probability (almost)
-    flat at the fraction of same pairs, still decreasing so that it ranks
-    pairs as the dissimilarity does."""
-    slope, intercept = fit_logistic_1d(d, same)
+    dissimilarities ``d`` of calibration pairs: :func:`fit_logistic_1d` with
+    a prior on the slope (:data:`PAIR_SLOPE_C`), or, where closer pairs are
+    no more often the same, a probability (almost) flat at the fraction of
+    same pairs, still decreasing so that it ranks pairs as the dissimilarity
+    does."""
+    slope, intercept = fit_logistic_1d(d, same, C=PAIR_SLOPE_C)
     if not slope < 0:
         rate = np.clip(same.mean(), 1e-3, 1 - 1e-3)
         slope, intercept = -1e-6, float(logit(rate)) + 1e-6 * float(np.mean(d))

@@ -573,7 +573,9 @@ class SiamesePairClassifier(ClassifierMixin, TransformerMixin, _BaseSiamese):
         """Calibrated probabilities of "different" and "same".
 
         A logistic function of the pair's dissimilarity, fitted on the pairs
-        held out from training (see ``validation_fraction``). It reflects the
+        held out from training (see ``validation_fraction``), its slope held
+        back by a weak prior so that a few held-out pairs that happen to be
+        separated do not give probabilities of 0 and 1. It reflects the
         proportion of same pairs in the training data.
 
         Parameters
