@@ -612,6 +612,12 @@ class SiameseClassifier(
                     plan.rng, plan.device, plan.Z, len(plan.classes)
                 )
                 return self._partial_fit_step(plan.Z, plan.codes)
+            # _fit_context checks the parameters of an unfitted estimator
+            # only; every call reads them (batch_size, samples_per_class,
+            # references, ...), so a value set since is checked here, as
+            # fit would check it.
+            self._validate_params()
+            self._check_references()
             if classes is not None and not np.array_equal(
                 _check_classes(classes), self.classes_
             ):

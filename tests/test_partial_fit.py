@@ -123,6 +123,32 @@ def test_partial_fit_errors(cancer):
         fitted.partial_fit(X_train[y_train == 0][:10], y_train[y_train == 0][:10])
 
 
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"references": True}, "references must be 'all', 'prototypes' or a"),
+        ({"references": 0}, "'references' parameter of SiameseClassifier"),
+        ({"references": "centres"}, "'references' parameter of SiameseClassifier"),
+        ({"samples_per_class": 0}, "'samples_per_class' parameter of Siamese"),
+        ({"n_neighbors": 0}, "'n_neighbors' parameter of SiameseClassifier"),
+    ],
+)
+@pytest.mark.parametrize("first", ["partial_fit", "fit"])
+def test_parameters_set_between_calls_are_checked(cancer, params, match, first):
+    # scikit-learn checks the parameters at partial_fit's first call only;
+    # a value set since was read unchecked: a TypeError from numpy, an
+    # IndexError or a ZeroDivisionError from inside training.
+    X_train, _, y_train, _ = cancer
+    clf = SiameseClassifier(max_epochs=1, **SMALL)
+    if first == "fit":
+        clf.fit(X_train, y_train)
+    else:
+        clf.partial_fit(X_train[:100], y_train[:100], classes=[0, 1])
+    clf.set_params(**params)
+    with pytest.raises(ValueError, match=re.escape(match)):
+        clf.partial_fit(X_train[100:200], y_train[100:200])
+
+
 def test_classes_given_at_every_call_are_those_of_the_first(cancer):
     # A loop that passes classes at every call (as scikit-learn allows, and
     # dask-ml's Incremental does) trains as one that passes them once.
