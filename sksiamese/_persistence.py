@@ -231,8 +231,11 @@ def save(estimator, path):
     # Write next to the target and rename, so that a failed save never leaves a
     # truncated model where a good one was. Created as open() creates a file
     # (mode 0o666 less the umask), not readable by its owner alone as a file
-    # of tempfile.mkstemp is.
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    # of tempfile.mkstemp is. Its name starts as the target's, cut short: the
+    # whole would not fit where the target's is near the 255 that file
+    # systems allow.
+    start = os.path.basename(path)[:64]
+    tmp = os.path.join(folder, f".{start}.{secrets.token_hex(8)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     fd = os.open(tmp, flags, 0o666)
     try:

@@ -321,6 +321,17 @@ def test_saved_file_is_created_as_open_creates_one(fitted, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.zip"]
 
 
+def test_save_takes_a_name_as_long_as_open_takes(fitted, wine, tmp_path):
+    # 250 characters, within the 255 of common file systems: the file
+    # written first, next to it, took the whole name and failed with
+    # "File name too long".
+    _, X_test, _, _ = wine
+    path = tmp_path / ("m" * 246 + ".zip")
+    fitted.save(path)
+    assert_same_predictions(fitted, load(path), X_test)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
 def test_pickle_and_joblib_still_round_trip(fitted, wine, tmp_path):
     _, X_test, _, _ = wine
     assert_same_predictions(fitted, pickle.loads(pickle.dumps(fitted)), X_test)
