@@ -673,10 +673,14 @@ class BalancedProgressBar(ProgressBar):
         params = net.get_params_for(name)
         batch_size = params.get("batch_size", net.batch_size)
         samples_per_class = params.get("samples_per_class")
-        # partial_fit sets the batch parameters again at every call.
+        # The layout follows the classes present and the largest (codes:
+        # counted in one pass), which partial_fit's calls change at the same
+        # number of rows, as they change the batch parameters.
+        counts = np.bincount(y)
+        counts = counts[counts > 0]
         key = (training, len(y), batch_size, samples_per_class)
+        key += (len(counts), counts.max())
         if key not in self.counts_:
-            counts = np.unique(y, return_counts=True)[1]
             p, k = batch_layout(
                 max(len(counts), 2),
                 batch_size,

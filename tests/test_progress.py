@@ -71,3 +71,18 @@ def test_the_bar_follows_partial_fit_batch_sizes(wine_all, capsys, monkeypatch):
         clf.partial_fit(X[rows], y[rows], classes=[0, 1, 2])
         per_epoch = clf.history_[-1, "train_batch_count"]
         assert f"/{per_epoch} [" in capsys.readouterr().err
+
+
+def test_the_bar_follows_the_classes_present_in_partial_fit(capsys, monkeypatch):
+    # Once the kept samples are full, calls train on as many rows each; a
+    # class first seen in a later chunk changes the layout of the batches
+    # (3 classes of 21 in a batch of 64, not 2 of 32), and their count.
+    monkeypatch.setattr(sksiamese._classifier, "_RESERVOIR_SIZE", 5)
+    rng = np.random.RandomState(0)
+    clf = SiameseClassifier(verbose=2, batch_size=64, n_members=1, **SMALL)
+    for labels in ([0, 1], [0, 1], [0, 1, 2]):
+        y = np.repeat(labels, 118 // len(labels) + 1)[:118]
+        clf.partial_fit(rng.normal(size=(118, 3)) + y[:, None], y, classes=[0, 1, 2])
+        per_epoch = clf.history_[-1, "train_batch_count"]
+        assert f"/{per_epoch} [" in capsys.readouterr().err
+    assert per_epoch == 3  # 128 rows, 63 a batch
