@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._base import FitPlan, _BaseSiamese, restore_on_failure
 from ._calibration import (
+    PAIR_SLOPE_C,
     calibration_scores,
     check_strategy,
     class_weight_vector,
@@ -548,7 +549,10 @@ class SiameseClassifier(
         self.temperature_, self._prior_scale = fit_temperature(
             cal.S, cal.codes, log_class_prior(self.class_prior_), cal.weights
         )
-        self.pair_calibration_ = fit_logistic_1d(cal.d, cal.same)
+        # The pair estimator's prior on the slope (PAIR_SLOPE_C): with a few
+        # dozen samples, a few calibration pairs separated by chance gave
+        # pair_score probabilities of 0 and 1 too.
+        self.pair_calibration_ = fit_logistic_1d(cal.d, cal.same, C=PAIR_SLOPE_C)
         return self
 
     def _keep_references(self, refs, classes, counts):
