@@ -32,6 +32,7 @@ from ._training import (
     build_module,
     data_device,
     make_net,
+    recording_gradients,
     resolve_batch_size,
     resolve_device,
     seeded,
@@ -364,7 +365,7 @@ class _BaseSiamese(BaseEstimator):
     def _fit(self, X, y):
         """Set up, train and finish; the estimator is left as it was if any
         step fails."""
-        with restore_on_failure(self):
+        with restore_on_failure(self), recording_gradients():
             plan = self._fit_setup(X, y)
             self._train(plan)
             return self._fit_finish(plan)

@@ -46,7 +46,7 @@ from ._references import (
     select_references,
     update_reservoir,
 )
-from ._training import EmbeddedRows, batch_params, seeded
+from ._training import EmbeddedRows, batch_params, recording_gradients, seeded
 
 # Samples of each class kept (by reservoir sampling) across partial_fit calls:
 # they give rare classes partners in later chunks, and the references and
@@ -600,7 +600,7 @@ class SiameseClassifier(
         -------
         self : SiameseClassifier
         """
-        with restore_on_failure(self, deep=("net_", "_stream")):
+        with restore_on_failure(self, deep=("net_", "_stream")), recording_gradients():
             if not hasattr(self, "_stream") and not hasattr(self, "net_"):
                 if classes is None:
                     raise ValueError(

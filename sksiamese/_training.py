@@ -774,6 +774,15 @@ def warn_if_not_converged(estimator, net):
 # -- devices and seeds ---------------------------------------------------------
 
 
+@contextlib.contextmanager
+def recording_gradients():
+    """Training's grad mode, whatever the caller's: ``fit`` called under
+    ``torch.no_grad()`` or ``torch.inference_mode()`` (from an evaluation
+    loop, say) would otherwise fail inside ``backward()``."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
 def resolve_device(device):
     """Turn the ``device`` parameter into a torch device string."""
     if device == "auto":

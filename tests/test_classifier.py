@@ -733,3 +733,14 @@ def test_many_classes_train_past_chance():
     assert clf.history_[-1, "train_loss"] < np.log(per_batch) - 0.2
     assert clf.transform(X[:1000]).std(0).mean() > 0.05
     assert k == 4
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_fit_under_a_no_grad_context_trains_as_outside(iris, context):
+    # From an evaluation loop, say: training records its gradients anyway.
+    X, y = iris
+    params = dict(max_epochs=2, hidden_layer_sizes=(16,), random_state=0)
+    with context():
+        clf = SiameseClassifier(**params).fit(X, y).partial_fit(X, y)
+    ref = SiameseClassifier(**params).fit(X, y).partial_fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), ref.predict_proba(X))
