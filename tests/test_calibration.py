@@ -249,9 +249,9 @@ def test_many_classes_calibrate_on_fewer_samples_of_each():
     ]
 
 
-def test_a_fit_scores_the_capped_calibration_samples(monkeypatch):
-    monkeypatch.setattr(_calibration, "_CALIBRATION_SAMPLES", 300)
-    monkeypatch.setattr(_calibration, "_CALIBRATION_MIN_PER_CLASS", 5)
+def _record_fit_temperature(monkeypatch):
+    """The list that each call of the classifier's ``fit_temperature`` adds
+    its ``(codes, weights)`` to."""
     seen = []
     fit_temperature_ = _classifier.fit_temperature
 
@@ -260,6 +260,13 @@ def test_a_fit_scores_the_capped_calibration_samples(monkeypatch):
         return fit_temperature_(S, codes, log_prior, weights)
 
     monkeypatch.setattr(_classifier, "fit_temperature", recorded)
+    return seen
+
+
+def test_a_fit_scores_the_capped_calibration_samples(monkeypatch):
+    monkeypatch.setattr(_calibration, "_CALIBRATION_SAMPLES", 300)
+    monkeypatch.setattr(_calibration, "_CALIBRATION_MIN_PER_CLASS", 5)
+    seen = _record_fit_temperature(monkeypatch)
     rng = np.random.RandomState(0)
     y = np.repeat(np.arange(30), 30)
     X = rng.normal(size=(len(y), 3)) + (y % 4)[:, None]
@@ -286,14 +293,7 @@ def test_partial_fit_calibrates_at_the_frequencies_of_all_samples_seen(monkeypat
     # 0.080 against a rate of 0.034, and a log loss of 0.092 against 0.038
     # after fit).
     monkeypatch.setattr(_classifier, "_RESERVOIR_SIZE", 20)
-    seen = []
-    fit_temperature_ = _classifier.fit_temperature
-
-    def recorded(S, codes, log_prior, weights):
-        seen.append((codes, weights))
-        return fit_temperature_(S, codes, log_prior, weights)
-
-    monkeypatch.setattr(_classifier, "fit_temperature", recorded)
+    seen = _record_fit_temperature(monkeypatch)
     rng = np.random.RandomState(0)
     y = np.r_[np.zeros(200, dtype=int), np.ones(20, dtype=int)]
     X = rng.normal(size=(len(y), 3)) + y[:, None]
