@@ -431,7 +431,13 @@ class SiameseNet(NeuralNet):
         compiled = self.__dict__.setdefault("_compiled", {})
         if name not in compiled or compiled[name][0] is not module:
             kwargs = self.get_params_for("compile")
-            compiled[name] = (module, torch.compile(module, **kwargs))
+            try:
+                compiled[name] = (module, torch.compile(module, **kwargs))
+            except (RuntimeError, TypeError, ValueError) as exc:
+                # Its arguments' values, checked by torch.compile itself.
+                raise ValueError(
+                    f"compile={kwargs!r} was refused by torch.compile: {exc}"
+                ) from exc
         return compiled[name][1]
 
     def _set_training(self, training=True):

@@ -451,6 +451,14 @@ CASES = [
         r"image_shape=\(-1, -3\) does not match X with 3 features .* positive",
     ),
     Case(
+        "compile-mode-not-a-mode",
+        {"compile": {"mode": 3}},
+        "fit",
+        (X, y),
+        ValueError,
+        r"compile=\{'mode': 3\} was refused by torch.compile: .*mode=3",
+    ),
+    Case(
         "references-bool",
         {"references": True},
         "fit",
