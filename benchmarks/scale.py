@@ -122,10 +122,11 @@ def main(argv=None):
         options = [] if args.n_members is None else ["--n-members", str(args.n_members)]
         if args.compile:
             options += ["--compile"] + ([] if args.compile is True else [args.compile])
+        # The child's stderr is not captured, so that its error, if any, shows.
         out = subprocess.run(
             [sys.executable, __file__, "--one", str(n), *options],
             check=True,
-            capture_output=True,
+            stdout=subprocess.PIPE,
             text=True,
         ).stdout
         r = json.loads(out.strip().splitlines()[-1])
