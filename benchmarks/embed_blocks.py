@@ -97,6 +97,9 @@ def main(argv=None):
         args.rows = "8192,16384,32768,65536" if on_gpu else "256,1024,4096"
     sizes = [int(r) for r in args.rows.split(",")]
     n_images = args.n_images or (4096 if on_gpu else 64)
+    if n_images < 40:
+        # fit needs two images of each of the 20 classes below.
+        parser.error("--n-images must be at least 40 (20 classes of 2 images)")
     rng = np.random.RandomState(0)
     X = rng.normal(size=(args.n_samples, args.n_features)).astype(np.float32)
     y = (X[:, 0] + rng.normal(size=len(X)) > 1.0).astype(int)
