@@ -31,7 +31,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from sksiamese import SiameseClassifier
 
-LOSSES = ("prototype", "contrastive", "triplet", "bce")
+LOSSES = ("prototype", "nca", "contrastive", "triplet", "bce")
 
 
 def make_pairs(y, n_pairs, rng):
