@@ -387,6 +387,12 @@ def main(argv=None):
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    unknown = [n for n in args.datasets.split(",") if n not in DATASETS]
+    if unknown:
+        parser.error(
+            f"--datasets: no set named {', '.join(unknown)}; "
+            f"the sets are {','.join(DATASETS)}"
+        )
     limit_threads(args.threads)
 
     start = time.perf_counter()
@@ -426,7 +432,11 @@ def main(argv=None):
             d: cross_validate(lambda: blank_models(args.seed), X, y, cv)
             for d, (X, y) in blank_data.items()
         }
-        print_table("2. Encoding of blanks (SiameseClassifier)", blank_results, metrics)
+        title = "2. Encoding of blanks (SiameseClassifier)"
+        if blank_results:
+            print_table(title, blank_results, metrics)
+        else:
+            print(f"\n{title}: none of the sets has blanks")
     if "3" in args.tables:
         ref_results = {}
         for d, (X, y) in data.items():

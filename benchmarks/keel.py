@@ -99,6 +99,7 @@ def main(argv=None):
             action="store_true",
             help="also run the previous default (one network, early stopping)",
         ),
+        other_sets=True,
     )
     start = time.perf_counter()
     make = models_with_previous if args.previous else models

