@@ -23,7 +23,7 @@ it starts and ends, so that its time is its own: on a GPU that removes some
 overlap of host and device work, and the phases may sum to a little more than
 an untimed call.
 
-Run: ``python benchmarks/phases.py [--device cpu] [--n-samples 100000]
+Run: ``python benchmarks/phases.py [--device auto] [--n-samples 100000]
 [--epochs 5] [--batch-size auto] [--n-members 8] [--n-classes 2]``
 """
 
