@@ -473,16 +473,19 @@ class SiameseClassifier(
         """
         return self._fit(X, y)
 
-    def _check_references(self):
-        """Check ``references`` where it is read: at fit, and at
-        :meth:`fit_references`, which a value set since fit reaches."""
+    def _validate_read_params(self, *names):
+        """Check the parameters ``names`` where a fitted estimator reads them
+        (a value set since fit), with the error fit would give."""
         validate_parameter_constraints(
-            {"references": self._parameter_constraints["references"]},
-            {"references": self.references},
+            {name: self._parameter_constraints[name] for name in names},
+            {name: getattr(self, name) for name in names},
             caller_name=type(self).__name__,
         )
-        # scikit-learn's integer constraint takes a bool (as 1): here it is
-        # no number of centres but a misreading of the parameter.
+
+    def _check_references(self):
+        """Refuse a bool ``references``, which scikit-learn's integer
+        constraint takes (as 1): no number of centres but a misreading of the
+        parameter. The constraints themselves are checked before."""
         if isinstance(self.references, (bool, np.bool_)):
             raise ValueError(
                 "references must be 'all', 'prototypes' or a number of "
@@ -622,11 +625,11 @@ class SiameseClassifier(
             # fit would check it.
             self._validate_params()
             self._check_references()
-            if classes is not None and not np.array_equal(
-                _check_classes(classes), self.classes_
-            ):
+            if classes is not None:
+                classes = _check_classes(classes)
+            if classes is not None and not np.array_equal(classes, self.classes_):
                 raise ValueError(
-                    f"classes={_check_classes(classes).tolist()} is not "
+                    f"classes={classes.tolist()} is not "
                     f"classes_={self.classes_.tolist()}, the classes of the first "
                     "call to partial_fit (or of fit or fit_references): leave "
                     "classes out after the first call, or fit anew."
@@ -707,6 +710,7 @@ class SiameseClassifier(
         self : SiameseClassifier
         """
         check_is_fitted(self)
+        self._validate_read_params("references")
         self._check_references()
         Z = self._scaled(X)
         classes, codes = _labels(
@@ -745,12 +749,7 @@ class SiameseClassifier(
     def _class_dissimilarity(self, X):
         check_is_fitted(self)
         # Read here, not at fit only: a value set since is checked too.
-        names = ("n_neighbors", "class_weight")
-        validate_parameter_constraints(
-            {name: self._parameter_constraints[name] for name in names},
-            {name: getattr(self, name) for name in names},
-            caller_name=type(self).__name__,
-        )
+        self._validate_read_params("n_neighbors", "class_weight")
         X = self._validate_X(X, reset=False)
         # Model files written before references had weights: one sample each.
         weights = getattr(self, "_reference_weights", None)
