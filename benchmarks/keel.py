@@ -38,8 +38,7 @@ import time
 
 import numpy as np
 from imbalanced import LOWER_IS_BETTER, baselines  # this folder's benchmarks
-from scaling import parse_args, print_table, print_total
-from scipy.stats import rankdata
+from scaling import parse_args, print_means_and_ranks, print_table, print_total
 
 from sksiamese import SiameseClassifier
 
@@ -119,13 +118,9 @@ def main(argv=None):
             f"time {table[:, 0, fit].sum() / previous[:, fit].sum():.2f} times "
             "the previous default's (total over the sets)"
         )
-    sign = np.array([1.0 if m in LOWER_IS_BETTER else -1.0 for m in MEASURES])
-    ranks = rankdata(sign * table, axis=1).mean(axis=0)
     print(f"\nOver {len(table)} sets" + "".join(f"{n:>20}" for n in names))
-    for j, measure in enumerate(MEASURES):
-        for label, values in (("mean", table.mean(axis=0)), ("mean rank", ranks)):
-            cells = "".join(f"{v[j]:>20.3f}" for v in values)
-            print(f"{label + ' ' + measure:<28}{cells}")
+    ranks = print_means_and_ranks(names, table, MEASURES, LOWER_IS_BETTER, (28, 20))
+    sign = np.array([1.0 if m in LOWER_IS_BETTER else -1.0 for m in MEASURES])
     ours, others = table[:, 0].mean(axis=0), table[:, 1:].mean(axis=0)
     best = np.where(sign > 0, others.min(axis=0), others.max(axis=0))
     best_rank = ranks[1:].min(axis=0)

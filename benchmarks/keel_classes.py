@@ -38,8 +38,8 @@ import time
 import numpy as np
 from imbalanced import limit_threads  # this folder's benchmarks
 from joblib import Parallel, delayed
-from scaling import parse_args, print_total
-from scipy.stats import rankdata, wilcoxon
+from scaling import parse_args, print_means_and_ranks, print_total
+from scipy.stats import wilcoxon
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss
 from sklearn.model_selection import StratifiedKFold
@@ -124,13 +124,10 @@ def summary(names, table, title):
     (set, model, measure)."""
     print(f"\n{title} ({len(table)})")
     print(f"{'':<20}" + "".join(f"{n:>16}" for n in names))
-    sign = np.array([1.0 if m in LOWER_IS_BETTER else -1.0 for m in MEASURES])
-    ranked = len(MODELS)  # an extra model is not ranked
-    ranks = rankdata(sign * table[:, :ranked], axis=1).mean(axis=0)
-    for j, measure in enumerate(MEASURES):
-        for label, values in (("mean", table.mean(axis=0)), ("mean rank", ranks)):
-            cells = "".join(f"{v[j]:>16.3f}" for v in values)
-            print(f"{label + ' ' + measure:<20}{cells}")
+    # An extra model (early stopping) is not ranked.
+    print_means_and_ranks(
+        names, table, MEASURES, LOWER_IS_BETTER, (20, 16), ranked=len(MODELS)
+    )
     acc, loss = MEASURES.index("accuracy"), MEASURES.index("log loss")
     fit = MEASURES.index("fit s")
     for k, name in enumerate(names[1:], start=1):

@@ -26,6 +26,7 @@ from imbalanced import (  # this folder's rare-case benchmark
     limit_threads,
 )
 from joblib import Parallel, delayed
+from scipy.stats import rankdata
 from sklearn.model_selection import StratifiedKFold
 
 from sksiamese import SiameseClassifier
@@ -194,6 +195,22 @@ def print_table(
         )
         print(f"{name:<{name_width}} {n_rows:>5} {n_cases:>5}  {cells}")
     return names, rows
+
+
+def print_means_and_ranks(names, table, measures, lower_is_better, widths, ranked=None):
+    """For each of ``measures``, print the mean over the sets of ``table``
+    (set, model, measure) of every model and the mean rank of the first
+    ``ranked`` models among themselves (all by default; 1 = best, the
+    ``lower_is_better`` measures ranked from the lowest); ``widths``: of the
+    row labels and of a model's column. Returns the mean ranks."""
+    label_width, width = widths
+    sign = np.array([1.0 if m in lower_is_better else -1.0 for m in measures])
+    ranks = rankdata(sign * table[:, :ranked], axis=1).mean(axis=0)
+    for j, measure in enumerate(measures):
+        for label, values in (("mean", table.mean(axis=0)), ("mean rank", ranks)):
+            cells = "".join(f"{v[j]:>{width}.3f}" for v in values)
+            print(f"{label + ' ' + measure:<{label_width}}{cells}")
+    return ranks
 
 
 def print_total(args, start):
