@@ -11,7 +11,8 @@ the calls nest:
 - ``fit``: the set-up (validation, scaling statistics, the network), the
   training (skorch's loop; its epochs alone are skorch's ``dur``), and what
   comes after the epochs: the calibration scores (embedding the rows they read,
-  scoring them against references they were not among), the references
+  scoring them against references they were not among: out of bag, with
+  each member's k-means on the rows it trained on), the references
   (embedding, k-means per class), the temperature and the pair calibration;
 - ``predict_proba``: validation, then embedding and scoring in one pass (the
   embeddings meet the references on the device), of which scoring.
@@ -56,6 +57,8 @@ PHASES = [
     (sksiamese._base._BaseSiamese, "_validate_X", "validation"),
     (sksiamese._training.SiameseNet, "embed", "embedding"),
     (sksiamese._references, "class_dissimilarity", "scoring"),
+    # The calibration's out-of-bag scores call it from there.
+    (sksiamese._calibration, "class_dissimilarity", "scoring"),
 ]
 
 

@@ -10,7 +10,8 @@ neighbour model (:class:`~sklearn.neighbors.NeighborhoodComponentsAnalysis` +
 :class:`~sklearn.neighbors.KNeighborsClassifier`), on three datasets that ship
 with scikit-learn. :class:`~sksiamese.SiameseClassifier` runs with its defaults:
 it scales its inputs itself, trains for 30 epochs on class-balanced batches,
-and calibrates its probabilities on a two-fold split of the training data.
+and calibrates its probabilities on samples each scored by an ensemble member
+that left it out of its training.
 """
 
 # %%

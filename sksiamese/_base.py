@@ -519,8 +519,10 @@ class _BaseSiamese(BaseEstimator):
         where same and different pairs are equally common.
 
         A logistic function of :meth:`pair_distance`, fitted on as many same
-        as different pairs: samples scored against references of the other
-        half of a two-fold split of the training data (with
+        as different pairs: the calibration samples of ``predict_proba``
+        (out of bag: each sample with a training sample, compared by the
+        ensemble member that left the first out; or samples against the
+        other half of a two-fold split of the training data; with
         ``early_stopping``, the held-out samples against the training ones).
         Where a share ``s`` of the pairs are same, the odds are ``s / (1 -
         s)`` times as large: ``1 / (1 + (1 - s) / s * (1 - p) / p)`` for a

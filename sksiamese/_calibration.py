@@ -3,8 +3,9 @@
 - The classifier's probabilities: ``softmax(-S / T + a * log(prior))`` of its
   class dissimilarities ``S`` (:mod:`sksiamese._references`), with the
   temperature ``T`` and prior weight ``a`` fitted on samples scored against
-  references they were not among (held out, or cross-fitted on two halves of
-  the training data), and the class weights and priors that shift them.
+  references they were not among (held out; out of bag, by the ensemble
+  member that left each out of its training; or cross-fitted on two halves
+  of the training data), and the class weights and priors that shift them.
 - The probability that a pair is alike, a logistic function of its
   dissimilarity (both estimators).
 - Decision thresholds chosen on held-out scores, one selector for both
@@ -18,9 +19,10 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.special import expit, logit, softmax
 
-from ._references import select_references
+from ._references import class_dissimilarity, select_references
 
 STRATEGIES = ("balanced_accuracy", "accuracy", "f_beta", "max_tpr", "max_tnr")
 
@@ -263,7 +265,8 @@ _CALIBRATION_PER_CLASS = 2000
 # With many classes, fewer of each: at most this many in all (each is scored
 # against every class's references), but never fewer than
 # _CALIBRATION_MIN_PER_CLASS of a class. Both bound each scored part: the
-# held-out samples, or each of the two halves (twice as many in all).
+# held-out samples, or each of the two halves (twice as many in all; out of
+# bag, as many in all as the two halves).
 _CALIBRATION_SAMPLES = 20_000
 _CALIBRATION_MIN_PER_CLASS = 50
 
@@ -446,19 +449,27 @@ def calibration_scores(
     train=None,
     held=None,
     class_counts=None,
+    left_out=None,
 ):
     """:class:`CalibrationData` from the embedded training data ``E``.
 
     With a held-out split (indices ``train`` and ``held``), the held-out
     samples are scored against references chosen from the training ones.
-    Without (``held`` None), two stratified halves are each scored against
-    the references of the other; samples of a class seen only once (possible
-    after ``partial_fit``) are left out. ``references`` and ``n_neighbors``
-    are the estimator's parameters. ``class_counts``: the samples of each
-    class that ``E`` stands for, when it holds only some of them
-    (``partial_fit``'s kept samples); the weights then restore those
-    frequencies.
+    With ``left_out`` (the ensemble member that left each row of ``E`` out
+    of its training, see :func:`~sksiamese._losses.prototype_loss`), out of
+    bag: the rows each member left out are scored by that member alone
+    against references chosen from the rows it trained on. Otherwise two
+    stratified halves are each scored against the references of the other;
+    samples of a class seen only once (possible after ``partial_fit``) are
+    left out. ``references`` and ``n_neighbors`` are the estimator's
+    parameters. ``class_counts``: the samples of each class that ``E``
+    stands for, when it holds only some of them (``partial_fit``'s kept
+    samples); the weights then restore those frequencies.
     """
+    if left_out is not None:
+        return _out_of_bag(
+            net, E, codes, n_classes, references, n_neighbors, rng, left_out
+        )
     cal = _calibration_data(
         net, E, codes, n_classes, references, n_neighbors, rng, train, held
     )
@@ -472,9 +483,19 @@ def _calibration_data(
     net, E, codes, n_classes, references, n_neighbors, rng, train, held
 ):
     """:func:`calibration_scores` at the frequencies of ``codes``."""
+    module, device = net.module_, net.device
     if held is not None:
         return _scored(
-            net, E, codes, held, train, n_classes, references, n_neighbors, rng
+            module,
+            device,
+            E,
+            codes,
+            held,
+            train,
+            n_classes,
+            references,
+            n_neighbors,
+            rng,
         )
     # Indices of the samples kept, not a copy of their embeddings.
     kept = np.flatnonzero(np.bincount(codes, minlength=n_classes)[codes] >= 2)
@@ -485,7 +506,8 @@ def _calibration_data(
         half[idx[: len(idx) // 2]] = True
     parts = [
         _scored(
-            net,
+            module,
+            device,
             E,
             codes,
             kept[q],
@@ -497,6 +519,11 @@ def _calibration_data(
         )
         for q in (half, ~half)
     ]
+    return _concatenated(parts)
+
+
+def _concatenated(parts):
+    """The :class:`CalibrationData` of ``parts``, one after the other."""
     return CalibrationData(
         *(
             np.concatenate([getattr(p, f) for p in parts])
@@ -505,24 +532,110 @@ def _calibration_data(
     )
 
 
-def _scored(net, E, codes, q, r, n_classes, references, n_neighbors, rng):
-    """The samples ``q`` (at most :func:`calibration_cap` per class)
-    scored against references chosen from the samples ``r``."""
+def _out_of_bag(net, E, codes, n_classes, references, n_neighbors, rng, left_out):
+    """:func:`calibration_scores` of the rows of ``E`` each scored by the
+    ensemble member that left it out (``left_out``), against references
+    from the rows that member trained on.
+
+    A member compares its own embeddings (its columns of ``E``) as the
+    ensemble compares whole ones (:meth:`SiameseModule.one_member`). Each
+    member's rows are at most ``2 / n_members`` of :func:`calibration_cap`
+    per class, so that all of them together are as many as the two halves
+    would be.
+    """
+    module = net.module_
+    n_members = module.n_members
+    one = module.one_member()
+    cap = max(1, -(-2 * calibration_cap(n_classes) // n_members))
+    parts = []
+    for m in range(n_members):
+        rows = np.flatnonzero(left_out == m)
+        if not len(rows):
+            continue
+        view = _Member(E, m, n_members)
+        trained = np.flatnonzero(left_out != m)
+        parts.append(
+            _scored(
+                one,
+                net.device,
+                view,
+                codes,
+                rows,
+                trained,
+                n_classes,
+                references,
+                n_neighbors,
+                rng,
+                cap,
+            )
+        )
+    return _concatenated(parts)
+
+
+class _Member:
+    """Member ``m`` of ``n_members``' embeddings of the rows of ``E`` (an
+    array, or :class:`~sksiamese._training.EmbeddedRows`, of the members'
+    embeddings side by side), indexed like an array."""
+
+    def __init__(self, E, m, n_members):
+        self._E, self._m, self._n_members = E, m, n_members
+
+    def __len__(self):
+        return len(self._E)
+
+    def __getitem__(self, index):
+        e = self._E[index]
+        width = e.shape[-1] // self._n_members
+        return np.ascontiguousarray(e[..., self._m * width : (self._m + 1) * width])
+
+    def embed_rows(self, rows):
+        if hasattr(self._E, "embed_rows"):
+            self._E.embed_rows(rows)
+
+
+def _scored(
+    module, device, E, codes, q, r, n_classes, references, n_neighbors, rng, cap=None
+):
+    """The samples ``q`` (at most ``cap``, by default :func:`calibration_cap`,
+    per class) scored by ``module`` against references chosen from the
+    samples ``r``."""
     # The rows ``r`` are most of ``E`` (a half, or all but the held-out
     # share): they are indexed where needed, never copied as a whole.
-    refs = select_references(E, codes, references, rng, rows=r, device=net.device)
-    keep, weights = cap_per_class(codes[q], calibration_cap(n_classes), rng)
+    refs = select_references(E, codes, references, rng, rows=r, device=device)
+    if cap is None:
+        cap = calibration_cap(n_classes)
+    keep, weights = cap_per_class(codes[q], cap, rng)
     q = q[keep]
     Q = E[q]
-    S = refs.dissimilarity(net, Q, n_classes, n_neighbors)
-    d, same = calibration_pairs(net, Q, codes[q], E, codes[r], rng, rows=r)
+    S = class_dissimilarity(
+        module,
+        Q,
+        refs.embeddings,
+        refs.codes,
+        n_classes,
+        n_neighbors,
+        refs.weights,
+        device=device,
+    )
+    d, same = calibration_pairs(module, device, Q, codes[q], E, codes[r], rng, rows=r)
     return CalibrationData(S, codes[q], weights, d, same)
 
 
-def calibration_pairs(net, Q, q_codes, R, r_codes, rng, max_queries=10_000, rows=None):
-    """Dissimilarities of one same-class and one other-class pair per query
-    (at most ``max_queries`` of them), and whether each pair is same. With
-    ``rows``, the references are those rows of ``R`` (``r_codes`` theirs)."""
+@torch.inference_mode()
+def _rowwise(module, device, A, B):
+    """``module.rowwise`` of the embedding rows ``A`` and ``B``, on ``device``."""
+    a = torch.as_tensor(A, device=device)
+    b = torch.as_tensor(B, device=device)
+    return module.rowwise(a, b).cpu().numpy()
+
+
+def calibration_pairs(
+    module, device, Q, q_codes, R, r_codes, rng, max_queries=10_000, rows=None
+):
+    """Dissimilarities by ``module`` (on ``device``) of one same-class and
+    one other-class pair per query (at most ``max_queries`` of them), and
+    whether each pair is same. With ``rows``, the references are those rows
+    of ``R`` (``r_codes`` theirs)."""
     if len(Q) > max_queries:
         keep = rng.choice(len(Q), max_queries, replace=False)
         Q, q_codes = Q[keep], q_codes[keep]
@@ -537,8 +650,8 @@ def calibration_pairs(net, Q, q_codes, R, r_codes, rng, max_queries=10_000, rows
     other_pick = order[np.where(j < lo, j, j + (hi - lo))]
     if rows is not None:
         same_pick, other_pick = rows[same_pick], rows[other_pick]
-    d_same = net.rowwise(Q, R[same_pick])
-    d_other = net.rowwise(Q, R[other_pick])
+    d_same = _rowwise(module, device, Q, R[same_pick])
+    d_other = _rowwise(module, device, Q, R[other_pick])
     d = np.concatenate([d_same, d_other])
     same = np.r_[np.ones(len(Q)), np.zeros(len(Q))]
     return d, same

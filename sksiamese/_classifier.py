@@ -46,7 +46,13 @@ from ._references import (
     select_references,
     update_reservoir,
 )
-from ._training import EmbeddedRows, batch_params, recording_gradients, seeded
+from ._training import (
+    EmbeddedRows,
+    batch_params,
+    n_members,
+    recording_gradients,
+    seeded,
+)
 
 # Samples of each class kept (by reservoir sampling) across partial_fit calls:
 # they give rare classes partners in later chunks, and the references and
@@ -236,9 +242,11 @@ class SiameseClassifier(
         stop when the loss on it has not improved for ``n_iter_no_change``
         epochs, keep the best weights, and calibrate ``predict_proba`` on it.
         By default every sample trains for ``max_epochs`` epochs and the
-        calibration uses a two-fold split of the training data: on tables
-        with a rare class, holding out a tenth of its few samples cost more
-        than early stopping saved (:ref:`training`).
+        calibration scores each sample with an ensemble member that left it
+        out of its training (out of bag; with fewer than 4 members or another
+        loss than ``"prototype"``, a two-fold split of the training data): on
+        tables with a rare class, holding out a tenth of its few samples cost
+        more than early stopping saved (:ref:`training`).
 
     validation_fraction : float, default=0.1
         Fraction of the training data held out when ``early_stopping=True``.
@@ -514,7 +522,17 @@ class SiameseClassifier(
         train, held = _stratified_holdout(
             codes, self.validation_fraction if self.early_stopping else 0, rng
         )
+        if held is None and self._out_of_bag():
+            # The targets: each row's class code and the member that leaves
+            # it out (the prototype loss reads both).
+            return train, held, np.c_[codes, _left_out(codes, n_members(self), rng)]
         return train, held, codes
+
+    def _out_of_bag(self):
+        """Whether a fit with nothing held out calibrates out of bag: each
+        member of the encoder's ensemble leaves some rows out of its training,
+        and scores them for the calibration."""
+        return self.loss == "prototype" and n_members(self) >= _OUT_OF_BAG_MEMBERS
 
     def _criterion(self, classes):
         weights = class_weight_vector(self.class_weight, classes)
@@ -536,6 +554,8 @@ class SiameseClassifier(
             plan.train,
             plan.held,
             plan.class_counts,
+            # The member that left each row out, when members did (_split).
+            plan.targets[:, 1] if plan.targets.ndim == 2 else None,
         )
         counts = plan.class_counts
         if counts is None:
@@ -999,6 +1019,24 @@ def _codes(y, classes, n_samples):
             f"y contains labels not in classes: {np.unique(y[unknown]).tolist()}."
         )
     return codes
+
+
+# Out-of-bag calibration needs this many ensemble members at least: each
+# member trains on all rows but its share, 1 / n_members of them.
+_OUT_OF_BAG_MEMBERS = 4
+
+
+def _left_out(codes, k, rng):
+    """The member (of ``k``) that leaves each sample out: in each class the
+    samples are dealt to the members in turn, in a random order and from a
+    random first member, so that every member leaves out about ``1 / k`` of
+    every class and a class of at least two samples keeps samples in every
+    member."""
+    left_out = np.empty(len(codes), dtype=codes.dtype)
+    for c in np.unique(codes):
+        rows = rng.permutation(np.flatnonzero(codes == c))
+        left_out[rows] = (np.arange(len(rows)) + rng.randint(k)) % k
+    return left_out
 
 
 def _stratified_holdout(codes, fraction, rng):

@@ -282,12 +282,14 @@ class _PrototypeLoss(torch.autograd.Function):
     """The euclidean prototype loss of :func:`prototype_loss`, with its
     gradient written out.
 
-    Forward: the class means (``spread.T @ E``: ``spread`` is the one-hot
-    matrix of the classes over their sizes), minus the squared distances of
+    Forward: the class means (``spread.mT @ E``: ``spread`` is the one-hot
+    matrix of the classes over their sizes, one per member when members
+    leave samples out), minus the squared distances of
     every sample to every mean (times ``slope``: the leave-one-out factor on
     the own class, 1 elsewhere; -inf for the ``absent`` classes), a
     log-softmax over the classes and the weighted sum of minus the own
-    class's log-probability (``coef``: each sample's weight over the total).
+    class's log-probability (``coef``: each sample's weight over the total,
+    per member when members leave samples out).
     Backward: from the softmax kept by the forward pass, three matrix
     products, where autograd would run the reverse of every recorded
     operation: on a GPU at small batches each operation's launch, not its
@@ -296,7 +298,7 @@ class _PrototypeLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, E, onehot, spread, slope, absent, codes, coef):
-        means = spread.T @ E  # (members, classes, d)
+        means = spread.mT @ E  # (members, classes, d)
         sq_e = E.pow(2).sum(-1)
         sq_m = means.pow(2).sum(-1)
         # -|e|^2 - |m|^2 + 2 e.m: minus the squared distances in one kernel.
@@ -313,14 +315,14 @@ class _PrototypeLoss(torch.autograd.Function):
         log_p = torch.log_softmax(logits, dim=-1)
         picked = log_p.gather(-1, codes.expand(len(E), -1)[..., None])
         ctx.save_for_backward(E, means, spread, slope, coef, onehot, log_p)
-        return -(picked.squeeze(-1) @ coef).sum()
+        return -_sum_of_products(picked.squeeze(-1), coef)
 
     @staticmethod
     def backward(ctx, grad):
         E, means, spread, slope, coef, onehot, log_p = ctx.saved_tensors
         # d loss / d logits = coef (softmax - onehot), 0 for an absent
         # class; the logits are minus the squared distances times slope.
-        g = (log_p.exp() - onehot).mul_((grad * coef)[:, None]).mul_(slope)
+        g = (log_p.exp() - onehot).mul_((grad * coef)[..., None]).mul_(slope)
         # -|e|^2 - |m|^2 + 2 e.m, and each mean is spread.T @ E. (The clamp
         # of the forward pass only catches rounding: not differentiated.)
         dE = torch.baddbmm(E * g.sum(-1, keepdim=True), g, means, beta=-2.0, alpha=2.0)
@@ -329,13 +331,26 @@ class _PrototypeLoss(torch.autograd.Function):
 
 
 def _prototype_labels(
-    y, module, n_members, dtype, sample_weight=None, n_classes=None, renumber=None
+    y,
+    module,
+    n_members,
+    dtype,
+    sample_weight=None,
+    n_classes=None,
+    renumber=None,
+    left_out=None,
 ):
     """What :func:`prototype_loss` takes from the labels alone: each sample's
     column (its class's), the one-hot matrix of the classes and the columns
     of absent codes; with the euclidean distance and no head, the factors of
     :class:`_PrototypeLoss`, else the classes' sizes and the weights with
-    their total (``n_members`` values per sample)."""
+    their total (``n_members`` values per sample).
+
+    ``left_out``: the ensemble member that leaves each sample out (an index
+    in ``0 .. n_members - 1``), or None. A member then neither scores a
+    sample it leaves out nor counts it in its class means: every term is
+    made per member, ``(n_members, batch, ...)``.
+    """
     if renumber is None:
         renumber = not _networks._host_reads_are_free(y.device)
     if n_classes is not None and n_classes > len(y) and renumber:
@@ -349,10 +364,29 @@ def _prototype_labels(
         classes, codes = torch.unique(y, return_inverse=True)
     in_class = y[:, None] == classes[None, :]  # (batch, classes)
     onehot = in_class.to(dtype)
-    counts = onehot.sum(0)
-    absent = (counts == 0) if every_code else None  # columns of absent codes
+    kept = None
+    if left_out is not None:
+        # Each member's own samples: (members, batch), and its one-hot matrix.
+        members = torch.arange(n_members, device=y.device)
+        kept = (members[:, None] != left_out[None, :]).to(dtype)
+        onehot = kept[..., None] * onehot
+    counts = onehot.sum(-2)  # (classes,), or (members, classes)
+    absent = None
+    if every_code or kept is not None:
+        absent = counts == 0  # columns of absent codes
+        if kept is not None:
+            # For the samples each member keeps (a sample left out may be
+            # alone in its class: its own column stays finite, and its term,
+            # of weight 0, a number).
+            absent = absent[..., None, :] & kept.bool()[..., None]
     # A sample alone in its class has no term.
-    weights = (counts[codes] > 1).to(dtype)
+    own_count = counts[..., codes]  # (batch,), or (members, batch)
+    weights = (own_count > 1).to(dtype)
+    if kept is not None:
+        weights = weights * kept
+    # Each weight counts once per member (it has n_members values), or, made
+    # per member, once.
+    n_values = n_members if kept is None else 1
     if sample_weight is not None:
         weights = weights * sample_weight
     labels = dict(codes=codes, in_class=in_class, onehot=onehot, absent=absent)
@@ -361,21 +395,29 @@ def _prototype_labels(
         # distance to the mean of the others is (n / (n - 1))^2 times the one
         # to the whole class's mean, so one matrix of distances serves both.
         scale = (counts / (counts - 1).clamp(min=1)).pow(2)
-        labels["slope"] = torch.where(in_class, scale, 1.0)
+        labels["slope"] = torch.where(in_class, scale[..., None, :], 1.0)
         # The mean over members and samples, weighted.
-        labels["coef"] = weights / _weighted_total(weights, n_members, dtype)
-        labels["spread"] = onehot / counts.clamp(min=1)  # a mean is spread.T @ E
+        labels["coef"] = weights / _weighted_total(weights, n_values, dtype)
+        # A mean is spread.mT @ E.
+        labels["spread"] = onehot / counts.clamp(min=1)[..., None, :]
         return labels
-    labels["sizes"] = counts.clamp(min=1)[:, None]
-    labels["others"] = (counts[codes] - 1).clamp(min=1)[:, None]  # own mean's
+    labels["sizes"] = counts.clamp(min=1)[..., None]
+    labels["others"] = (own_count - 1).clamp(min=1)[..., None]  # own mean's
     labels["repeated"] = codes.repeat(n_members)
     labels["weights"] = weights
-    labels["total"] = _weighted_total(weights, n_members, dtype)
+    labels["total"] = _weighted_total(weights, n_values, dtype)
     return labels
 
 
 def prototype_loss(
-    emb, y, module, sample_weight=None, n_classes=None, renumber=None, labels=None
+    emb,
+    y,
+    module,
+    sample_weight=None,
+    n_classes=None,
+    renumber=None,
+    labels=None,
+    left_out=None,
 ):
     """Prototypical-network loss (Snell, Swersky and Zemel 2017) inside a batch.
 
@@ -400,11 +442,18 @@ def prototype_loss(
     than ``unique`` where there is no wait to save, so by default
     (``renumber=None``) it is done off a CPU only. ``labels`` is
     :func:`_prototype_labels` of ``y``, when already made.
+
+    ``left_out`` (one int per sample, or None): the ensemble member that
+    leaves each sample out, as if it had never seen it. That member neither
+    scores the sample nor counts it in its class means, so its loss, and
+    its gradient, owe nothing to that sample: the out-of-bag calibration of
+    :class:`~sksiamese.SiameseClassifier` scores each training sample with
+    the member that left it out.
     """
     E = module.members(emb)  # (members, batch, d)
     if labels is None:
         labels = _prototype_labels(
-            y, module, len(E), E.dtype, sample_weight, n_classes, renumber
+            y, module, len(E), E.dtype, sample_weight, n_classes, renumber, left_out
         )
     if module.head is None and module.distance == "euclidean":
         return _PrototypeLoss.apply(
@@ -416,7 +465,7 @@ def prototype_loss(
             labels["codes"],
             labels["coef"],
         )
-    sums = labels["onehot"].T @ E  # (members, classes, d)
+    sums = labels["onehot"].mT @ E  # (members, classes, d)
     means = sums / labels["sizes"]
     logits = -module.member_pairwise(E, means, squared=True)
     own_mean = (sums[:, labels["codes"]] - E) / labels["others"]
@@ -564,6 +613,10 @@ class InBatchLoss(nn.Module):
         1``; by default the length of ``class_weight``, if given). It spares
         the prototype loss a wait for a GPU at every step (see
         :func:`prototype_loss`).
+
+    The labels ``y`` are class codes, or for the prototype loss rows of
+    ``(class code, member)``: the ensemble member that leaves each sample
+    out (see :func:`prototype_loss`).
     """
 
     def __init__(
@@ -605,6 +658,8 @@ class InBatchLoss(nn.Module):
     def forward(self, emb, y, module):
         E = module.members(emb)
         labels = self._labels(y, E, module)
+        if y.dim() == 2:
+            y = y[:, 0]
         if self.loss == "prototype":
             return prototype_loss(emb, y, module, labels=labels)
         if self.loss == "nca":
@@ -655,11 +710,21 @@ class InBatchLoss(nn.Module):
 
     def _make_labels(self, y, E, module):
         """The terms of :meth:`_labels`, made (per loss: ``_*_labels``)."""
+        left_out = None
+        if y.dim() == 2:
+            if self.loss != "prototype":
+                raise ValueError(
+                    "Members leave samples out (labels of two columns) with "
+                    f"the prototype loss only, not {self.loss!r}."
+                )
+            y, left_out = y[:, 0], y[:, 1]
         w = None
         if self.class_weight is not None:
             w = self.class_weight.to(E.device)[y]
         if self.loss == "prototype":
-            return _prototype_labels(y, module, len(E), E.dtype, w, self.n_classes)
+            return _prototype_labels(
+                y, module, len(E), E.dtype, w, self.n_classes, left_out=left_out
+            )
         if self.loss == "nca":
             return _nca_labels(y, len(E), E.dtype, w) if len(y) >= 2 else None
         if self.loss == "triplet":

@@ -263,7 +263,8 @@ def _record_fit_temperature(monkeypatch):
     return seen
 
 
-def test_a_fit_scores_the_capped_calibration_samples(monkeypatch):
+@pytest.mark.parametrize("n_members, scored", [(8, 24), (1, 20)])
+def test_a_fit_scores_the_capped_calibration_samples(monkeypatch, n_members, scored):
     monkeypatch.setattr(_calibration, "_CALIBRATION_SAMPLES", 300)
     monkeypatch.setattr(_calibration, "_CALIBRATION_MIN_PER_CLASS", 5)
     seen = _record_fit_temperature(monkeypatch)
@@ -273,13 +274,17 @@ def test_a_fit_scores_the_capped_calibration_samples(monkeypatch):
     SiameseClassifier(
         hidden_layer_sizes=(8,),
         embedding_dim=4,
+        n_members=n_members,
         max_epochs=1,
         early_stopping=False,
         random_state=0,
     ).fit(X, y)
     ((codes, weights),) = seen
-    # 300 / 30 classes: 10 of each class in each half of 15, weighed back to 30.
-    np.testing.assert_array_equal(np.bincount(codes), np.full(30, 20))
+    # 300 / 30 classes: 10 of each class per part. One network: two halves of
+    # 15, 10 of each scored. Out of bag, each of the 8 members scores 2 * 10 /
+    # 8, rounded up to 3, of the 3 or 4 samples of each class it left out: 24
+    # in all. Either way weighed back to 30.
+    np.testing.assert_array_equal(np.bincount(codes), np.full(30, scored))
     np.testing.assert_allclose(np.bincount(codes, weights=weights), np.full(30, 30))
 
 
@@ -394,3 +399,90 @@ def test_pair_score_of_a_model_fitted_on_few_samples_is_not_overconfident():
     # (With C=1e4: 1.19, 0.62, 0.52; now 0.61, 0.59, 0.51.)
     assert max(losses) < 0.8
     assert np.mean(losses) < 0.65
+
+
+def test_members_leave_out_a_share_of_every_class():
+    # Dealt in turn within each class, from a random first member: every
+    # member leaves out 1/8 of each class (rounded either way), and a class
+    # of 2 samples is left out by two members, never both by one.
+    rng = np.random.RandomState(0)
+    codes = np.repeat([0, 1, 2], [2, 17, 400])
+    left_out = _classifier._left_out(codes, 8, rng)
+    for c, n in enumerate([2, 17, 400]):
+        per_member = np.bincount(left_out[codes == c], minlength=8)
+        assert per_member.max() - per_member.min() <= 1
+        assert per_member.sum() == n
+    assert len(set(left_out[codes == 0])) == 2
+
+
+@pytest.mark.parametrize(
+    "params, out_of_bag",
+    [
+        ({}, True),
+        ({"n_members": 4}, True),
+        ({"n_members": 3}, False),
+        ({"loss": "nca"}, False),
+        ({"early_stopping": True}, False),
+    ],
+)
+def test_which_fits_calibrate_out_of_bag(params, out_of_bag, monkeypatch):
+    # Out of bag with the prototype loss and at least 4 members, nothing
+    # held out: the calibration receives the member that left each row out,
+    # one of the n_members, and the rows each member left out are scored.
+    seen = []
+    scores = _classifier.calibration_scores
+
+    def recorded(*args):
+        seen.append(args[-1])
+        return scores(*args)
+
+    monkeypatch.setattr(_classifier, "calibration_scores", recorded)
+    rng = np.random.RandomState(0)
+    y = np.repeat([0, 1], 40)
+    X = rng.normal(size=(80, 3)) + y[:, None]
+    params = dict(hidden_layer_sizes=(8,), embedding_dim=4, max_epochs=1, **params)
+    SiameseClassifier(random_state=0, **params).fit(X, y)
+    (left_out,) = seen
+    if not out_of_bag:
+        assert left_out is None
+        return
+    members = params.get("n_members", 8)
+    np.testing.assert_array_equal(np.unique(left_out), np.arange(members))
+    assert len(left_out) == len(y)
+
+
+def test_out_of_bag_calibration_is_not_fooled_by_learned_noise(monkeypatch):
+    # Breast cancer with a fifth of the labels (training and test alike)
+    # redrawn at random: the network learns its training rows' noise, so
+    # training rows, even scored against the other half's references, look
+    # cleaner than new rows and a temperature fitted on them is too small.
+    # Scored out of bag, the probabilities are honest: a lower test log loss
+    # than the two halves' (0.42 against 0.48 when written), and than the
+    # logistic regression's (0.46).
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True)
+    rng = np.random.RandomState(0)
+    noisy = rng.rand(len(y)) < 0.2
+    y = np.where(noisy, rng.randint(2, size=len(y)), y)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.5, random_state=0, stratify=y
+    )
+    out_of_bag = SiameseClassifier(random_state=0).fit(X_train, y_train)
+    monkeypatch.setattr(SiameseClassifier, "_out_of_bag", lambda self: False)
+    halves = SiameseClassifier(random_state=0).fit(X_train, y_train)
+    logistic = make_pipeline(StandardScaler(), LogisticRegression())
+    logistic.fit(X_train, y_train)
+    loss = {
+        name: log_loss(y_test, model.predict_proba(X_test))
+        for name, model in [("oob", out_of_bag), ("halves", halves), ("lr", logistic)]
+    }
+    assert loss["oob"] < loss["halves"] - 0.03
+    assert loss["oob"] < loss["lr"]
+    # The halves' temperature is the smaller: sharper probabilities.
+    assert halves.temperature_ < 0.7 * out_of_bag.temperature_

@@ -485,6 +485,82 @@ def test_prototype_loss_matches_leave_one_out_means_by_loops(distance, head, n_m
         )
 
 
+@pytest.mark.parametrize(
+    "distance, head",
+    [
+        ("euclidean", False),
+        ("manhattan", False),
+        ("cosine", False),
+        ("euclidean", True),
+    ],
+)
+def test_prototype_loss_of_members_that_leave_samples_out_by_loops(distance, head):
+    # Each member's loss is the loss of the samples it keeps, as if the
+    # others were not in the batch (neither scored nor in its means); the
+    # members' losses are pooled by their total weight. Member 2 leaves out
+    # both samples of class 1 (the class is absent for it), member 0 one of
+    # the two samples of class 3 (the other is alone: no term).
+    gen = torch.Generator().manual_seed(1)
+    y = torch.tensor([3, 0, 1, 1, 2, 0, 2, 2, 0, 0, 0, 3])
+    left_out = torch.tensor([0, 1, 2, 2, 0, 1, 1, 0, 2, 0, 1, 1])
+    n_members = 3
+    emb = torch.randn(len(y), 3 * n_members, generator=gen, dtype=torch.float64)
+    emb.requires_grad_()
+    weights = torch.rand(len(y), generator=gen, dtype=torch.float64)
+    module = SiameseModule(
+        torch.nn.Identity(),
+        distance,
+        head=head,
+        embedding_dim=3 * n_members,
+        n_members=n_members,
+    ).double()
+    for w in (torch.ones(len(y), dtype=torch.float64), weights):
+        losses, totals = [], []
+        for m, e in enumerate(module.members(emb)):
+            kept = torch.nonzero(left_out != m).flatten()
+            codes = y[kept].tolist()
+            losses.append(_prototype_by_loops(e[kept], codes, module, w[kept]))
+            mates = [sum(c == code for c in codes) > 1 for code in codes]
+            totals.append(w[kept][torch.tensor(mates)].sum())
+        expected = sum(v * t for v, t in zip(losses, totals, strict=True)) / sum(totals)
+        (g_expected,) = torch.autograd.grad(expected, emb)
+        for n_classes in (None, 6):
+            got = prototype_loss(emb, y, module, w, n_classes, left_out=left_out)
+            assert got.item() == pytest.approx(expected.item(), rel=1e-10)
+            (g_got,) = torch.autograd.grad(got, emb)
+            torch.testing.assert_close(g_got, g_expected, rtol=1e-8, atol=1e-12)
+    # A member's parameters owe nothing to the samples it leaves out: their
+    # rows of that member's embedding get no gradient.
+    got = prototype_loss(emb, y, module, weights, 6, left_out=left_out)
+    (g,) = torch.autograd.grad(got, emb)
+    for m, g_m in enumerate(module.members(g)):
+        assert torch.all(g_m[left_out == m] == 0)
+        assert torch.all(g_m[left_out != m].abs().sum(1) > 0)
+    if distance == "euclidean" and not head:
+        torch.autograd.gradcheck(
+            lambda e: prototype_loss(e, y, module, weights, 6, left_out=left_out),
+            (emb,),
+        )
+
+
+def test_in_batch_loss_takes_the_member_that_leaves_each_sample_out():
+    # Labels of two columns: (class code, member that leaves the sample out),
+    # for the prototype loss; the other losses refuse them.
+    gen = torch.Generator().manual_seed(2)
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    left_out = torch.tensor([0, 1, 1, 0, 1, 0])
+    emb = torch.randn(6, 4, generator=gen)
+    module = SiameseModule(torch.nn.Identity(), n_members=2)
+    expected = prototype_loss(emb, y, module, n_classes=2, left_out=left_out)
+    got = InBatchLoss("prototype", n_classes=2)(
+        emb, torch.stack([y, left_out], 1), module
+    )
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert got.item() != pytest.approx(prototype_loss(emb, y, module).item(), rel=1e-3)
+    with pytest.raises(ValueError, match="prototype loss only"):
+        InBatchLoss("nca")(emb, torch.stack([y, left_out], 1), module)
+
+
 def _pair_loss_by_pairs(emb, module, y, loss, weights, margin=1.0):
     """Contrastive or BCE loss over the pairs above the diagonal, each pair's
     dissimilarity computed on its own: the mean over same pairs and the mean

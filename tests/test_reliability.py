@@ -575,10 +575,13 @@ def test_a_fit_embeds_only_the_rows_it_reads(rows_per_pass, monkeypatch):
     X = rng.normal(size=(6000, 3)) + y[:, None]
     params = dict(TINY, max_epochs=1, batch_size=256, references=10)
     lazy = SiameseClassifier(**params).fit(X, y)
-    # k-means sees 200 rows of each class three times (the fit's references,
-    # and each calibration half's); each half scores 100 queries per class,
-    # each with one same-class and one other-class partner.
-    assert sum(rows_per_pass) <= 3 * 2 * 200 + 2 * 2 * 100 * 3
+    # k-means sees 200 rows of each class nine times (the fit's references,
+    # and for the out-of-bag calibration each of the 8 members' references,
+    # from the rows it trained on); each member scores 2 * 100 / 8 queries
+    # per class that it left out, each with one same-class and one
+    # other-class partner.
+    assert lazy._out_of_bag() and lazy.n_members == 8
+    assert sum(rows_per_pass) <= 9 * 2 * 200 + 8 * 2 * 25 * 3 < len(X)
     monkeypatch.setattr(_classifier, "EmbeddedRows", lambda net, Z: net.embed(Z))
     full = SiameseClassifier(**params).fit(X, y)
     np.testing.assert_array_equal(lazy.references_, full.references_)
@@ -593,8 +596,8 @@ def test_a_fit_on_many_small_classes_embeds_them_together(rows_per_pass):
     y = np.repeat(np.arange(60), 6)
     X = rng.normal(size=(len(y), 3)) + (y % 5)[:, None]
     SiameseClassifier(**dict(TINY, max_epochs=1, early_stopping=False)).fit(X, y)
-    # The first calibration half's references and queries; the rest is read
-    # from what they embedded.
+    # The references and the queries of the first member the out-of-bag
+    # calibration scores with; the rest is read from what they embedded.
     assert len(rows_per_pass) == 2
 
 
