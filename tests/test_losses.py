@@ -435,24 +435,20 @@ def _prototype_by_loops(E, y, module, weights):
     return sum(t * w for t, w in zip(terms, used, strict=True)) / sum(used)
 
 
-@pytest.mark.parametrize(
-    "distance, head",
-    [
-        ("euclidean", False),
-        ("manhattan", False),
-        ("cosine", False),
-        ("euclidean", True),
-    ],
-)
-@pytest.mark.parametrize("n_members", [1, 3])
-def test_prototype_loss_matches_leave_one_out_means_by_loops(distance, head, n_members):
-    # The euclidean loss gets the distance to the mean of a sample's class
-    # mates by scaling the one to its whole class's mean, and has its
-    # gradient written out; the others compute that mean. Classes of 1, 2, 3
-    # and 5 samples; the lone one has no term. Members: the mean of each
-    # member's loss. With class codes 0 .. 5, codes 4 and 5 are absent.
-    gen = torch.Generator().manual_seed(0)
-    y = torch.tensor([3, 0, 1, 1, 2, 0, 2, 2, 0, 0, 0])
+#: The distances, and the euclidean one with a learned head, whose
+#: prototype loss is checked against loops.
+PROTOTYPE_DISTANCES = [
+    ("euclidean", False),
+    ("manhattan", False),
+    ("cosine", False),
+    ("euclidean", True),
+]
+
+
+def _random_members(distance, head, n_members, y, seed):
+    """Float64 embeddings of ``y`` (3 values per member, with gradients),
+    random sample weights and the identity encoder's module."""
+    gen = torch.Generator().manual_seed(seed)
     emb = torch.randn(len(y), 3 * n_members, generator=gen, dtype=torch.float64)
     emb.requires_grad_()
     weights = torch.rand(len(y), generator=gen, dtype=torch.float64)
@@ -463,6 +459,19 @@ def test_prototype_loss_matches_leave_one_out_means_by_loops(distance, head, n_m
         embedding_dim=3 * n_members,
         n_members=n_members,
     ).double()
+    return emb, weights, module
+
+
+@pytest.mark.parametrize("distance, head", PROTOTYPE_DISTANCES)
+@pytest.mark.parametrize("n_members", [1, 3])
+def test_prototype_loss_matches_leave_one_out_means_by_loops(distance, head, n_members):
+    # The euclidean loss gets the distance to the mean of a sample's class
+    # mates by scaling the one to its whole class's mean, and has its
+    # gradient written out; the others compute that mean. Classes of 1, 2, 3
+    # and 5 samples; the lone one has no term. Members: the mean of each
+    # member's loss. With class codes 0 .. 5, codes 4 and 5 are absent.
+    y = torch.tensor([3, 0, 1, 1, 2, 0, 2, 2, 0, 0, 0])
+    emb, weights, module = _random_members(distance, head, n_members, y, seed=0)
     for w in (None, weights):
         expected = (
             sum(
@@ -485,35 +494,16 @@ def test_prototype_loss_matches_leave_one_out_means_by_loops(distance, head, n_m
         )
 
 
-@pytest.mark.parametrize(
-    "distance, head",
-    [
-        ("euclidean", False),
-        ("manhattan", False),
-        ("cosine", False),
-        ("euclidean", True),
-    ],
-)
+@pytest.mark.parametrize("distance, head", PROTOTYPE_DISTANCES)
 def test_prototype_loss_of_members_that_leave_samples_out_by_loops(distance, head):
     # Each member's loss is the loss of the samples it keeps, as if the
     # others were not in the batch (neither scored nor in its means); the
     # members' losses are pooled by their total weight. Member 2 leaves out
     # both samples of class 1 (the class is absent for it), member 0 one of
     # the two samples of class 3 (the other is alone: no term).
-    gen = torch.Generator().manual_seed(1)
     y = torch.tensor([3, 0, 1, 1, 2, 0, 2, 2, 0, 0, 0, 3])
     left_out = torch.tensor([0, 1, 2, 2, 0, 1, 1, 0, 2, 0, 1, 1])
-    n_members = 3
-    emb = torch.randn(len(y), 3 * n_members, generator=gen, dtype=torch.float64)
-    emb.requires_grad_()
-    weights = torch.rand(len(y), generator=gen, dtype=torch.float64)
-    module = SiameseModule(
-        torch.nn.Identity(),
-        distance,
-        head=head,
-        embedding_dim=3 * n_members,
-        n_members=n_members,
-    ).double()
+    emb, weights, module = _random_members(distance, head, 3, y, seed=1)
     for w in (torch.ones(len(y), dtype=torch.float64), weights):
         losses, totals = [], []
         for m, e in enumerate(module.members(emb)):
