@@ -22,7 +22,13 @@ import numpy as np
 import torch
 from scipy.special import expit, logit, softmax
 
-from ._references import class_dissimilarity, select_references
+from ._references import (
+    References,
+    _MemberColumns,
+    class_dissimilarity,
+    member_references,
+    select_references,
+)
 
 STRATEGIES = ("balanced_accuracy", "accuracy", "f_beta", "max_tpr", "max_tnr")
 
@@ -535,7 +541,9 @@ def _concatenated(parts):
 def _out_of_bag(net, E, codes, n_classes, references, n_neighbors, rng, left_out):
     """:func:`calibration_scores` of the rows of ``E`` each scored by the
     ensemble member that left it out (``left_out``), against references
-    from the rows that member trained on.
+    from the rows that member trained on
+    (:func:`~sksiamese._references.member_references`: a class is clustered
+    once for all members).
 
     A member compares its own embeddings (its columns of ``E``) as the
     ensemble compares whole ones (:meth:`SiameseModule.one_member`). Each
@@ -547,23 +555,24 @@ def _out_of_bag(net, E, codes, n_classes, references, n_neighbors, rng, left_out
     n_members = module.n_members
     one = module.one_member()
     cap = max(1, -(-2 * calibration_cap(n_classes) // n_members))
+    refs = member_references(
+        E, codes, left_out, n_members, references, rng, device=net.device
+    )
     parts = []
     for m in range(n_members):
         rows = np.flatnonzero(left_out == m)
         if not len(rows):
             continue
-        view = _Member(E, m, n_members)
-        trained = np.flatnonzero(left_out != m)
         parts.append(
             _scored(
                 one,
                 net.device,
-                view,
+                _MemberColumns(E, m, n_members),
                 codes,
                 rows,
-                trained,
+                np.flatnonzero(left_out != m),
                 n_classes,
-                references,
+                refs[m],
                 n_neighbors,
                 rng,
                 cap,
@@ -572,36 +581,18 @@ def _out_of_bag(net, E, codes, n_classes, references, n_neighbors, rng, left_out
     return _concatenated(parts)
 
 
-class _Member:
-    """Member ``m`` of ``n_members``' embeddings of the rows of ``E`` (an
-    array, or :class:`~sksiamese._training.EmbeddedRows`, of the members'
-    embeddings side by side), indexed like an array."""
-
-    def __init__(self, E, m, n_members):
-        self._E, self._m, self._n_members = E, m, n_members
-
-    def __len__(self):
-        return len(self._E)
-
-    def __getitem__(self, index):
-        e = self._E[index]
-        width = e.shape[-1] // self._n_members
-        return np.ascontiguousarray(e[..., self._m * width : (self._m + 1) * width])
-
-    def embed_rows(self, rows):
-        if hasattr(self._E, "embed_rows"):
-            self._E.embed_rows(rows)
-
-
 def _scored(
     module, device, E, codes, q, r, n_classes, references, n_neighbors, rng, cap=None
 ):
     """The samples ``q`` (at most ``cap``, by default :func:`calibration_cap`,
     per class) scored by ``module`` against references chosen from the
-    samples ``r``."""
+    samples ``r`` (``references``: the estimator's parameter, or the
+    :class:`~sksiamese._references.References` already chosen)."""
     # The rows ``r`` are most of ``E`` (a half, or all but the held-out
     # share): they are indexed where needed, never copied as a whole.
-    refs = select_references(E, codes, references, rng, rows=r, device=device)
+    refs = references
+    if not isinstance(refs, References):
+        refs = select_references(E, codes, references, rng, rows=r, device=device)
     if cap is None:
         cap = calibration_cap(n_classes)
     keep, weights = cap_per_class(codes[q], cap, rng)

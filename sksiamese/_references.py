@@ -116,6 +116,116 @@ def select_references(E, codes, references, rng, rows=None, *, device="cpu"):
     )
 
 
+def member_references(E, codes, left_out, n_members, references, rng, *, device="cpu"):
+    """The :class:`References` of each ensemble member, each from the rows
+    it trained on (those ``left_out`` does not give to it), in its own
+    embedding (its columns of ``E``, the members' embeddings side by side),
+    as :func:`select_references` would choose them.
+
+    With an int ``references``, a class of more trained rows than that is
+    clustered once for all members: k-means (on ``device``) on the whole
+    embeddings of its rows (a subsample of large classes, as in
+    :func:`class_centres`), and each member's centres are the means of its
+    own embeddings of the rows it trained on in each cluster, weighted by
+    the training rows each stands for. One k-means per class instead of one
+    per member and class; the rows a member left out place no centre of
+    its own.
+    """
+    per_member = []
+    for m in range(n_members):
+        view = _MemberColumns(E, m, n_members)
+        trained = np.flatnonzero(left_out != m)
+        if isinstance(references, str):
+            per_member.append(
+                select_references(view, codes, references, rng, trained, device=device)
+            )
+        else:
+            per_member.append([])
+    if isinstance(references, str):
+        return per_member
+    for c in np.unique(codes):
+        rows = np.flatnonzero(codes == c)
+        n_trained = [int(np.sum(left_out[rows] != m)) for m in range(n_members)]
+        shared = None
+        for m in range(n_members):
+            if n_trained[m] == 0:
+                continue
+            if n_trained[m] <= references:
+                # Its rows, each placed once (no k-means).
+                mine = rows[left_out[rows] != m]
+                kept = class_centres(
+                    _MemberColumns(E, m, n_members), references, rng, mine
+                )
+            else:
+                if shared is None:
+                    shared = _shared_clusters(E, rows, references, rng, device)
+                kept = _member_means(shared, left_out, m, n_members, n_trained[m])
+            per_member[m].append((c, *kept))
+    return [
+        References(
+            np.concatenate([r for _, r, _ in kept]).astype(np.float32),
+            np.concatenate([np.full(len(r), c) for c, r, _ in kept]),
+            np.concatenate([w for _, _, w in kept]).astype(np.float64),
+        )
+        for kept in per_member
+    ]
+
+
+def _shared_clusters(E, rows, k, rng, device):
+    """The rows of one class that k-means sees (a subsample of a large
+    class), their whole embeddings and their clusters: at most ``k``, by
+    k-means on the distinct rows (each distinct row its own cluster when
+    there are at most ``k``)."""
+    if len(rows) > _KMEANS_ROWS * k:
+        rows = rows[rng.choice(len(rows), _KMEANS_ROWS * k, replace=False)]
+    X = np.asarray(E[rows])
+    distinct, _, inverse = _distinct_rows(X)
+    if len(distinct) <= k:
+        return rows, X, inverse
+    seed = rng.randint(2**31 - 1)
+    _, labels = kmeans(distinct.astype(np.float64), k, seed, device=device)
+    return rows, X, labels[inverse]
+
+
+def _member_means(shared, left_out, m, n_members, n_trained):
+    """Member ``m``'s centres of the ``shared`` clusters (the means of its
+    embeddings of the rows it trained on in each) and the training rows each
+    stands for (its ``n_trained`` rows of the class in all)."""
+    rows, X, labels = shared
+    mine = left_out[rows] != m
+    width = X.shape[1] // n_members
+    own = X[mine, m * width : (m + 1) * width].astype(np.float64)
+    labels = labels[mine]
+    n_clusters = labels.max() + 1
+    sizes = np.bincount(labels, minlength=n_clusters)
+    sums = np.zeros((n_clusters, width))
+    np.add.at(sums, labels, own)
+    used = sizes > 0
+    centres = sums[used] / sizes[used, None]
+    return centres.astype(np.float32), sizes[used] * (n_trained / mine.sum())
+
+
+class _MemberColumns:
+    """Member ``m`` of ``n_members``' embeddings of the rows of ``E`` (an
+    array, or :class:`~sksiamese._training.EmbeddedRows`, of the members'
+    embeddings side by side), indexed like an array."""
+
+    def __init__(self, E, m, n_members):
+        self._E, self._m, self._n_members = E, m, n_members
+
+    def __len__(self):
+        return len(self._E)
+
+    def __getitem__(self, index):
+        e = self._E[index]
+        width = e.shape[-1] // self._n_members
+        return np.ascontiguousarray(e[..., self._m * width : (self._m + 1) * width])
+
+    def embed_rows(self, rows):
+        if hasattr(self._E, "embed_rows"):
+            self._E.embed_rows(rows)
+
+
 def class_centres(E, k, rng, rows=None, *, device="cpu"):
     """At most ``k`` centres of the rows ``E`` (or of its rows ``rows``), and
     how many of the rows each stands for (counted in all of them when
@@ -128,23 +238,7 @@ def class_centres(E, k, rng, rows=None, *, device="cpu"):
         rows = pick if rows is None else rows[pick]
     if rows is not None:
         E = E[rows]
-    # Repeated rows (e.g. oversampled) are placed once but keep their count.
-    # Where rows of equal first values are all repeats of one row (distinct
-    # rows all differ there), the first row of each run of the rows sorted
-    # by that value gives np.unique's rows in its order: one sort instead
-    # of its sort of whole rows (most of this function's time for small
-    # classes: 600 rows of 256 values, 100 of them distinct, 0.2 instead of
-    # 5.3 ms; 2,000 rows, 300 distinct, k-means included, 9.4 instead of
-    # 22.5 ms).
-    E = E[np.argsort(E[:, 0], kind="stable")]
-    tie = E[1:, 0] == E[:-1, 0]
-    repeat = tie.copy()
-    repeat[tie] = (E[1:][tie] == E[:-1][tie]).all(1)
-    if (repeat == tie).all():
-        start = np.flatnonzero(np.r_[True, ~tie])
-        E, counts = E[start], np.diff(np.r_[start, len(E)])
-    else:
-        E, counts = np.unique(E, axis=0, return_counts=True)
+    E, counts, _ = _distinct_rows(E)
     counts = counts * (n / counts.sum())
     if len(E) <= k:
         return E, counts
@@ -153,6 +247,37 @@ def class_centres(E, k, rng, rows=None, *, device="cpu"):
     held = np.bincount(labels, weights=counts, minlength=k)
     keep = held > 0
     return centres[keep].astype(np.float32), held[keep]
+
+
+def _distinct_rows(E):
+    """The distinct rows of ``E``, how many times each occurs and, for each
+    row of ``E``, the index of its distinct row.
+
+    Repeated rows (e.g. oversampled) are placed once but keep their count.
+    Where rows of equal first values are all repeats of one row (distinct
+    rows all differ there), the first row of each run of the rows sorted by
+    that value gives np.unique's rows in its order: one sort instead of its
+    sort of whole rows (most of :func:`class_centres`' time for small
+    classes: 600 rows of 256 values, 100 of them distinct, 0.2 instead of
+    5.3 ms; 2,000 rows, 300 distinct, k-means included, 9.4 instead of 22.5
+    ms).
+    """
+    order = np.argsort(E[:, 0], kind="stable")
+    E = E[order]
+    tie = E[1:, 0] == E[:-1, 0]
+    repeat = tie.copy()
+    repeat[tie] = (E[1:][tie] == E[:-1][tie]).all(1)
+    if (repeat == tie).all():
+        start = np.flatnonzero(np.r_[True, ~tie])
+        inverse = np.empty(len(E), dtype=np.intp)
+        inverse[order] = np.cumsum(np.r_[True, ~tie]) - 1
+        return E[start], np.diff(np.r_[start, len(E)]), inverse
+    distinct, inverse, counts = np.unique(
+        E, axis=0, return_inverse=True, return_counts=True
+    )
+    unsorted = np.empty(len(E), dtype=np.intp)
+    unsorted[order] = inverse.reshape(-1)
+    return distinct, counts, unsorted
 
 
 @torch.inference_mode()

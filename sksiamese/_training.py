@@ -303,8 +303,9 @@ class EmbeddedRows:
     ``net.embed(Z)`` would, up to float32 rounding (a row may take another
     place in a block of :meth:`SiameseNet.embed`, and on a CPU a matrix
     product may round a row differently at another place: a few units in
-    the last place, for some input widths), but rows nobody reads are never
-    embedded. A fit's references and calibration read a
+    the last place, for some input widths), but rows are embedded as they
+    are read (with rows not read yet in the rest of the last forward pass,
+    see :meth:`embed_rows`). A fit's references and calibration read a
     sample of each large class (the rows its k-means sees, at most
     ``_calibration.calibration_cap`` calibration queries and their pair
     partners), so on hundreds of thousands of rows they embed a small share.
@@ -342,8 +343,11 @@ class EmbeddedRows:
 
     def embed_rows(self, rows):
         """Embed those of the rows ``rows`` (indices) not embedded yet, in one
-        pass: reading many small sets of rows one by one would pad each to a
-        whole block of :meth:`SiameseNet.embed`."""
+        call of :meth:`SiameseNet.embed`. Its last forward pass would be
+        padded to a whole block: rows not embedded yet take the place of the
+        padding, at no cost, so that many small reads (a fit's calibration
+        reads the rows of each class for each ensemble member) embed a small
+        data set in the first and a large one in far fewer passes."""
         missing = rows[self._at[rows] < 0]
         if self._kept is None:
             # The first read sets the width (row 0 gives it when none is read).
@@ -351,6 +355,11 @@ class EmbeddedRows:
         if not np.size(missing):
             return
         missing = np.unique(missing)
+        fill = -len(missing) % self._net.embed_pass_rows(self._Z, rows=missing)
+        if fill:
+            spare = self._at < 0
+            spare[missing] = False
+            missing = np.union1d(missing, np.flatnonzero(spare)[:fill])
         E = self._net.embed(self._Z, rows=missing)
         if self._kept is None:
             self._kept, self._n_kept = np.empty((len(self._Z), E.shape[1]), E.dtype), 0
@@ -599,12 +608,7 @@ class SiameseNet(NeuralNet):
             return torch.as_tensor(xb).to(self.device, non_blocking=True)
 
         if batch_size is None:
-            # Fixed for the module (not by the rows given): see EMBED_ROWS.
-            if n_rows:
-                shape = X.shape[1:] if prepare is None else prepare.row_shape
-                batch_size = pass_rows(module, kind, tuple(shape), lambda: read(0, 1))
-            else:
-                batch_size = EMBED_ROWS[kind]
+            batch_size = self.embed_pass_rows(X, prepare, rows)
         # Blocks are written into a group of at most _EMBED_COPY_ROWS rows on
         # the device, which goes back to the host (or to ``then``) at once: a
         # copy (and a wait for the device) per group, not per block. On a
@@ -646,6 +650,26 @@ class SiameseNet(NeuralNet):
         if on_host:
             _check_embeddings(result, 0, len(result), rows=rows, name=name)
         return result.numpy()
+
+    def embed_pass_rows(self, X, prepare=None, rows=None):
+        """Rows of every forward pass of :meth:`embed` over ``X`` (or its
+        rows ``rows``), by default: fixed for the module and the kind of
+        input rows, not by the number of rows given (see
+        :func:`pass_rows`). Leaves the module in evaluation mode, as
+        :meth:`embed` does: the measurement is a forward pass."""
+        self.module_.eval()
+        kind = torch.device(self.device).type
+        if not (len(X) if rows is None else len(rows)):
+            return EMBED_ROWS[kind]
+
+        def first_row():
+            xb = X[0:1] if rows is None else X[rows[0:1]]
+            if prepare is not None:
+                xb = prepare(xb)
+            return torch.as_tensor(xb).to(self.device, non_blocking=True)
+
+        shape = X.shape[1:] if prepare is None else prepare.row_shape
+        return pass_rows(self.module_, kind, tuple(shape), first_row)
 
     @torch.inference_mode()
     def rowwise(self, A, B):

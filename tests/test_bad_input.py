@@ -1158,18 +1158,22 @@ def test_nan_embeddings_name_their_row_when_compared_in_parts(fitted, monkeypatc
 
 
 def test_nan_embeddings_of_rows_read_name_their_row(fitted, monkeypatch):
-    # A fit embeds only the rows its references and calibration read; an
-    # error names the row of the data, not its place among those embedded.
+    # A fit embeds only the rows its references and calibration read (and
+    # rows not read yet in the rest of a pass: rows 0, 9 and 6 read, 1 in
+    # passes of 4 rows); an error names the row of the data, not its place
+    # among those embedded (2).
     from sksiamese import _training
 
     clf = fitted("nan_above_100")
+    monkeypatch.setattr(clf.net_, "embed_pass_rows", lambda *args, **kwargs: 4)
     Xq = np.tile(X[:1], (10, 1))
     Xq[6] = 500.0
     rows = _training.EmbeddedRows(clf.net_, clf._scaled(Xq))
     with pytest.raises(
-        ValueError, match=r"embeddings for 1 of 3 samples \(the first is row 6\)"
+        ValueError, match=r"embeddings for 1 of 4 samples \(the first is row 6\)"
     ):
         rows[[0, 9, 6]]
+    monkeypatch.undo()
     # Checked group by group (as on a GPU): no range of places among those
     # embedded, which would not be rows of the data.
     monkeypatch.setattr(_training, "_EMBED_COPY_ROWS", 2)

@@ -17,11 +17,13 @@ import sksiamese._references
 from sksiamese import SiameseClassifier, _networks
 from sksiamese._networks import SiameseModule
 from sksiamese._references import (
+    _distinct_rows,
     class_centres,
     class_dissimilarity,
     kept_samples,
     kmeans,
     lloyd,
+    member_references,
     new_reservoir,
     select_references,
     update_reservoir,
@@ -422,6 +424,112 @@ def test_a_class_of_few_rows_keeps_its_distinct_rows_in_order(case):
     rows, counts = np.unique(E, axis=0, return_counts=True)
     np.testing.assert_array_equal(centres, rows)
     np.testing.assert_array_equal(weights, counts)
+    # Each row's distinct row (what the members' shared clusters map back).
+    distinct, counts, inverse = _distinct_rows(E)
+    np.testing.assert_array_equal(distinct[inverse], E)
+    np.testing.assert_array_equal(np.bincount(inverse), counts)
+
+
+def _members_data(n_members=4):
+    """Embeddings of 4 members side by side (3 values each) of three classes
+    of 400, 150 and 9 rows, and the member that leaves each row out (dealt
+    in turn within each class)."""
+    rng = np.random.RandomState(0)
+    codes = np.repeat([0, 1, 2], [400, 150, 9])
+    E = rng.normal(size=(len(codes), 3 * n_members)).astype(np.float32)
+    left_out = np.zeros(len(codes), dtype=np.int64)
+    for c in range(3):
+        rows = np.flatnonzero(codes == c)
+        left_out[rows] = np.arange(len(rows)) % n_members
+    return E, codes, left_out
+
+
+@pytest.mark.parametrize("references", ["all", "prototypes"])
+def test_member_references_by_name_are_those_of_its_trained_rows(references):
+    E, codes, left_out = _members_data()
+    refs = member_references(
+        E, codes, left_out, 4, references, np.random.RandomState(0)
+    )
+    for m, r in enumerate(refs):
+        trained = left_out != m
+        expected = select_references(
+            E[trained][:, 3 * m : 3 * (m + 1)],
+            codes[trained],
+            references,
+            np.random.RandomState(0),
+        )
+        np.testing.assert_array_equal(r.codes, expected.codes)
+        np.testing.assert_allclose(r.embeddings, expected.embeddings, rtol=1e-6)
+        np.testing.assert_array_equal(r.weights, expected.weights)
+
+
+def test_member_references_are_means_of_its_trained_rows_in_shared_clusters(
+    monkeypatch,
+):
+    """With an int ``references``, a class of more trained rows than that is
+    clustered once for all members (k-means on the whole embeddings), and
+    each member's centres are the means of its own columns of the rows it
+    trained on in each cluster, weighted by the rows they stand for: the
+    rows it left out are in none of them. Smaller classes: each member
+    keeps its distinct trained rows."""
+    E, codes, left_out = _members_data()
+    calls, clusters = [], []
+    real_kmeans = sksiamese._references.kmeans
+    real_shared = sksiamese._references._shared_clusters
+
+    def counted(X, k, seed, **kwargs):
+        calls.append(len(X))
+        return real_kmeans(X, k, seed, **kwargs)
+
+    def recorded(*args):
+        clusters.append(real_shared(*args))
+        return clusters[-1]
+
+    monkeypatch.setattr(sksiamese._references, "kmeans", counted)
+    monkeypatch.setattr(sksiamese._references, "_shared_clusters", recorded)
+    k = 20
+    refs = member_references(E, codes, left_out, 4, k, np.random.RandomState(0))
+    # One k-means for each of the two classes over k (the 400 rows are
+    # 20 k: k-means sees them all), not one per member.
+    assert calls == [400, 150]
+    for m in range(4):
+        trained = left_out != m
+        own = E[:, 3 * m : 3 * (m + 1)]
+        # At most k centres a class; the weights add up to the rows trained on.
+        np.testing.assert_array_less(np.bincount(refs[m].codes), k + 1)
+        np.testing.assert_allclose(
+            np.bincount(refs[m].codes, refs[m].weights),
+            np.bincount(codes[trained]),
+        )
+        for c, (rows, _, labels) in enumerate(clusters):
+            mine = trained[rows]
+            used = np.unique(labels[mine])
+            expected = [own[rows[mine & (labels == j)]].mean(0) for j in used]
+            np.testing.assert_allclose(
+                refs[m].embeddings[refs[m].codes == c],
+                expected,
+                rtol=1e-5,
+                atol=1e-6,
+            )
+            # Only the rows of its class that the member trained on.
+            assert np.all(codes[rows] == c)
+        # The class of 9 rows: the member's 6 or 7 distinct trained rows.
+        np.testing.assert_array_equal(
+            refs[m].embeddings[refs[m].codes == 2],
+            np.unique(own[trained & (codes == 2)], axis=0),
+        )
+    # A member's centres do not move with its columns of the rows it left
+    # out, for the same clusters.
+    moved = E.copy()
+    for m in range(4):
+        moved[left_out == m, 3 * m : 3 * (m + 1)] = 1e6
+        rows, X, labels = clusters[0]
+        a = sksiamese._references._member_means(clusters[0], left_out, m, 4, 300)
+        b = sksiamese._references._member_means(
+            (rows, moved[rows], labels), left_out, m, 4, 300
+        )
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
 
 
 def _sklearn_kmeans(X, k, seed):

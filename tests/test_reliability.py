@@ -565,23 +565,27 @@ def test_passes_hold_fewer_rows_for_wide_activations(monkeypatch):
 
 def test_a_fit_embeds_only_the_rows_it_reads(rows_per_pass, monkeypatch):
     # References from k-means on a sample of each class, calibration on a
-    # capped number of queries per class: a large fit embeds those rows only,
-    # and it is the same fit as one that embeds every row first.
+    # capped number of queries per class: a large fit embeds those rows
+    # only (and rows not read yet in the rest of each call's last pass), and
+    # it is the same fit as one that embeds every row first.
     from sksiamese import _calibration, _classifier
 
     monkeypatch.setattr(_calibration, "_CALIBRATION_PER_CLASS", 100)
+    for device in list(_training.EMBED_ROWS):  # whichever the model runs on
+        monkeypatch.setitem(_training.EMBED_ROWS, device, 64)
     rng = np.random.RandomState(0)
     y = rng.randint(2, size=6000)
     X = rng.normal(size=(6000, 3)) + y[:, None]
     params = dict(TINY, max_epochs=1, batch_size=256, references=10)
     lazy = SiameseClassifier(**params).fit(X, y)
-    # k-means sees 200 rows of each class nine times (the fit's references,
-    # and for the out-of-bag calibration each of the 8 members' references,
-    # from the rows it trained on); each member scores 2 * 100 / 8 queries
-    # per class that it left out, each with one same-class and one
-    # other-class partner.
+    # k-means sees 200 rows of each class twice (the fit's references, and
+    # the clusters the out-of-bag calibration's 8 members share); each
+    # member scores 2 * 100 / 8 queries per class that it left out, each
+    # with one same-class and one other-class partner; each call fills its
+    # last pass of 64 rows.
     assert lazy._out_of_bag() and lazy.n_members == 8
-    assert sum(rows_per_pass) <= 9 * 2 * 200 + 8 * 2 * 25 * 3 < len(X)
+    read = 2 * 2 * 200 + 8 * 2 * 25 * 3
+    assert sum(rows_per_pass) <= read + 64 * len(rows_per_pass) < len(X)
     monkeypatch.setattr(_classifier, "EmbeddedRows", lambda net, Z: net.embed(Z))
     full = SiameseClassifier(**params).fit(X, y)
     np.testing.assert_array_equal(lazy.references_, full.references_)
@@ -596,9 +600,10 @@ def test_a_fit_on_many_small_classes_embeds_them_together(rows_per_pass):
     y = np.repeat(np.arange(60), 6)
     X = rng.normal(size=(len(y), 3)) + (y % 5)[:, None]
     SiameseClassifier(**dict(TINY, max_epochs=1, early_stopping=False)).fit(X, y)
-    # The references and the queries of the first member the out-of-bag
-    # calibration scores with; the rest is read from what they embedded.
-    assert len(rows_per_pass) == 2
+    # The first read (the references, or the out-of-bag calibration's)
+    # embeds every row: the 360 are fewer than the rows of one pass, and
+    # rows not read yet fill what would be its padding.
+    assert rows_per_pass == [360]
 
 
 def test_predictions_compared_in_parts_are_the_same(data, monkeypatch):
