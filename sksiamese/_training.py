@@ -75,6 +75,9 @@ _EMBED_VALUES = {"cpu": 1 << 19, "cuda": 1 << 26}
 _WIDEST = weakref.WeakKeyDictionary()
 # Rows of embeddings gathered on the device before one copy to the host.
 _EMBED_COPY_ROWS = 1 << 20
+# The most rows not read yet that EmbeddedRows embeds in the padding of a
+# pass (all of it on a CPU, where a pass holds at most EMBED_ROWS["cpu"]).
+_FILL_ROWS = 2048
 
 
 def pass_rows(module, kind, key, first_row):
@@ -344,10 +347,11 @@ class EmbeddedRows:
     def embed_rows(self, rows):
         """Embed those of the rows ``rows`` (indices) not embedded yet, in one
         call of :meth:`SiameseNet.embed`. Its last forward pass would be
-        padded to a whole block: rows not embedded yet take the place of the
-        padding, at no cost, so that many small reads (a fit's calibration
-        reads the rows of each class for each ensemble member) embed a small
-        data set in the first and a large one in far fewer passes."""
+        padded to a whole block: rows not embedded yet (at most
+        ``_FILL_ROWS``) take the place of the padding, at no cost, so that
+        many small reads (a fit's calibration reads the rows of each class
+        for each ensemble member) embed a small data set in the first and a
+        large one in far fewer passes."""
         missing = rows[self._at[rows] < 0]
         if self._kept is None:
             # The first read sets the width (row 0 gives it when none is read).
@@ -356,6 +360,9 @@ class EmbeddedRows:
             return
         missing = np.unique(missing)
         fill = -len(missing) % self._net.embed_pass_rows(self._Z, rows=missing)
+        # At most _FILL_ROWS: a GPU's pass is far larger than a CPU's, and
+        # every row embedded is copied back to the host.
+        fill = min(fill, _FILL_ROWS)
         if fill:
             spare = self._at < 0
             spare[missing] = False

@@ -501,6 +501,22 @@ def test_rows_embedded_when_read_are_those_of_embedding_all(data):
             lazy[index]
 
 
+def test_rows_read_fill_the_padding_of_their_pass(data, monkeypatch):
+    # Rows not embedded yet take the place of a pass's padding, at most
+    # _FILL_ROWS of them (a GPU's pass is 65,536 rows, each copied back).
+    X, y = data
+    clf = SiameseClassifier(**TINY).fit(X, y)
+    Z = clf._scaled(X)
+    monkeypatch.setattr(clf.net_, "embed_pass_rows", lambda *args, **kwargs: 8)
+    lazy = _training.EmbeddedRows(clf.net_, Z)
+    lazy[[5, 2]]
+    np.testing.assert_array_equal(np.flatnonzero(lazy._at >= 0), range(8))
+    monkeypatch.setattr(_training, "_FILL_ROWS", 3)
+    lazy[[30]]
+    np.testing.assert_array_equal(np.flatnonzero(lazy._at >= 0), [*range(11), 30])
+    np.testing.assert_array_equal(np.asarray(lazy), clf.net_.embed(Z))
+
+
 @pytest.fixture
 def rows_per_pass(monkeypatch):
     """The number of rows of each pass of ``SiameseNet.embed`` from here on."""
