@@ -107,6 +107,12 @@ def select_references(E, codes, references, rng, rows=None, *, device="cpu"):
         kept = [(E[m].mean(0, keepdims=True), np.array([len(m)])) for m in members]
     else:
         kept = [class_centres(E, references, rng, m, device=device) for m in members]
+    return _stacked(present, kept)
+
+
+def _stacked(present, kept):
+    """The :class:`References` of the classes ``present``, each with its
+    ``(embeddings, weights)`` in ``kept``."""
     r_codes = np.concatenate(
         [np.full(len(r), c) for c, (r, _) in zip(present, kept, strict=True)]
     )
@@ -131,44 +137,39 @@ def member_references(E, codes, left_out, n_members, references, rng, *, device=
     per member and class; the rows a member left out place no centre of
     its own.
     """
-    per_member = []
-    for m in range(n_members):
-        view = _MemberColumns(E, m, n_members)
-        trained = np.flatnonzero(left_out != m)
-        if isinstance(references, str):
-            per_member.append(
-                select_references(view, codes, references, rng, trained, device=device)
-            )
-        else:
-            per_member.append([])
     if isinstance(references, str):
-        return per_member
+        return [
+            select_references(
+                _MemberColumns(E, m, n_members),
+                codes,
+                references,
+                rng,
+                np.flatnonzero(left_out != m),
+                device=device,
+            )
+            for m in range(n_members)
+        ]
+    present = [[] for _ in range(n_members)]
+    kept = [[] for _ in range(n_members)]
     for c in np.unique(codes):
         rows = np.flatnonzero(codes == c)
-        n_trained = [int(np.sum(left_out[rows] != m)) for m in range(n_members)]
         shared = None
         for m in range(n_members):
-            if n_trained[m] == 0:
+            mine = rows[left_out[rows] != m]
+            if not len(mine):
                 continue
-            if n_trained[m] <= references:
+            if len(mine) <= references:
                 # Its rows, each placed once (no k-means).
-                mine = rows[left_out[rows] != m]
-                kept = class_centres(
+                own = class_centres(
                     _MemberColumns(E, m, n_members), references, rng, mine
                 )
             else:
                 if shared is None:
                     shared = _shared_clusters(E, rows, references, rng, device)
-                kept = _member_means(shared, left_out, m, n_members, n_trained[m])
-            per_member[m].append((c, *kept))
-    return [
-        References(
-            np.concatenate([r for _, r, _ in kept]).astype(np.float32),
-            np.concatenate([np.full(len(r), c) for c, r, _ in kept]),
-            np.concatenate([w for _, _, w in kept]).astype(np.float64),
-        )
-        for kept in per_member
-    ]
+                own = _member_means(shared, left_out, m, n_members, len(mine))
+            present[m].append(c)
+            kept[m].append(own)
+    return [_stacked(p, k) for p, k in zip(present, kept, strict=True)]
 
 
 def _shared_clusters(E, rows, k, rng, device):
